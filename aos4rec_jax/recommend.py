@@ -1,0 +1,185 @@
+"""Recommend the next K items for given histories with a trained run.
+
+  python -m aos4rec_jax.recommend --workdir DIR --input histories.jsonl --output recs.jsonl \
+      [--strategy beam --beam 5 --k 10] [--unknown skip|error]
+
+Input (raw item ids, as in the original logs):
+  * .jsonl: one object per line, {"user": "u1", "history": ["1193", "661", ...]} (oldest first);
+  * .csv:   header with columns user,item (rows of a user in time order; an optional timestamp
+            column, if present, orders them).
+Output .jsonl: {"user": ..., "items": [raw ids, best first], "unknown": [raw ids ignored]}.
+Items the model never saw are skipped with a warning (--unknown skip, default) or refused
+(--unknown error); an empty history (or one with only unknown items) is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aos4rec_jax import checkpoint as ckpt_lib
+from aos4rec_jax import data as data_lib
+from aos4rec_jax import seq2seq
+from aos4rec_jax.baselines import poprec
+
+
+class InputError(ValueError):
+  pass
+
+
+def read_histories(path: str) -> list[tuple[str, list[str]]]:
+  if not os.path.exists(path):
+    raise InputError(f'{path}: no such file')
+  out: list[tuple[str, list[str]]] = []
+  if path.endswith('.jsonl'):
+    with open(path) as f:
+      for ln, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          obj = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise InputError(f'{path}:{ln}: not valid JSON ({e.msg})') from None
+        if not isinstance(obj, dict) or 'user' not in obj or 'history' not in obj:
+          raise InputError(f'{path}:{ln}: expected an object with "user" and "history"')
+        if not isinstance(obj['history'], list):
+          raise InputError(f'{path}:{ln}: "history" must be a list of item ids')
+        out.append((str(obj['user']), [str(x) for x in obj['history']]))
+  elif path.endswith('.csv'):
+    with open(path, newline='') as f:
+      reader = csv.DictReader(f)
+      cols = reader.fieldnames or []
+      for need in ('user', 'item'):
+        if need not in cols:
+          raise InputError(f'{path}:1: header has no "{need}" column (found {cols})')
+      rows: dict[str, list] = {}
+      for ln, row in enumerate(reader, 2):
+        if row.get('user') in (None, '') or row.get('item') in (None, ''):
+          raise InputError(f'{path}:{ln}: empty user or item')
+        t = row.get('timestamp')
+        if t is not None:
+          try:
+            t = float(t)
+          except ValueError:
+            raise InputError(f'{path}:{ln}: timestamp {t!r} is not a number') from None
+        rows.setdefault(row['user'], []).append((t if t is not None else 0.0, ln, row['item']))
+      for u, evs in rows.items():
+        evs.sort(key=lambda e: (e[0], e[1]))
+        out.append((u, [e[2] for e in evs]))
+  else:
+    raise InputError(f'{path}: unknown input type (use .jsonl or .csv)')
+  if not out:
+    raise InputError(f'{path}: no histories in the file')
+  return out
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[1],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument('--workdir', required=True, help='a finished (or checkpointed) run of main.py')
+  ap.add_argument('--input', required=True)
+  ap.add_argument('--output', required=True)
+  ap.add_argument('--strategy', default=None, help='decoder (default: the run\'s config.decode.strategy)')
+  ap.add_argument('--beam', type=int, default=None, help='beam size (default: the run\'s)')
+  ap.add_argument('--k', type=int, default=None, help='list length (default: the dataset\'s K)')
+  ap.add_argument('--temperature', type=float, default=None)
+  ap.add_argument('--seed', type=int, default=0)
+  ap.add_argument('--unknown', choices=('skip', 'error'), default='skip')
+  ap.add_argument('--batch-size', type=int, default=256)
+  a = ap.parse_args(argv)
+  try:
+    return _run(a)
+  except (InputError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+def _run(a) -> int:
+  cfg_path = os.path.join(a.workdir, 'config.json')
+  ds_path = os.path.join(a.workdir, 'dataset.json')
+  if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
+    raise FileNotFoundError(f'{a.workdir} is not a run folder (no config.json/dataset.json)')
+  with open(cfg_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(ds_path) as f:
+    dsj = json.load(f)
+  ds = data_lib.Dataset.load(dsj['data_dir'], config.history_len, config.target_len)
+  info = ds.info
+  if a.k is not None:
+    info = data_lib.DataInfo(**dict(info.__dict__, k=a.k))
+  if a.strategy:
+    config.decode.strategy = a.strategy
+  if a.beam:
+    config.decode.beam_size = a.beam
+  if a.temperature:
+    config.decode.temperature = a.temperature
+
+  histories = read_histories(a.input)
+  raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}
+  L = info.history_len
+  rows, unknowns = [], []
+  for ln, (user, hist) in enumerate(histories, 1):
+    if not hist:
+      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has an empty history')
+    unk = [x for x in hist if x not in raw_to_id]
+    if unk and a.unknown == 'error':
+      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has items the model does not know: '
+                       f'{unk[:5]}{" ..." if len(unk) > 5 else ""} (use --unknown skip to ignore them)')
+    if unk:
+      print(f'warning: user {user!r}: {len(unk)} unknown item(s) skipped: {unk[:5]}', file=sys.stderr)
+    ids = [raw_to_id[x] for x in hist if x in raw_to_id]
+    if not ids:
+      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has no known item in its history')
+    rows.append(ids)
+    unknowns.append(unk)
+
+  if config.model == 'poprec':
+    params = poprec.fit(ds)
+    gen = poprec.make_generate_fn(info)
+  else:
+    model = seq2seq.build_model(config, info)
+    abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, info, r), jax.random.PRNGKey(0))
+    params = ckpt_lib.restore_params_only(a.workdir, abstract)
+    gen = seq2seq.make_generate_fn(model, info, config.decode)
+
+  @jax.jit
+  def run(params, history, banned, rng):
+    cands = jnp.zeros((history.shape[0], 1), jnp.int32)
+    batch = dict(history=history, banned=banned, candidates=cands)
+    return gen(params, batch, rng)[1]   # the full-protocol list: every item may be recommended
+
+  out_lines = []
+  B = a.batch_size
+  for lo in range(0, len(rows), B):
+    chunk = rows[lo:lo + B]
+    n = len(chunk)
+    hist = np.zeros((B, L), np.int32)
+    banned = np.zeros((B, info.vocab_size), bool)
+    for i, ids in enumerate(chunk):
+      last = ids[-L:]
+      hist[i, L - len(last):] = last
+      if info.ban_history:
+        banned[i, ids] = True
+    lists = np.asarray(run(params, hist, banned, jax.random.PRNGKey(a.seed + lo)))[:n]
+    for i, lst in enumerate(lists):
+      user = histories[lo + i][0]
+      out_lines.append(json.dumps({'user': user,
+                                   'items': [str(ds.prepared.item_raw[j]) for j in lst if j > 0],
+                                   'unknown': unknowns[lo + i]}))
+  tmp = a.output + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write('\n'.join(out_lines) + '\n')
+  os.replace(tmp, a.output)
+  print(f'wrote {len(out_lines)} recommendation lists to {a.output}', file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,17 @@
+"""PopRec: recommends the most popular training items (no training).
+
+python main.py --config=experiments/configs/poprec.py --workdir=/tmp/poprec [--config.data_dir=DIR]
+"""
+from experiments.configs import base
+
+
+def get_config(variant=''):
+  c = base.get_config()
+  c.model = 'poprec'
+  c.train_steps = 0
+  if variant == 'tiny':
+    c = base.tiny(c)
+    c.train_steps = 0
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of poprec.py (known: 'tiny')")
+  return c

@@ -1,0 +1,48 @@
+"""Trains and evaluates one recommender, described by an ml_collections config file.
+
+  python main.py --config=experiments/configs/transformer.py --workdir=/tmp/run \
+      [--config.data_dir=PREPARED_DIR] [--config.seed=3] [--config.train_steps=5000]
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+Multi-host: pass --coordinator_address/--num_processes/--process_id (or set the JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID environment variables, or run under a cluster JAX detects itself).
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py or FILE.py:variant).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and predictions.')
+_COORD = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
+_NPROC = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+_PID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
+_DIST = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with cluster '
+                          'auto-detection even without the flags above.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import jax
+  coord = _COORD.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if coord or _DIST.value:
+    nproc = _NPROC.value or (int(os.environ['JAX_NUM_PROCESSES']) if 'JAX_NUM_PROCESSES' in os.environ else None)
+    pid = _PID.value if _PID.value is not None else (
+        int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None)
+    jax.distributed.initialize(coordinator_address=coord, num_processes=nproc, process_id=pid)
+  from aos4rec_jax import config as config_lib
+  from aos4rec_jax import trainer
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_lib.ConfigError, FileNotFoundError, trainer.TrainingDivergedError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
