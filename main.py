@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py or FILE.py:variant).',
@@ -28,6 +29,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)   # keep orbax's INFO chatter off the console
   import jax
   coord = _COORD.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
   if coord or _DIST.value:
@@ -35,11 +37,13 @@ def main(argv):
     pid = _PID.value if _PID.value is not None else (
         int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None)
     jax.distributed.initialize(coordinator_address=coord, num_processes=nproc, process_id=pid)
+  import data_prep
   from aos4rec_jax import config as config_lib
   from aos4rec_jax import trainer
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_lib.ConfigError, FileNotFoundError, trainer.TrainingDivergedError, ValueError) as e:
+  except (config_lib.ConfigError, FileNotFoundError, trainer.TrainingDivergedError, trainer.RunError,
+          data_prep.DataPrepError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -40,8 +40,17 @@ class Checkpointer:
 
   def save_best(self, step: int, params, meta: dict) -> None:
     self.state_mgr.wait_until_finished()
+    if step in self.best_mgr.all_steps():      # written before a kill, now written again
+      self.best_mgr.delete(step)
     self.best_mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
+
+  def prune_best_after(self, step: int) -> None:
+    """Forgets best parameters saved after `step` (by a run killed after saving them): the resumed
+    run repeats those steps and saves them again, so the record never runs ahead of the state."""
+    for s in self.best_mgr.all_steps():
+      if s > step:
+        self.best_mgr.delete(s)
 
   def best_step(self):
     return self.best_mgr.latest_step()

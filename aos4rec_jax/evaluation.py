@@ -2,7 +2,7 @@
 
 A model is seen through `generate_fn(params, batch, rng) -> (sampled [B, K], full [B, K])`: the
 lists it generates under the sampled protocol (only the user's candidates) and the full protocol
-(every item). `evaluate` runs it over an EvalSet in fixed-shape batches, scores the lists with
+(every item). `Evaluator` runs it over an EvalSet in fixed-shape batches, scores the lists with
 `metrics.compute_metrics`, and returns the summary in the workdir format
 
     {"sampled": {"prec@K": .., "ndcg@K": .., "bleu@K": .., "hr@K": .., "mrr@K": ..},
@@ -60,56 +60,58 @@ def topk_lists(scores: jax.Array, k: int, candidates: jax.Array | None = None,
   return jnp.where(vals > NEG_INF / 2, ids, 0).astype(jnp.int32)
 
 
-def evaluate(generate_fn: Callable, params, ds: data_lib.Dataset, es: data_lib.EvalSet,
-             batch_size: int, rng: jax.Array, device_data: data_lib.DeviceData | None = None,
-             log: Callable[[str], None] | None = None):
-  """Generates and scores lists for every user of `es`.
+class Evaluator:
+  """Generates and scores lists for the users of an EvalSet; jit-compiled once per run.
 
   `generate_fn(params, batch, rng)` receives `batch` with keys history [B, L], target [B, T],
   candidates [B, C], banned bool [B, V] (all False when the profile allows history items).
-  Returns (summary dict, sampled lists [U', K] int32, full lists [U', K] int32).
   """
-  info = ds.info
-  if device_data is None:
-    device_data = ds.device_data()
-  max_hist = ds.max_history
-  ban = info.ban_history
 
-  @jax.jit
-  def run(params, b, rng):
-    if ban:
-      banned = data_lib.history_ban_mask(device_data.items, b['hist_start'], b['hist_len'],
-                                         max_hist, info.vocab_size)
-    else:
-      banned = jnp.zeros((b['history'].shape[0], info.vocab_size), bool)
-    batch = dict(history=b['history'], target=b['target'], candidates=b['candidates'], banned=banned)
-    sampled, full = generate_fn(params, batch, rng)
-    ms = metrics_lib.compute_metrics(sampled, b['target'])
-    mf = metrics_lib.compute_metrics(full, b['target'])
-    return sampled, full, ms, mf
+  def __init__(self, generate_fn: Callable, ds: data_lib.Dataset, batch_size: int,
+               device_data: data_lib.DeviceData | None = None):
+    self.ds, self.batch_size = ds, batch_size
+    info = ds.info
+    device_data = ds.device_data() if device_data is None else device_data
+    max_hist, ban = ds.max_history, info.ban_history
 
-  t0 = time.time()
-  outs_s, outs_f = [], []
-  sums = {'sampled': {m: 0.0 for m in METRIC_NAMES}, 'full': {m: 0.0 for m in METRIC_NAMES}}
-  users = 0
-  nb = (len(es) + batch_size - 1) // batch_size
-  for bi, (b, real) in enumerate(data_lib.eval_batches(es, batch_size)):
-    sampled, full, ms, mf = run(params, b, jax.random.fold_in(rng, bi))
-    sampled, full = np.asarray(sampled)[:real], np.asarray(full)[:real]
-    outs_s.append(sampled)
-    outs_f.append(full)
-    for proto, m in (('sampled', ms), ('full', mf)):
-      valid = np.asarray(m['valid'])[:real].astype(bool)
-      for name in METRIC_NAMES:
-        sums[proto][name] += float(np.asarray(m[name])[:real][valid].sum())
-    users += int(np.asarray(ms['valid'])[:real].sum())
-    if log and (bi + 1) % max(1, nb // 10) == 0:
-      log(f'  eval {es.name}: batch {bi + 1}/{nb} ({time.time() - t0:.1f}s)')
-  K = info.k
-  summary = {proto: {f'{name}@{K}': (sums[proto][name] / max(users, 1)) for name in METRIC_NAMES}
-             for proto in ('sampled', 'full')}
-  summary['users'] = users
-  return summary, np.concatenate(outs_s), np.concatenate(outs_f)
+    @jax.jit
+    def run(params, b, rng):
+      if ban:
+        banned = data_lib.history_ban_mask(device_data.items, b['hist_start'], b['hist_len'],
+                                           max_hist, info.vocab_size)
+      else:
+        banned = jnp.zeros((b['history'].shape[0], info.vocab_size), bool)
+      batch = dict(history=b['history'], target=b['target'], candidates=b['candidates'], banned=banned)
+      sampled, full = generate_fn(params, batch, rng)
+      return sampled, full, metrics_lib.compute_metrics(sampled, b['target']), \
+          metrics_lib.compute_metrics(full, b['target'])
+
+    self._run = run
+
+  def __call__(self, params, es: data_lib.EvalSet, rng: jax.Array,
+               log: Callable[[str], None] | None = None):
+    """Returns (summary dict, sampled lists [U', K] int32, full lists [U', K] int32)."""
+    t0 = time.time()
+    outs_s, outs_f = [], []
+    sums = {'sampled': {m: 0.0 for m in METRIC_NAMES}, 'full': {m: 0.0 for m in METRIC_NAMES}}
+    users = 0
+    nb = (len(es) + self.batch_size - 1) // self.batch_size
+    for bi, (b, real) in enumerate(data_lib.eval_batches(es, self.batch_size)):
+      sampled, full, ms, mf = self._run(params, b, jax.random.fold_in(rng, bi))
+      outs_s.append(np.asarray(sampled)[:real])
+      outs_f.append(np.asarray(full)[:real])
+      for proto, m in (('sampled', ms), ('full', mf)):
+        valid = np.asarray(m['valid'])[:real].astype(bool)
+        for name in METRIC_NAMES:
+          sums[proto][name] += float(np.asarray(m[name], np.float64)[:real][valid].sum())
+      users += int(np.asarray(ms['valid'])[:real].sum())
+      if log and nb >= 10 and (bi + 1) % (nb // 10) == 0:
+        log(f'  eval {es.name}: batch {bi + 1}/{nb} ({time.time() - t0:.1f}s)')
+    K = self.ds.info.k
+    summary = {proto: {f'{name}@{K}': (sums[proto][name] / max(users, 1)) for name in METRIC_NAMES}
+               for proto in ('sampled', 'full')}
+    summary['users'] = users
+    return summary, np.concatenate(outs_s), np.concatenate(outs_f)
 
 
 def _atomic_write_bytes(path: str, write: Callable[[str], None]):

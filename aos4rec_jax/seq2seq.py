@@ -75,7 +75,7 @@ def make_generate_fn(model, info, decode_cfg):
     K = info.k
     state = model.apply({'params': params}, batch['history'], K, method=model.init_decode_state)
     step_fn = make_step_fn(model, params)
-    common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, length=K,
+    common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
                   bos_id=info.bos_id, banned=batch['banned'], **kw)
     r1, r2 = jax.random.split(rng)
     sampled = decoding.generate(step_fn, state, r1, candidates=batch['candidates'], **common)

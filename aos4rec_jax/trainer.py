@@ -144,7 +144,7 @@ def create_train_state(config, model, tx, info, mesh):
   return init_fn, abstract, shardings, rng
 
 
-def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, generate_fn):
+def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
   """Runs (or resumes) MLE training. Returns the parameters to evaluate (best on validation)."""
   info = ds.info
   tx = seq2seq.make_optimizer(config)
@@ -160,9 +160,11 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, generate_fn):
   meta = {'best_ndcg': -1.0, 'best_step': -1}
   if latest is not None:
     state, meta = ck.restore(latest, abstract)
+    ck.prune_best_after(latest)
     log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
   else:
     state = init_fn(rng)
+    ck.prune_best_after(0)
   start = int(state['step'])
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['params']))
   mdir = os.path.join(workdir, 'metrics')
@@ -217,8 +219,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, generate_fn):
         flush(step)
       if do_eval:
         t0 = time.time()
-        summ, _, _ = evaluation.evaluate(generate_fn, state['params'], ds, val_set,
-                                         config.eval_batch_size, eval_rng)
+        summ, _, _ = evaluator(state['params'], val_set, eval_rng)
         ndcg = summ['sampled'][f'ndcg@{info.k}']
         rec = dict(step=step, **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
                    **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
@@ -307,10 +308,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f'(history items {"banned" if info.ban_history else "allowed"})')
   mesh = shard_lib.make_mesh()
   model, generate_fn = build(config, ds)
+  evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
   if model is None:
     params = poprec.fit(ds)
   else:
-    params = train(config, workdir, ds, model, mesh, generate_fn)
+    params = train(config, workdir, ds, model, mesh, evaluator)
 
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
   results = {}
@@ -318,8 +320,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   for split in ('valid', 'test'):
     es = ds.eval_set(split)
     t0 = time.time()
-    summ, sampled, full = evaluation.evaluate(generate_fn, params, ds, es, config.eval_batch_size,
-                                              eval_rng, log=log)
+    summ, sampled, full = evaluator(params, es, eval_rng, log=log)
     summ['decode'] = config.decode.to_dict() if model is not None else 'top-k scores'
     summ['ban_history'] = info.ban_history
     if oracle is not None:

@@ -1,0 +1,163 @@
+"""Prepared dataset folder <-> PreparedData (layout: docs/DESIGN.md; written atomically)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DataPrepError
+from .pipeline import PreparedData
+from .settings import SETTING_FIELDS, Settings
+
+FILES = ("sequences.parquet", "splits.parquet", "candidates_valid.parquet",
+         "candidates_test.parquet", "item_map.parquet", "protocol.json", "stats.json")
+
+
+def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    values = pa.array(np.asarray(values, dtype=np.int32), type=pa.int32())
+    if offsets[-1] <= np.iinfo(np.int32).max:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    return pa.LargeListArray.from_arrays(pa.array(offsets.astype(np.int64)), values)
+
+
+def _fixed_lists(mat: np.ndarray) -> pa.Array:
+    U, C = mat.shape
+    return _list_array(mat.reshape(-1), np.arange(U + 1, dtype=np.int64) * C)
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def _looks_like_dataset(path: Path) -> bool:
+    names = set(os.listdir(path))
+    return not names or "protocol.json" in names or bool(names & set(FILES))
+
+
+def check_output(out_dir, overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; never replace a non-dataset folder."""
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise DataPrepError(f"output {out} already exists (pass --overwrite / overwrite=True "
+                                f"to replace it)")
+        if not out.is_dir() or out.is_symlink():
+            raise DataPrepError(f"output {out} exists and is not a folder; refusing to replace it")
+        if not _looks_like_dataset(out):
+            raise DataPrepError(f"output {out} exists and does not look like a prepared dataset "
+                                f"(no protocol.json); refusing to replace it")
+    if not out.parent.exists():
+        raise DataPrepError(f"the parent folder of the output, {out.parent}, does not exist")
+    return out
+
+
+def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> Path:
+    """Write the folder atomically: into a temporary folder beside ``out_dir``, then rename.
+
+    An existing ``out_dir`` is refused unless ``overwrite`` (and even then only if it looks
+    like a prepared dataset or is empty). On any error nothing is left behind.
+    """
+    out = check_output(out_dir, overwrite)
+    p = prepared
+    U = p.num_users
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        users = pa.array(np.arange(U, dtype=np.int32))
+        pq.write_table(pa.table({
+            "user": users,
+            "raw_user": pa.array(np.asarray(p.raw_users).astype(str).tolist(), type=pa.string()),
+            "items": _list_array(p.items_flat, np.asarray(p.offsets, dtype=np.int64)),
+        }), tmp / "sequences.parquet")
+        pq.write_table(pa.table({
+            "user": users,
+            "n_train": pa.array(np.asarray(p.n_train, dtype=np.int32)),
+            "n_valid": pa.array(np.asarray(p.n_valid, dtype=np.int32)),
+            "n_test": pa.array(np.asarray(p.n_test, dtype=np.int32)),
+        }), tmp / "splits.parquet")
+        for name, mat in (("candidates_valid", p.cand_valid), ("candidates_test", p.cand_test)):
+            pq.write_table(pa.table({"user": users, "candidates": _fixed_lists(np.asarray(mat))}),
+                           tmp / f"{name}.parquet")
+        pq.write_table(pa.table({
+            "item": pa.array(np.arange(1, p.num_items + 1, dtype=np.int32)),
+            "raw_item": pa.array(np.asarray(p.item_raw[1:]).astype(str).tolist(), type=pa.string()),
+        }), tmp / "item_map.parquet")
+        (tmp / "protocol.json").write_text(_json(p.protocol_dict()))
+        (tmp / "stats.json").write_text(_json(p.stats))
+        trash = None
+        if out.exists():
+            check_output(out, overwrite)
+            trash = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.rename(out, trash)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            if trash is not None:
+                os.rename(trash, out)
+            raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    col = table.column(name).combine_chunks()
+    if isinstance(col, pa.ChunkedArray):  # pyarrow < 14 returns ChunkedArray for no chunks
+        col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type)
+    offsets = np.asarray(col.offsets, dtype=np.int64)
+    values = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.int32)
+    values = values[offsets[0]:offsets[-1]]
+    return values, offsets - offsets[0]
+
+
+def load_dataset(path) -> PreparedData:
+    """Read a prepared dataset folder back into a PreparedData."""
+    d = Path(path)
+    missing = [f for f in FILES if not (d / f).is_file()]
+    if missing:
+        raise DataPrepError(f"{d} is not a prepared dataset folder (missing {', '.join(missing)})")
+    proto = json.loads((d / "protocol.json").read_text())
+    stats = json.loads((d / "stats.json").read_text())
+    settings = Settings(**{k: proto[k] for k in SETTING_FIELDS if k in proto})
+    source = {k: v for k, v in proto.items()
+              if k not in SETTING_FIELDS and k not in ("num_items", "num_users")}
+    seq = pq.read_table(d / "sequences.parquet")
+    items_flat, offsets = _list_column(seq, "items")
+    raw_users = np.asarray(seq.column("raw_user").to_pylist(), dtype=str)
+    spl = pq.read_table(d / "splits.parquet")
+    U = seq.num_rows
+    cands = []
+    for name in ("candidates_valid", "candidates_test"):
+        t = pq.read_table(d / f"{name}.parquet")
+        vals, offs = _list_column(t, "candidates")
+        C = int(offs[1] - offs[0]) if U else settings.num_candidates
+        cands.append(vals.reshape(U, C))
+    imap = pq.read_table(d / "item_map.parquet")
+    item_ids = imap.column("item").to_numpy()
+    raw_items = imap.column("raw_item").to_pylist()
+    item_raw = [""] * (len(raw_items) + 1)
+    for k, r in zip(item_ids.tolist(), raw_items):
+        item_raw[k] = r
+    return PreparedData(
+        raw_users=raw_users,
+        item_raw=np.asarray(item_raw, dtype=str),
+        items_flat=items_flat,
+        offsets=offsets,
+        n_train=spl.column("n_train").to_numpy().astype(np.int32),
+        n_valid=spl.column("n_valid").to_numpy().astype(np.int32),
+        n_test=spl.column("n_test").to_numpy().astype(np.int32),
+        cand_valid=cands[0],
+        cand_test=cands[1],
+        settings=settings,
+        stats=stats,
+        source=source,
+    )
