@@ -20,14 +20,9 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from aos4rec_jax import checkpoint as ckpt_lib
-from aos4rec_jax import data as data_lib
-from aos4rec_jax import seq2seq
-from aos4rec_jax.baselines import poprec
+from aos4rec_jax import trainer
 
 
 class InputError(ValueError):
@@ -96,30 +91,15 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
   try:
     return _run(a)
-  except (InputError, FileNotFoundError) as e:
+  except (InputError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
 
 def _run(a) -> int:
-  cfg_path = os.path.join(a.workdir, 'config.json')
-  ds_path = os.path.join(a.workdir, 'dataset.json')
-  if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
-    raise FileNotFoundError(f'{a.workdir} is not a run folder (no config.json/dataset.json)')
-  with open(cfg_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(ds_path) as f:
-    dsj = json.load(f)
-  ds = data_lib.Dataset.load(dsj['data_dir'], config.history_len, config.target_len)
+  config, ds, model, params, gen = trainer.load_run(
+      a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature), k=a.k)
   info = ds.info
-  if a.k is not None:
-    info = data_lib.DataInfo(**dict(info.__dict__, k=a.k))
-  if a.strategy:
-    config.decode.strategy = a.strategy
-  if a.beam:
-    config.decode.beam_size = a.beam
-  if a.temperature:
-    config.decode.temperature = a.temperature
 
   histories = read_histories(a.input)
   raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}
@@ -140,19 +120,9 @@ def _run(a) -> int:
     rows.append(ids)
     unknowns.append(unk)
 
-  if config.model == 'poprec':
-    params = poprec.fit(ds)
-    gen = poprec.make_generate_fn(info)
-  else:
-    model = seq2seq.build_model(config, info)
-    abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, info, r), jax.random.PRNGKey(0))
-    params = ckpt_lib.restore_params_only(a.workdir, abstract)
-    gen = seq2seq.make_generate_fn(model, info, config.decode)
-
   @jax.jit
   def run(params, history, banned, rng):
-    cands = jnp.zeros((history.shape[0], 1), jnp.int32)
-    batch = dict(history=history, banned=banned, candidates=cands)
+    batch = dict(history=history, banned=banned, candidates=None)
     return gen(params, batch, rng)[1]   # the full-protocol list: every item may be recommended
 
   out_lines = []

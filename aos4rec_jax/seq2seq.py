@@ -65,7 +65,10 @@ def make_step_fn(model, params):
 
 
 def make_generate_fn(model, info, decode_cfg):
-  """generate_fn(params, batch, rng) -> (sampled [B, K], full [B, K]) with the configured decoder."""
+  """generate_fn(params, batch, rng) -> (sampled [B, K], full [B, K]) with the configured decoder.
+
+  With batch['candidates'] None only the full-protocol list is made (sampled is None).
+  """
   strategy = decode_cfg.strategy
   kw = dict(strategy=strategy, beam_size=int(decode_cfg.beam_size),
             temperature=float(decode_cfg.temperature), num_sequences=int(decode_cfg.num_sequences),
@@ -78,7 +81,8 @@ def make_generate_fn(model, info, decode_cfg):
     common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
                   bos_id=info.bos_id, banned=batch['banned'], **kw)
     r1, r2 = jax.random.split(rng)
-    sampled = decoding.generate(step_fn, state, r1, candidates=batch['candidates'], **common)
+    sampled = None if batch.get('candidates') is None else decoding.generate(
+        step_fn, state, r1, candidates=batch['candidates'], **common)
     full = decoding.generate(step_fn, state, r2, candidates=None, **common)
     return sampled, full
   return generate_fn

@@ -176,6 +176,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
       f'{jax.devices()[0].platform}; steps {start} -> {config.train_steps}')
 
   val_set = ds.eval_set('valid', config.max_eval_users)
+  oracle_data = datasets.oracle_for(ds) is not None
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
   total = config.train_steps
   acc = None
@@ -219,15 +220,18 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         flush(step)
       if do_eval:
         t0 = time.time()
-        summ, _, _ = evaluator(state['params'], val_set, eval_rng)
+        summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
         ndcg = summ['sampled'][f'ndcg@{info.k}']
         rec = dict(step=step, **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
                    **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
+        if oracle_data:
+          rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
         _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
         improved = ndcg > meta['best_ndcg']
         log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
             f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
             f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
+            + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
             + (' *best*' if improved else ''))
         if improved:
           meta = {'best_ndcg': float(ndcg), 'best_step': int(step)}
@@ -340,3 +344,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     _plot(workdir)
   return results
+
+
+# ------------------------------------------------------------------------------ finished runs
+def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None):
+  """(config, dataset, model or None, params, generate_fn) of a run folder written by main.py.
+
+  Parameters are the best validation ones (else the latest checkpoint's). `decode_overrides`
+  replace fields of config.decode (e.g. {'strategy': 'greedy'}); `k` changes the list length.
+  """
+  import dataclasses
+  import ml_collections
+  cfg_path, ds_path = os.path.join(workdir, 'config.json'), os.path.join(workdir, 'dataset.json')
+  if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
+    raise FileNotFoundError(f'{workdir} is not a run folder of main.py (no config.json/dataset.json)')
+  with open(cfg_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(ds_path) as f:
+    data_dir = json.load(f)['data_dir']
+  for key, v in (decode_overrides or {}).items():
+    if v is not None:
+      config.decode[key] = v
+  config_lib.validate(config)
+  ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
+  if k is not None:
+    ds.info = dataclasses.replace(ds.info, k=int(k))
+  model, generate_fn = build(config, ds)
+  if model is None:
+    params = poprec.fit(ds)
+  else:
+    abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
+    params = ckpt_lib.restore_params_only(workdir, abstract)
+  return config, ds, model, params, generate_fn

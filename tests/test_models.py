@@ -1,5 +1,6 @@
 """Tests of the seq2seq recommenders (aos4rec_jax/models): contract, caching, padding, dropout."""
 import dataclasses
+import re
 import functools
 
 import jax
@@ -382,3 +383,27 @@ def test_layers_helpers():
                                 [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]])
   w = layers.masked_softmax(jnp.zeros((2, 3)), jnp.array([[True, False, True], [False] * 3]))
   np.testing.assert_allclose(w, [[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]])
+
+
+def test_gru_init_is_orthogonal_without_lapack_qr():
+    """Recurrent kernels are orthogonal per gate, and init uses no LAPACK QR (it can deadlock the
+    2-thread CPU pool, see layers.orthogonal_gram_schmidt)."""
+    from aos4rec_jax.models import layers
+    q = np.asarray(layers.orthogonal_gram_schmidt(jax.random.PRNGKey(3), 64))
+    np.testing.assert_allclose(q.T @ q, np.eye(64), atol=1e-5)
+    model = models.build('gru', dict(num_items=20, embed_dim=16, hidden_dim=16))
+    hist = jnp.zeros((2, 5), jnp.int32)
+    dec = jnp.zeros((2, 3), jnp.int32)
+    jaxpr = str(jax.make_jaxpr(lambda k: model.init(k, hist, dec))(jax.random.PRNGKey(0)))
+    prims = set(re.findall(r'= (\w+)\[', jaxpr)) | set(re.findall(r'= (\w+) ', jaxpr))
+    assert not prims & {'qr', 'geqrf', 'householder_product', 'orgqr'}, prims
+    assert 'dot_general' in prims      # the check does see primitives
+    params = model.init(jax.random.PRNGKey(0), hist, dec)['params']
+    kernels = [np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)
+               if 'recurrent_kernel' in jax.tree_util.keystr(p)]
+    assert kernels
+    for k in kernels:
+        h = k.shape[-2]
+        for g in range(3):
+            block = k.reshape(-1, h, 3 * h)[0][:, g * h:(g + 1) * h]
+            np.testing.assert_allclose(block.T @ block, np.eye(h), atol=1e-5)

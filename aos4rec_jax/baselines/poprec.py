@@ -17,7 +17,8 @@ def make_generate_fn(info):
   def generate_fn(params, batch, rng):
     del rng
     scores = params['counts']
-    sampled = evaluation.topk_lists(scores, info.k, candidates=batch['candidates'], banned=batch['banned'])
+    sampled = None if batch.get('candidates') is None else evaluation.topk_lists(
+        scores, info.k, candidates=batch['candidates'], banned=batch['banned'])
     full = evaluation.topk_lists(scores, info.k, banned=batch['banned'])
     return sampled, full
   return generate_fn

@@ -124,15 +124,38 @@ class OutputProjection(nn.Module):
     return logits + bias[:self.vocab_size]
 
 
+def orthogonal_gram_schmidt(key, n: int, dtype=jnp.float32) -> jax.Array:
+  """A Haar-random orthogonal n x n matrix by Gram-Schmidt on a Gaussian matrix, in plain XLA ops.
+
+  Same distribution as `nn.initializers.orthogonal()` (QR of a Gaussian matrix with the signs of
+  diag(R) fixed), but without the LAPACK QR kernel: jaxlib's CPU QR runs its batch on the XLA
+  thread pool and waits for it there, and several QRs of one init (or of 8 fake devices) on a
+  2-core machine can take every pool thread and wait for each other forever (seen here: every
+  'tf_XLAEigen' thread blocked in lapack_sgeqrf_ffi -> ParallelBatchMap -> BlockingCounter::Wait).
+  Two passes of modified Gram-Schmidt keep the columns orthonormal to float32 precision.
+  """
+  a = jax.random.normal(key, (n, n), jnp.float32)
+  cols = jnp.arange(n)
+
+  def body(j, q):
+    v = a[:, j]
+    for _ in range(2):                                   # re-orthogonalise once
+      coef = jnp.where(cols < j, q.T @ v, 0.0)           # against the columns done so far
+      v = v - q @ coef
+    return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+  q = jax.lax.fori_loop(0, n, body, jnp.zeros((n, n), jnp.float32))
+  return q.astype(dtype)
+
+
 def _stacked_orthogonal(num_gates: int):
   """Init for a fused recurrent kernel [..., H, G*H]: an orthogonal H x H block per gate."""
-  ortho = nn.initializers.orthogonal()
 
   def init(key, shape, dtype=jnp.float32):
     *lead, h, gh = shape
     assert gh == num_gates * h, shape
     n = math.prod(lead) * num_gates
-    blocks = jax.vmap(lambda k: ortho(k, (h, h), dtype))(jax.random.split(key, n))
+    blocks = jax.vmap(lambda k: orthogonal_gram_schmidt(k, h, dtype))(jax.random.split(key, n))
     blocks = blocks.reshape(*lead, num_gates, h, h)
     return jnp.moveaxis(blocks, -3, -2).reshape(shape)   # [..., H, G, H] -> [..., H, G*H]
 
