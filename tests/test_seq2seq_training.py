@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from aos4rec_jax import checkpoint as ckpt_lib
@@ -92,34 +93,40 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
 
 @pytest.mark.parametrize('shard_items', [False, True])
 def test_eight_devices_equal_one(tmp_path, shard_items):
+  """A train step on 8 (fake CPU) devices gives the loss and parameters of 1 device.
+
+  With SGD the parameters must agree to float32 rounding. With the real optimizer (Adam) they
+  agree to within the size of an Adam update: Adam divides by sqrt(v), so a parameter whose
+  gradient is pure rounding noise (~1e-9, e.g. a bias nothing depends on) still moves by about
+  lr per step, in a direction the summation order decides.
+  """
   assert jax.device_count() == 8
   config = tf_cfg.get_config('tiny')
   config.model_kwargs.dropout_rate = 0.0
   config.mesh.shard_items = shard_items
   ds = datasets.get_dataset(config, str(tmp_path), log=lambda m: None)
   model = seq2seq.build_model(config, ds.info)
-  tx = seq2seq.make_optimizer(config)
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    mesh = shard_lib.make_mesh(devices)
-    init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, ds.info, mesh)
-    repl = shard_lib.replicated(mesh)
-    data = ds.device_data(repl)
-    step = jax.jit(trainer.make_train_step(model, tx, ds.info, config.batch_size,
-                                           shard_lib.batch_sharding(mesh)),
-                   in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
-    state = init_fn(rng)
-    if shard_items and len(devices) == 8:
-      emb = state['params']['item_embed']['embedding']
-      assert emb.sharding.spec[0] == 'data'
-      assert len({s.data.shape for s in emb.addressable_shards}) == 1
-      assert emb.addressable_shards[0].data.shape[0] == emb.shape[0] // 8
-    losses = []
-    for _ in range(3):
-      state, m = step(state, data)
-      losses.append(float(m['loss_sum'] / m['tokens']))
-    results.append((losses, jax.device_get(state['params'])))
-  (l1, p1), (l8, p8) = results
-  np.testing.assert_allclose(l1, l8, rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p8)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for tx, atol in ((optax.sgd(0.5), 1e-6), (seq2seq.make_optimizer(config), 3 * config.learning_rate)):
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = shard_lib.make_mesh(devices)
+      init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, ds.info, mesh)
+      repl = shard_lib.replicated(mesh)
+      data = ds.device_data(repl)
+      step = jax.jit(trainer.make_train_step(model, tx, ds.info, config.batch_size,
+                                             shard_lib.batch_sharding(mesh)),
+                     in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
+      state = init_fn(rng)
+      if shard_items and len(devices) == 8:
+        emb = state['params']['item_embed']['embedding']
+        assert emb.sharding.spec[0] == 'data'
+        assert emb.addressable_shards[0].data.shape[0] == emb.shape[0] // 8
+      losses = []
+      for _ in range(3):
+        state, m = step(state, data)
+        losses.append(float(m['loss_sum'] / m['tokens']))
+      results.append((losses, jax.device_get(state['params'])))
+    (l1, p1), (l8, p8) = results
+    np.testing.assert_allclose(l1, l8, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p8)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)

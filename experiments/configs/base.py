@@ -82,3 +82,29 @@ def tiny(c):
   c.model_kwargs.mlp_dim = 64
   c.model_kwargs.hidden_dim = 32
   return c
+
+
+def quick(c):
+  """A few minutes on a laptop CPU on the synthetic dataset: the README's first command."""
+  c.train_steps = 1000
+  c.warmup_steps = 50
+  c.log_every = 50
+  c.eval_every = 250
+  c.checkpoint_every = 250
+  c.max_eval_users = 500
+  c.model_kwargs.embed_dim = 64
+  c.model_kwargs.mlp_dim = 256
+  c.model_kwargs.hidden_dim = 64
+  return c
+
+
+VARIANTS = {'tiny': tiny, 'quick': quick}
+
+
+def apply_variant(c, variant: str, file: str):
+  """Applies a named variant ('' = none); an unknown name fails with the known ones."""
+  if not variant:
+    return c
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown variant {variant!r} of {file} (known: {", ".join(sorted(VARIANTS))})')
+  return VARIANTS[variant](c)

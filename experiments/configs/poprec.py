@@ -9,9 +9,6 @@ def get_config(variant=''):
   c = base.get_config()
   c.model = 'poprec'
   c.train_steps = 0
-  if variant == 'tiny':
-    c = base.tiny(c)
-    c.train_steps = 0
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r} of poprec.py (known: 'tiny')")
+  c = base.apply_variant(c, variant, 'poprec.py')
+  c.train_steps = 0
   return c

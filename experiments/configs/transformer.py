@@ -2,7 +2,7 @@
 
 python main.py --config=experiments/configs/transformer.py --workdir=/tmp/tf \
     --config.data_dir=PREPARED_DIR
-Variants: ':tiny' (seconds on a CPU, for tests and quick looks).
+Variants: ':tiny' (seconds on a CPU, for tests), ':quick' (minutes on a CPU, smaller model).
 """
 from experiments.configs import base
 
@@ -11,8 +11,4 @@ def get_config(variant=''):
   c = base.get_config()
   c.model = 'transformer'
   c.train_steps = 5000
-  if variant == 'tiny':
-    c = base.tiny(c)
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r} of transformer.py (known: 'tiny')")
-  return c
+  return base.apply_variant(c, variant, 'transformer.py')
