@@ -27,26 +27,26 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)   # keep orbax's INFO chatter off the console
-  import jax
-  coord = _COORD.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if coord or _DIST.value:
-    nproc = _NPROC.value or (int(os.environ['JAX_NUM_PROCESSES']) if 'JAX_NUM_PROCESSES' in os.environ else None)
-    pid = _PID.value if _PID.value is not None else (
-        int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None)
-    jax.distributed.initialize(coordinator_address=coord, num_processes=nproc, process_id=pid)
-  import data_prep
-  from aos4rec_jax import config as config_lib
-  from aos4rec_jax import trainer
-  try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_lib.ConfigError, FileNotFoundError, trainer.TrainingDivergedError, trainer.RunError,
-          data_prep.DataPrepError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    logging.set_verbosity(logging.WARNING)   # keep orbax's INFO chatter off the console
+    import jax
+    coord = _COORD.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
+    if coord or _DIST.value:
+        nproc = _NPROC.value or (int(os.environ['JAX_NUM_PROCESSES']) if 'JAX_NUM_PROCESSES' in os.environ else None)
+        pid = _PID.value if _PID.value is not None else (
+            int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None)
+        jax.distributed.initialize(coordinator_address=coord, num_processes=nproc, process_id=pid)
+    import data_prep
+    from aos4rec_jax import config as config_lib
+    from aos4rec_jax import trainer
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (config_lib.ConfigError, FileNotFoundError, trainer.TrainingDivergedError, trainer.RunError,
+            data_prep.DataPrepError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':
-  app.run(main)
+    app.run(main)

@@ -28,195 +28,195 @@ import data_prep
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
-  """Static facts of a dataset that shape the model and the jitted functions (hashable)."""
-  num_items: int          # N; item ids are 1..N, 0 is padding
-  num_users: int
-  k: int                  # length of generated lists (K)
-  target_len: int         # T
-  history_len: int        # L
-  ban_history: bool       # evaluation bans the user's history (MovieLens profile)
-  num_candidates: int     # C
-  num_windows: int        # training windows over all users
-  profile: str
-  protocol: str
+    """Static facts of a dataset that shape the model and the jitted functions (hashable)."""
+    num_items: int          # N; item ids are 1..N, 0 is padding
+    num_users: int
+    k: int                  # length of generated lists (K)
+    target_len: int         # T
+    history_len: int        # L
+    ban_history: bool       # evaluation bans the user's history (MovieLens profile)
+    num_candidates: int     # C
+    num_windows: int        # training windows over all users
+    profile: str
+    protocol: str
 
-  @property
-  def vocab_size(self) -> int:
-    """Logit entries: 0 (padding) and the N items."""
-    return self.num_items + 1
+    @property
+    def vocab_size(self) -> int:
+        """Logit entries: 0 (padding) and the N items."""
+        return self.num_items + 1
 
-  @property
-  def bos_id(self) -> int:
-    return self.num_items + 1
+    @property
+    def bos_id(self) -> int:
+        return self.num_items + 1
 
 
 @flax.struct.dataclass
 class DeviceData:
-  """Packed sequences on device. Shapes: items [P], offsets [U+1], n_train [U], window_cum [U+1]."""
-  items: jax.Array
-  offsets: jax.Array
-  n_train: jax.Array
-  window_cum: jax.Array
+    """Packed sequences on device. Shapes: items [P], offsets [U+1], n_train [U], window_cum [U+1]."""
+    items: jax.Array
+    offsets: jax.Array
+    n_train: jax.Array
+    window_cum: jax.Array
 
 
 @flax.struct.dataclass
 class Batch:
-  """A training batch: history [B, L] (left-padded), target [B, T] (right-padded), both int32."""
-  history: jax.Array
-  target: jax.Array
+    """A training batch: history [B, L] (left-padded), target [B, T] (right-padded), both int32."""
+    history: jax.Array
+    target: jax.Array
 
 
 @dataclasses.dataclass
 class EvalSet:
-  """One evaluation split, host arrays with one row per evaluated user.
+    """One evaluation split, host arrays with one row per evaluated user.
 
-  users [U'] (row in the dataset), history [U', L] left-padded, target [U', T] right-padded,
-  candidates [U', C], hist_start [U'] and hist_len [U'] locate the user's whole history (all
-  items before the evaluated part) inside the packed item array (for banning it).
-  """
-  name: str
-  users: np.ndarray
-  history: np.ndarray
-  target: np.ndarray
-  candidates: np.ndarray
-  hist_start: np.ndarray
-  hist_len: np.ndarray
+    users [U'] (row in the dataset), history [U', L] left-padded, target [U', T] right-padded,
+    candidates [U', C], hist_start [U'] and hist_len [U'] locate the user's whole history (all
+    items before the evaluated part) inside the packed item array (for banning it).
+    """
+    name: str
+    users: np.ndarray
+    history: np.ndarray
+    target: np.ndarray
+    candidates: np.ndarray
+    hist_start: np.ndarray
+    hist_len: np.ndarray
 
-  def __len__(self):
-    return len(self.users)
+    def __len__(self):
+        return len(self.users)
 
 
 class Dataset:
-  """A prepared dataset loaded from its folder, with host and device views."""
+    """A prepared dataset loaded from its folder, with host and device views."""
 
-  def __init__(self, prepared: data_prep.PreparedData, history_len: int = -1, target_len: int = -1,
-               data_dir: str = ''):
-    self.prepared = prepared
-    self.data_dir = data_dir
-    s = prepared.settings
-    L = s.history_len if history_len == -1 else history_len
-    T = s.target_len if target_len == -1 else target_len
-    n_train = prepared.n_train.astype(np.int64)
-    windows = np.maximum(n_train - 1, 0)
-    self.window_cum = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
-    num_windows = int(self.window_cum[-1])
-    if num_windows == 0:
-      raise ValueError(f'dataset {data_dir or "(in memory)"} has no training windows '
-                       '(every train part has fewer than 2 items)')
-    if num_windows >= 2**31 - 1:
-      raise ValueError(f'{num_windows} training windows do not fit int32 indices')
-    self.info = DataInfo(
-        num_items=int(len(prepared.item_raw) - 1), num_users=int(len(prepared.n_train)),
-        k=int(s.k), target_len=int(T), history_len=int(L), ban_history=bool(s.ban_history),
-        num_candidates=int(prepared.cand_test.shape[1]), num_windows=num_windows,
-        profile=str(s.profile), protocol=str(s.protocol))
+    def __init__(self, prepared: data_prep.PreparedData, history_len: int = -1, target_len: int = -1,
+                 data_dir: str = ''):
+        self.prepared = prepared
+        self.data_dir = data_dir
+        s = prepared.settings
+        L = s.history_len if history_len == -1 else history_len
+        T = s.target_len if target_len == -1 else target_len
+        n_train = prepared.n_train.astype(np.int64)
+        windows = np.maximum(n_train - 1, 0)
+        self.window_cum = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
+        num_windows = int(self.window_cum[-1])
+        if num_windows == 0:
+            raise ValueError(f'dataset {data_dir or "(in memory)"} has no training windows '
+                             '(every train part has fewer than 2 items)')
+        if num_windows >= 2**31 - 1:
+            raise ValueError(f'{num_windows} training windows do not fit int32 indices')
+        self.info = DataInfo(
+            num_items=int(len(prepared.item_raw) - 1), num_users=int(len(prepared.n_train)),
+            k=int(s.k), target_len=int(T), history_len=int(L), ban_history=bool(s.ban_history),
+            num_candidates=int(prepared.cand_test.shape[1]), num_windows=num_windows,
+            profile=str(s.profile), protocol=str(s.protocol))
 
-  @classmethod
-  def load(cls, data_dir: str, history_len: int = -1, target_len: int = -1) -> 'Dataset':
-    return cls(data_prep.load_dataset(data_dir), history_len, target_len, data_dir=str(data_dir))
+    @classmethod
+    def load(cls, data_dir: str, history_len: int = -1, target_len: int = -1) -> 'Dataset':
+        return cls(data_prep.load_dataset(data_dir), history_len, target_len, data_dir=str(data_dir))
 
-  # ---------------------------------------------------------------- device view
-  def device_data(self, sharding=None) -> DeviceData:
-    """Packed arrays on device (replicated over `sharding` when given)."""
-    p = self.prepared
-    arrays = DeviceData(
-        items=np.asarray(p.items_flat, np.int32),
-        offsets=np.asarray(p.offsets, np.int32),
-        n_train=np.asarray(p.n_train, np.int32),
-        window_cum=np.asarray(self.window_cum, np.int32))
-    return jax.device_put(arrays, sharding) if sharding is not None else jax.device_put(arrays)
+    # ---------------------------------------------------------------- device view
+    def device_data(self, sharding=None) -> DeviceData:
+        """Packed arrays on device (replicated over `sharding` when given)."""
+        p = self.prepared
+        arrays = DeviceData(
+            items=np.asarray(p.items_flat, np.int32),
+            offsets=np.asarray(p.offsets, np.int32),
+            n_train=np.asarray(p.n_train, np.int32),
+            window_cum=np.asarray(self.window_cum, np.int32))
+        return jax.device_put(arrays, sharding) if sharding is not None else jax.device_put(arrays)
 
-  def item_counts(self) -> np.ndarray:
-    """Interactions of every item in the train parts, [N + 1] (index 0 = padding = 0)."""
-    p = self.prepared
-    pos = np.arange(len(p.items_flat)) - np.repeat(p.offsets[:-1], np.diff(p.offsets))
-    in_train = pos < np.repeat(p.n_train, np.diff(p.offsets))
-    return np.bincount(p.items_flat[in_train], minlength=self.info.num_items + 1).astype(np.int64)
+    def item_counts(self) -> np.ndarray:
+        """Interactions of every item in the train parts, [N + 1] (index 0 = padding = 0)."""
+        p = self.prepared
+        pos = np.arange(len(p.items_flat)) - np.repeat(p.offsets[:-1], np.diff(p.offsets))
+        in_train = pos < np.repeat(p.n_train, np.diff(p.offsets))
+        return np.bincount(p.items_flat[in_train], minlength=self.info.num_items + 1).astype(np.int64)
 
-  # ---------------------------------------------------------------- evaluation
-  def eval_set(self, split: str, max_users: int = 0) -> EvalSet:
-    """The validation ('valid') or test ('test') examples of every user with a non-empty part."""
-    if split not in ('valid', 'test'):
-      raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    p, info = self.prepared, self.info
-    L, T = info.history_len, info.target_len
-    T_eval = max(T, 1)
-    start = p.offsets[:-1].astype(np.int64)
-    if split == 'valid':
-      end, h, cand = p.n_train.astype(np.int64), p.n_valid.astype(np.int64), p.cand_valid
-    else:
-      end, h, cand = (p.n_train + p.n_valid).astype(np.int64), p.n_test.astype(np.int64), p.cand_test
-    users = np.nonzero(h > 0)[0]
-    if max_users and len(users) > max_users:
-      users = users[:max_users]
-    s, e, hh = start[users], end[users], h[users]
-    items = p.items_flat
-    # history: the L items before position e (left-padded)
-    hidx = (s + e)[:, None] - L + np.arange(L)[None, :]
-    hist = np.where(hidx >= s[:, None], items[np.clip(hidx, 0, len(items) - 1)], 0)
-    # target: first min(T, h) items of the evaluated part
-    m = np.minimum(hh, T_eval)
-    tidx = (s + e)[:, None] + np.arange(T_eval)[None, :]
-    tgt = np.where(np.arange(T_eval)[None, :] < m[:, None], items[np.clip(tidx, 0, len(items) - 1)], 0)
-    return EvalSet(name=split, users=users.astype(np.int64), history=hist.astype(np.int32),
-                   target=tgt.astype(np.int32), candidates=np.asarray(cand[users], np.int32),
-                   hist_start=(s).astype(np.int32), hist_len=e.astype(np.int32))
+    # ---------------------------------------------------------------- evaluation
+    def eval_set(self, split: str, max_users: int = 0) -> EvalSet:
+        """The validation ('valid') or test ('test') examples of every user with a non-empty part."""
+        if split not in ('valid', 'test'):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        p, info = self.prepared, self.info
+        L, T = info.history_len, info.target_len
+        T_eval = max(T, 1)
+        start = p.offsets[:-1].astype(np.int64)
+        if split == 'valid':
+            end, h, cand = p.n_train.astype(np.int64), p.n_valid.astype(np.int64), p.cand_valid
+        else:
+            end, h, cand = (p.n_train + p.n_valid).astype(np.int64), p.n_test.astype(np.int64), p.cand_test
+        users = np.nonzero(h > 0)[0]
+        if max_users and len(users) > max_users:
+            users = users[:max_users]
+        s, e, hh = start[users], end[users], h[users]
+        items = p.items_flat
+        # history: the L items before position e (left-padded)
+        hidx = (s + e)[:, None] - L + np.arange(L)[None, :]
+        hist = np.where(hidx >= s[:, None], items[np.clip(hidx, 0, len(items) - 1)], 0)
+        # target: first min(T, h) items of the evaluated part
+        m = np.minimum(hh, T_eval)
+        tidx = (s + e)[:, None] + np.arange(T_eval)[None, :]
+        tgt = np.where(np.arange(T_eval)[None, :] < m[:, None], items[np.clip(tidx, 0, len(items) - 1)], 0)
+        return EvalSet(name=split, users=users.astype(np.int64), history=hist.astype(np.int32),
+                       target=tgt.astype(np.int32), candidates=np.asarray(cand[users], np.int32),
+                       hist_start=(s).astype(np.int32), hist_len=e.astype(np.int32))
 
-  @property
-  def max_history(self) -> int:
-    """Longest whole history before a test part (static size for history banning)."""
-    p = self.prepared
-    return int(max(1, (p.n_train + p.n_valid).max()))
+    @property
+    def max_history(self) -> int:
+        """Longest whole history before a test part (static size for history banning)."""
+        p = self.prepared
+        return int(max(1, (p.n_train + p.n_valid).max()))
 
 
 def eval_batches(es: EvalSet, batch_size: int):
-  """Yields (batch dict of numpy arrays with a fixed leading size, number of real rows).
+    """Yields (batch dict of numpy arrays with a fixed leading size, number of real rows).
 
-  The last batch is padded by repeating row 0 so every batch has the same shape (one compile).
-  """
-  n = len(es)
-  for lo in range(0, n, batch_size):
-    idx = np.arange(lo, lo + batch_size)
-    real = int(min(batch_size, n - lo))
-    idx = np.where(idx < n, idx, 0)
-    yield dict(history=es.history[idx], target=es.target[idx], candidates=es.candidates[idx],
-               hist_start=es.hist_start[idx], hist_len=es.hist_len[idx]), real
+    The last batch is padded by repeating row 0 so every batch has the same shape (one compile).
+    """
+    n = len(es)
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size)
+        real = int(min(batch_size, n - lo))
+        idx = np.where(idx < n, idx, 0)
+        yield dict(history=es.history[idx], target=es.target[idx], candidates=es.candidates[idx],
+                   hist_start=es.hist_start[idx], hist_len=es.hist_len[idx]), real
 
 
 def sample_windows(data: DeviceData, key: jax.Array, batch_size: int, history_len: int,
                    target_len: int) -> Batch:
-  """Draws `batch_size` training windows uniformly from all users' train parts. Jit-compatible.
+    """Draws `batch_size` training windows uniformly from all users' train parts. Jit-compatible.
 
-  Args:
-    data: the packed dataset on device.
-    key: PRNG key; the same key gives the same batch.
-    batch_size, history_len, target_len: static sizes B, L, T.
-  Returns:
-    Batch(history [B, L], target [B, T]) int32, 0 = padding.
-  """
-  total = data.window_cum[-1]
-  w = jax.random.randint(key, (batch_size,), 0, total, dtype=jnp.int32)
-  user = jnp.searchsorted(data.window_cum, w, side='right') - 1
-  i = 1 + w - data.window_cum[user]                       # position in the train part, 1..n-1
-  start = data.offsets[user]
-  n = data.n_train[user]
-  hpos = i[:, None] - history_len + jnp.arange(history_len)[None, :]
-  history = jnp.where(hpos >= 0, data.items[start[:, None] + jnp.maximum(hpos, 0)], 0)
-  tpos = i[:, None] + jnp.arange(target_len)[None, :]
-  target = jnp.where(tpos < n[:, None], data.items[start[:, None] + jnp.minimum(tpos, n[:, None] - 1)], 0)
-  return Batch(history=history.astype(jnp.int32), target=target.astype(jnp.int32))
+    Args:
+      data: the packed dataset on device.
+      key: PRNG key; the same key gives the same batch.
+      batch_size, history_len, target_len: static sizes B, L, T.
+    Returns:
+      Batch(history [B, L], target [B, T]) int32, 0 = padding.
+    """
+    total = data.window_cum[-1]
+    w = jax.random.randint(key, (batch_size,), 0, total, dtype=jnp.int32)
+    user = jnp.searchsorted(data.window_cum, w, side='right') - 1
+    i = 1 + w - data.window_cum[user]                       # position in the train part, 1..n-1
+    start = data.offsets[user]
+    n = data.n_train[user]
+    hpos = i[:, None] - history_len + jnp.arange(history_len)[None, :]
+    history = jnp.where(hpos >= 0, data.items[start[:, None] + jnp.maximum(hpos, 0)], 0)
+    tpos = i[:, None] + jnp.arange(target_len)[None, :]
+    target = jnp.where(tpos < n[:, None], data.items[start[:, None] + jnp.minimum(tpos, n[:, None] - 1)], 0)
+    return Batch(history=history.astype(jnp.int32), target=target.astype(jnp.int32))
 
 
 def history_ban_mask(items: jax.Array, hist_start: jax.Array, hist_len: jax.Array,
                      max_history: int, vocab_size: int) -> jax.Array:
-  """bool [B, V]: True for every item in each user's whole history (items[start:start+len]).
+    """bool [B, V]: True for every item in each user's whole history (items[start:start+len]).
 
-  `max_history` is a static bound on hist_len. Jit-compatible (one scatter per batch).
-  """
-  pos = jnp.arange(max_history)[None, :]
-  idx = hist_start[:, None] + jnp.minimum(pos, jnp.maximum(hist_len[:, None] - 1, 0))
-  vals = jnp.where(pos < hist_len[:, None], items[idx], 0)
-  B = hist_start.shape[0]
-  mask = jnp.zeros((B, vocab_size), bool)
-  mask = mask.at[jnp.arange(B)[:, None], vals].set(True)
-  return mask.at[:, 0].set(False)
+    `max_history` is a static bound on hist_len. Jit-compatible (one scatter per batch).
+    """
+    pos = jnp.arange(max_history)[None, :]
+    idx = hist_start[:, None] + jnp.minimum(pos, jnp.maximum(hist_len[:, None] - 1, 0))
+    vals = jnp.where(pos < hist_len[:, None], items[idx], 0)
+    B = hist_start.shape[0]
+    mask = jnp.zeros((B, vocab_size), bool)
+    mask = mask.at[jnp.arange(B)[:, None], vals].set(True)
+    return mask.at[:, 0].set(False)

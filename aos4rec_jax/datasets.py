@@ -23,68 +23,68 @@ ORACLE_FILE = 'oracle'
 
 
 def synthetic_key(sc) -> str:
-  d = {k: sc[k] for k in ('num_users', 'seq_len', 'vocab_size', 'hidden_size', 'oracle_seed',
-                          'data_seed', 'profile')}
-  return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    d = {k: sc[k] for k in ('num_users', 'seq_len', 'vocab_size', 'hidden_size', 'oracle_seed',
+                            'data_seed', 'profile')}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def make_synthetic(sc, out_dir: str, log=print) -> str:
-  """Generates the synthetic dataset described by config section `sc` into `out_dir`."""
-  cfg = synthetic.OracleConfig(vocab_size=int(sc.vocab_size), hidden_size=int(sc.hidden_size),
-                               embed_size=int(sc.hidden_size), seed=int(sc.oracle_seed))
-  params = synthetic.init_oracle(cfg)
-  seqs = synthetic.generate(params, jax.random.PRNGKey(int(sc.data_seed)), int(sc.num_users),
-                            int(sc.seq_len), cfg)
-  U, n = seqs.shape
-  users = np.repeat(np.arange(U), n)
-  times = np.tile(np.arange(n), U)
-  settings = data_prep.settings_for(sc.profile, seed=int(sc.data_seed))
-  prepared = data_prep.build_dataset(users, seqs.reshape(-1), times, settings,
-                                     source={'format': 'synthetic-oracle', 'inputs': [],
-                                             'oracle': dict(cfg.__dict__)})
-  data_prep.write_dataset(prepared, out_dir, overwrite=True)
-  synthetic.save_oracle(params, cfg, os.path.join(out_dir, ORACLE_FILE))
-  log(f'synthetic dataset: {prepared.stats["users"]} users, {prepared.stats["items"]} items, '
-      f'{prepared.stats["interactions"]} interactions -> {out_dir}')
-  return out_dir
+    """Generates the synthetic dataset described by config section `sc` into `out_dir`."""
+    cfg = synthetic.OracleConfig(vocab_size=int(sc.vocab_size), hidden_size=int(sc.hidden_size),
+                                 embed_size=int(sc.hidden_size), seed=int(sc.oracle_seed))
+    params = synthetic.init_oracle(cfg)
+    seqs = synthetic.generate(params, jax.random.PRNGKey(int(sc.data_seed)), int(sc.num_users),
+                              int(sc.seq_len), cfg)
+    U, n = seqs.shape
+    users = np.repeat(np.arange(U), n)
+    times = np.tile(np.arange(n), U)
+    settings = data_prep.settings_for(sc.profile, seed=int(sc.data_seed))
+    prepared = data_prep.build_dataset(users, seqs.reshape(-1), times, settings,
+                                       source={'format': 'synthetic-oracle', 'inputs': [],
+                                               'oracle': dict(cfg.__dict__)})
+    data_prep.write_dataset(prepared, out_dir, overwrite=True)
+    synthetic.save_oracle(params, cfg, os.path.join(out_dir, ORACLE_FILE))
+    log(f'synthetic dataset: {prepared.stats["users"]} users, {prepared.stats["items"]} items, '
+        f'{prepared.stats["interactions"]} interactions -> {out_dir}')
+    return out_dir
 
 
 def get_dataset(config, workdir: str, log=print) -> data_lib.Dataset:
-  """The run's Dataset: `config.data_dir` if set, else the (cached) synthetic dataset."""
-  if config.data_dir:
-    if not os.path.isdir(config.data_dir):
-      raise FileNotFoundError(f'config.data_dir={config.data_dir!r} is not a folder '
-                              '(prepare one with: python -m data_prep --help)')
-    return data_lib.Dataset.load(config.data_dir, config.history_len, config.target_len)
-  sc = config.synthetic
-  root = sc.cache_dir or os.path.join(workdir, 'data')
-  out = os.path.join(root, f'synthetic-{synthetic_key(sc)}')
-  if not os.path.exists(os.path.join(out, 'stats.json')) or not os.path.exists(
-      os.path.join(out, ORACLE_FILE + '.npz')):
-    os.makedirs(root, exist_ok=True)
-    make_synthetic(sc, out, log=log)
-  return data_lib.Dataset.load(out, config.history_len, config.target_len)
+    """The run's Dataset: `config.data_dir` if set, else the (cached) synthetic dataset."""
+    if config.data_dir:
+        if not os.path.isdir(config.data_dir):
+            raise FileNotFoundError(f'config.data_dir={config.data_dir!r} is not a folder '
+                                    '(prepare one with: python -m data_prep --help)')
+        return data_lib.Dataset.load(config.data_dir, config.history_len, config.target_len)
+    sc = config.synthetic
+    root = sc.cache_dir or os.path.join(workdir, 'data')
+    out = os.path.join(root, f'synthetic-{synthetic_key(sc)}')
+    if not os.path.exists(os.path.join(out, 'stats.json')) or not os.path.exists(
+            os.path.join(out, ORACLE_FILE + '.npz')):
+        os.makedirs(root, exist_ok=True)
+        make_synthetic(sc, out, log=log)
+    return data_lib.Dataset.load(out, config.history_len, config.target_len)
 
 
 def oracle_for(ds: data_lib.Dataset):
-  """(params, cfg) of the oracle that generated `ds`, or None for real data."""
-  path = os.path.join(ds.data_dir, ORACLE_FILE)
-  if ds.data_dir and os.path.exists(path + '.npz'):
-    return synthetic.load_oracle(path)
-  return None
+    """(params, cfg) of the oracle that generated `ds`, or None for real data."""
+    path = os.path.join(ds.data_dir, ORACLE_FILE)
+    if ds.data_dir and os.path.exists(path + '.npz'):
+        return synthetic.load_oracle(path)
+    return None
 
 
 def oracle_nll(ds: data_lib.Dataset, es: data_lib.EvalSet, lists: np.ndarray) -> float:
-  """Mean NLL_oracle of generated lists [U', K] given each user's whole history (PROTOCOL 7)."""
-  params, cfg = oracle_for(ds)
-  to_token = np.array([0] + [int(x) for x in ds.prepared.item_raw[1:]], np.int32)
-  items = ds.prepared.items_flat
-  P = int(es.hist_len.max())
-  pos = np.arange(P)[None, :] - (P - es.hist_len[:, None])          # left-padded
-  prefix = np.where(pos >= 0, items[np.clip(es.hist_start[:, None] + pos, 0, len(items) - 1)], 0)
-  prefix = to_token[prefix]
-  cont = to_token[lists]
-  out = []
-  for lo in range(0, len(prefix), 1024):
-    out.append(np.asarray(synthetic.nll(params, prefix[lo:lo + 1024], cont[lo:lo + 1024])))
-  return float(np.concatenate(out).mean())
+    """Mean NLL_oracle of generated lists [U', K] given each user's whole history (PROTOCOL 7)."""
+    params, cfg = oracle_for(ds)
+    to_token = np.array([0] + [int(x) for x in ds.prepared.item_raw[1:]], np.int32)
+    items = ds.prepared.items_flat
+    P = int(es.hist_len.max())
+    pos = np.arange(P)[None, :] - (P - es.hist_len[:, None])          # left-padded
+    prefix = np.where(pos >= 0, items[np.clip(es.hist_start[:, None] + pos, 0, len(items) - 1)], 0)
+    prefix = to_token[prefix]
+    cont = to_token[lists]
+    out = []
+    for lo in range(0, len(prefix), 1024):
+        out.append(np.asarray(synthetic.nll(params, prefix[lo:lo + 1024], cont[lo:lo + 1024])))
+    return float(np.concatenate(out).mean())

@@ -91,314 +91,314 @@ AGGREGATIONS = ("rra", "ra")
 # --------------------------------------------------------------------------------------------
 @struct.dataclass
 class BeamSearchOutput:
-  """Result of ``beam_search``, beams sorted best first.
+    """Result of ``beam_search``, beams sorted best first.
 
-  Attributes:
-    sequences: int32 [B, beam_size, T] item ids; 0 where a beam had no allowed item left.
-    scores: float32 [B, beam_size] sum over steps of the allowed log-probability of the chosen
-      items; ``-inf`` for beams that could not be completed distinctly.
-  """
-  sequences: jax.Array
-  scores: jax.Array
+    Attributes:
+      sequences: int32 [B, beam_size, T] item ids; 0 where a beam had no allowed item left.
+      scores: float32 [B, beam_size] sum over steps of the allowed log-probability of the chosen
+        items; ``-inf`` for beams that could not be completed distinctly.
+    """
+    sequences: jax.Array
+    scores: jax.Array
 
 
 @struct.dataclass
 class GreedyOutput:
-  """Result of ``greedy``.
+    """Result of ``greedy``.
 
-  Attributes:
-    sequences: int32 [B, T] item ids; 0 where no allowed item was left.
-    scores: float32 [B] sum over steps of the allowed log-probability of the chosen items.
-  """
-  sequences: jax.Array
-  scores: jax.Array
+    Attributes:
+      sequences: int32 [B, T] item ids; 0 where no allowed item was left.
+      scores: float32 [B] sum over steps of the allowed log-probability of the chosen items.
+    """
+    sequences: jax.Array
+    scores: jax.Array
 
 
 @struct.dataclass
 class SampleOutput:
-  """Result of ``sample``.
+    """Result of ``sample``.
 
-  Attributes:
-    sequences: int32 [B, num_samples, T] item ids; 0 where no allowed item was left.
-    log_probs: float32 [B, num_samples, T] log-probability of each chosen item under the model's
-      temperature-1 allowed distribution at that step (whatever temperature it was sampled at);
-      0 where the item is 0. ``log_probs.sum(-1)`` is the sequence's log-likelihood under the
-      masked model, the quantity a policy-gradient estimator needs.
-  """
-  sequences: jax.Array
-  log_probs: jax.Array
+    Attributes:
+      sequences: int32 [B, num_samples, T] item ids; 0 where no allowed item was left.
+      log_probs: float32 [B, num_samples, T] log-probability of each chosen item under the model's
+        temperature-1 allowed distribution at that step (whatever temperature it was sampled at);
+        0 where the item is 0. ``log_probs.sum(-1)`` is the sequence's log-likelihood under the
+        masked model, the quantity a policy-gradient estimator needs.
+    """
+    sequences: jax.Array
+    log_probs: jax.Array
 
 
 @struct.dataclass
 class BeamState:
-  """Scan carry of ``beam_search``; S is the size of the search space (V, or C with candidates).
+    """Scan carry of ``beam_search``; S is the size of the search space (V, or C with candidates).
 
-  Attributes:
-    scores: float32 [B, beam] running sum of log-probabilities; ``-inf`` for dead beams.
-    indices: int32 [B, beam, T] chosen indices in the search space; S = not chosen yet / no item.
-    prev_items: int32 [B * beam] item ids fed to ``step_fn`` at the next step.
-    cache: pytree, every leaf [B * beam, ...]: the model's decoding state.
-  """
-  scores: jax.Array
-  indices: jax.Array
-  prev_items: jax.Array
-  cache: PyTree
+    Attributes:
+      scores: float32 [B, beam] running sum of log-probabilities; ``-inf`` for dead beams.
+      indices: int32 [B, beam, T] chosen indices in the search space; S = not chosen yet / no item.
+      prev_items: int32 [B * beam] item ids fed to ``step_fn`` at the next step.
+      cache: pytree, every leaf [B * beam, ...]: the model's decoding state.
+    """
+    scores: jax.Array
+    indices: jax.Array
+    prev_items: jax.Array
+    cache: PyTree
 
 
 @struct.dataclass
 class RowState:
-  """Scan carry of the row-wise decoders (greedy, sampling); n rows per user (1 or samples).
+    """Scan carry of the row-wise decoders (greedy, sampling); n rows per user (1 or samples).
 
-  Attributes:
-    indices: int32 [B, n, T] chosen indices in the search space; S = not chosen yet / no item.
-    prev_items: int32 [B * n] item ids fed to ``step_fn`` at the next step.
-    cache: pytree, every leaf [B * n, ...]: the model's decoding state.
-    scores: float32 [B, n] running sum of the chosen items' allowed log-probabilities.
-    prob_sum: float32 [B, S] sum over rows and steps of the allowed probabilities (relevance
-      aggregation), or None when not requested.
-  """
-  indices: jax.Array
-  prev_items: jax.Array
-  cache: PyTree
-  scores: jax.Array
-  prob_sum: jax.Array | None
+    Attributes:
+      indices: int32 [B, n, T] chosen indices in the search space; S = not chosen yet / no item.
+      prev_items: int32 [B * n] item ids fed to ``step_fn`` at the next step.
+      cache: pytree, every leaf [B * n, ...]: the model's decoding state.
+      scores: float32 [B, n] running sum of the chosen items' allowed log-probabilities.
+      prob_sum: float32 [B, S] sum over rows and steps of the allowed probabilities (relevance
+        aggregation), or None when not requested.
+    """
+    indices: jax.Array
+    prev_items: jax.Array
+    cache: PyTree
+    scores: jax.Array
+    prob_sum: jax.Array | None
 
 
 @struct.dataclass
 class _Space:
-  """The space a search runs in: the whole vocabulary or a user's candidates.
+    """The space a search runs in: the whole vocabulary or a user's candidates.
 
-  Attributes:
-    allowed: bool [B or 1, S] items that may ever be chosen (not padding / banned / duplicate).
-    items: int32 [B, S] item id of each index, sorted ascending (candidate mode; 0 = not an
-      item), or None (full vocabulary: index = item id).
-    size: S, static.
-    vocab_size: V, static.
-  """
-  allowed: jax.Array
-  items: jax.Array | None
-  size: int = struct.field(pytree_node=False)
-  vocab_size: int = struct.field(pytree_node=False)
+    Attributes:
+      allowed: bool [B or 1, S] items that may ever be chosen (not padding / banned / duplicate).
+      items: int32 [B, S] item id of each index, sorted ascending (candidate mode; 0 = not an
+        item), or None (full vocabulary: index = item id).
+      size: S, static.
+      vocab_size: V, static.
+    """
+    allowed: jax.Array
+    items: jax.Array | None
+    size: int = struct.field(pytree_node=False)
+    vocab_size: int = struct.field(pytree_node=False)
 
-  def gather_logits(self, logits: jax.Array) -> jax.Array:
-    """[B, n, V] logits -> [B, n, S] logits of the space's items."""
-    if logits.shape[-1] != self.vocab_size:
-      raise ValueError(f"logits have {logits.shape[-1]} entries, vocab_size is {self.vocab_size}")
-    if self.items is None:
-      return logits
-    return jnp.take_along_axis(logits, self.items[:, None, :], axis=-1)
+    def gather_logits(self, logits: jax.Array) -> jax.Array:
+        """[B, n, V] logits -> [B, n, S] logits of the space's items."""
+        if logits.shape[-1] != self.vocab_size:
+            raise ValueError(f"logits have {logits.shape[-1]} entries, vocab_size is {self.vocab_size}")
+        if self.items is None:
+            return logits
+        return jnp.take_along_axis(logits, self.items[:, None, :], axis=-1)
 
-  def to_items(self, indices: jax.Array) -> jax.Array:
-    """int32 [B, ...] indices in the space (S = no item) -> int32 [B, ...] item ids (0 = none)."""
-    valid = indices < self.size
-    if self.items is None:
-      return jnp.where(valid, indices, PAD_ID).astype(jnp.int32)
-    safe = jnp.where(valid, indices, 0)
-    items = jax.vmap(lambda row, idx: row[idx])(self.items, safe)
-    return jnp.where(valid, items, PAD_ID).astype(jnp.int32)
+    def to_items(self, indices: jax.Array) -> jax.Array:
+        """int32 [B, ...] indices in the space (S = no item) -> int32 [B, ...] item ids (0 = none)."""
+        valid = indices < self.size
+        if self.items is None:
+            return jnp.where(valid, indices, PAD_ID).astype(jnp.int32)
+        safe = jnp.where(valid, indices, 0)
+        items = jax.vmap(lambda row, idx: row[idx])(self.items, safe)
+        return jnp.where(valid, items, PAD_ID).astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------------------------
 # Beam helpers (pytrees: every leaf is handled the same way)
 # --------------------------------------------------------------------------------------------
 def add_beam_dim(x: PyTree, beam_size: int) -> PyTree:
-  """Every leaf [B, ...] -> [B, beam_size, ...], repeated along the new axis 1."""
-  def add(leaf):
-    leaf = jnp.asarray(leaf)
-    return jnp.broadcast_to(leaf[:, None], (leaf.shape[0], beam_size) + leaf.shape[1:])
-  return jax.tree.map(add, x)
+    """Every leaf [B, ...] -> [B, beam_size, ...], repeated along the new axis 1."""
+    def add(leaf):
+        leaf = jnp.asarray(leaf)
+        return jnp.broadcast_to(leaf[:, None], (leaf.shape[0], beam_size) + leaf.shape[1:])
+    return jax.tree.map(add, x)
 
 
 def flatten_beam_dim(x: PyTree) -> PyTree:
-  """Every leaf [B, beam, ...] -> [B * beam, ...] (beam-major inside each user)."""
-  return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), x)
+    """Every leaf [B, beam, ...] -> [B * beam, ...] (beam-major inside each user)."""
+    return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), x)
 
 
 def unflatten_beam_dim(x: PyTree, batch_size: int, beam_size: int) -> PyTree:
-  """Every leaf [B * beam, ...] -> [B, beam, ...]; inverse of ``flatten_beam_dim``."""
-  def unflatten(leaf):
-    if leaf.shape[0] != batch_size * beam_size:
-      raise ValueError(f"leading dimension {leaf.shape[0]} != {batch_size} * {beam_size}")
-    return leaf.reshape((batch_size, beam_size) + leaf.shape[1:])
-  return jax.tree.map(unflatten, x)
+    """Every leaf [B * beam, ...] -> [B, beam, ...]; inverse of ``flatten_beam_dim``."""
+    def unflatten(leaf):
+        if leaf.shape[0] != batch_size * beam_size:
+            raise ValueError(f"leading dimension {leaf.shape[0]} != {batch_size} * {beam_size}")
+        return leaf.reshape((batch_size, beam_size) + leaf.shape[1:])
+    return jax.tree.map(unflatten, x)
 
 
 def gather_beams(x: PyTree, beam_indices: jax.Array) -> PyTree:
-  """Reorders beams: every leaf [B, old_beam, ...] -> [B, new_beam, ...].
+    """Reorders beams: every leaf [B, old_beam, ...] -> [B, new_beam, ...].
 
-  Args:
-    x: pytree, every leaf [B, old_beam, ...].
-    beam_indices: int32 [B, new_beam]; new beam j of user b is old beam ``beam_indices[b, j]``.
-  """
-  rows = jnp.arange(beam_indices.shape[0])[:, None]
-  return jax.tree.map(lambda leaf: leaf[rows, beam_indices], x)
+    Args:
+      x: pytree, every leaf [B, old_beam, ...].
+      beam_indices: int32 [B, new_beam]; new beam j of user b is old beam ``beam_indices[b, j]``.
+    """
+    rows = jnp.arange(beam_indices.shape[0])[:, None]
+    return jax.tree.map(lambda leaf: leaf[rows, beam_indices], x)
 
 
 # --------------------------------------------------------------------------------------------
 # Internals shared by the strategies
 # --------------------------------------------------------------------------------------------
 def _check_state(state: PyTree, batch_size: int) -> None:
-  for leaf in jax.tree.leaves(state):
-    if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch_size:
-      raise ValueError(f"every state leaf needs leading dimension batch_size={batch_size}, "
-                       f"got shape {jnp.shape(leaf)}")
+    for leaf in jax.tree.leaves(state):
+        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch_size:
+            raise ValueError(f"every state leaf needs leading dimension batch_size={batch_size}, "
+                             f"got shape {jnp.shape(leaf)}")
 
 
 def _make_space(batch_size: int, vocab_size: int, candidates: jax.Array | None,
                 banned: jax.Array | None) -> _Space:
-  """Builds the search space and its static allowed mask."""
-  if vocab_size < 2:
-    raise ValueError(f"vocab_size must be >= 2 (padding + one item), got {vocab_size}")
-  if banned is not None:
-    banned = jnp.asarray(banned, bool)
-    if banned.shape != (batch_size, vocab_size):
-      raise ValueError(f"banned must be [B, V] = {(batch_size, vocab_size)}, got {banned.shape}")
-  if candidates is None:
-    allowed = (jnp.arange(vocab_size) != PAD_ID)[None, :]
+    """Builds the search space and its static allowed mask."""
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be >= 2 (padding + one item), got {vocab_size}")
     if banned is not None:
-      allowed = allowed & ~banned
-    return _Space(allowed=allowed, items=None, size=vocab_size, vocab_size=vocab_size)
-  candidates = jnp.asarray(candidates, jnp.int32)
-  if candidates.ndim != 2 or candidates.shape[0] != batch_size:
-    raise ValueError(f"candidates must be [B, C] with B={batch_size}, got {candidates.shape}")
-  # Sorted by item id once, so that every tie-break in the compact space is by item id, as in
-  # the full vocabulary; out-of-range ids become padding, repeats are allowed once.
-  items = jnp.sort(jnp.where((candidates > PAD_ID) & (candidates < vocab_size), candidates,
-                             PAD_ID), axis=-1)
-  repeat = jnp.concatenate([jnp.zeros_like(items[:, :1], bool), items[:, 1:] == items[:, :-1]],
-                           axis=-1)
-  allowed = (items != PAD_ID) & ~repeat
-  if banned is not None:
-    allowed = allowed & ~jnp.take_along_axis(banned, items, axis=-1)
-  return _Space(allowed=allowed, items=items, size=candidates.shape[1], vocab_size=vocab_size)
+        banned = jnp.asarray(banned, bool)
+        if banned.shape != (batch_size, vocab_size):
+            raise ValueError(f"banned must be [B, V] = {(batch_size, vocab_size)}, got {banned.shape}")
+    if candidates is None:
+        allowed = (jnp.arange(vocab_size) != PAD_ID)[None, :]
+        if banned is not None:
+            allowed = allowed & ~banned
+        return _Space(allowed=allowed, items=None, size=vocab_size, vocab_size=vocab_size)
+    candidates = jnp.asarray(candidates, jnp.int32)
+    if candidates.ndim != 2 or candidates.shape[0] != batch_size:
+        raise ValueError(f"candidates must be [B, C] with B={batch_size}, got {candidates.shape}")
+    # Sorted by item id once, so that every tie-break in the compact space is by item id, as in
+    # the full vocabulary; out-of-range ids become padding, repeats are allowed once.
+    items = jnp.sort(jnp.where((candidates > PAD_ID) & (candidates < vocab_size), candidates,
+                               PAD_ID), axis=-1)
+    repeat = jnp.concatenate([jnp.zeros_like(items[:, :1], bool), items[:, 1:] == items[:, :-1]],
+                             axis=-1)
+    allowed = (items != PAD_ID) & ~repeat
+    if banned is not None:
+        allowed = allowed & ~jnp.take_along_axis(banned, items, axis=-1)
+    return _Space(allowed=allowed, items=items, size=candidates.shape[1], vocab_size=vocab_size)
 
 
 def _allowed_log_probs(space: _Space, logits: jax.Array, indices: jax.Array,
                        ban_generated: bool) -> tuple[jax.Array, jax.Array]:
-  """The step's allowed distribution.
+    """The step's allowed distribution.
 
-  Args:
-    space: the search space.
-    logits: [B, n, V] raw logits of the step.
-    indices: int32 [B, n, T] indices generated so far (S = none).
-    ban_generated: mask the indices generated so far.
+    Args:
+      space: the search space.
+      logits: [B, n, V] raw logits of the step.
+      indices: int32 [B, n, T] indices generated so far (S = none).
+      ban_generated: mask the indices generated so far.
 
-  Returns:
-    log_probs: float32 [B, n, S], -inf for items that are not allowed.
-    any_allowed: bool [B, n] whether the row has an allowed item with non-zero probability.
-  """
-  logits = space.gather_logits(logits.astype(jnp.float32))
-  masked = jnp.where(space.allowed[:, None, :], logits, NEG_INF)
-  if ban_generated:
-    b, n, _ = indices.shape
-    rows = jnp.arange(b)[:, None, None]
-    cols = jnp.arange(n)[None, :, None]
-    masked = masked.at[rows, cols, indices].set(NEG_INF, mode="drop")  # S (none) is dropped
-  peak = jnp.max(masked, axis=-1, keepdims=True)
-  any_allowed = peak[..., 0] > NEG_INF
-  peak = jnp.where(any_allowed[..., None], peak, 0.0)  # all-masked row: avoid -inf - -inf
-  log_norm = peak + jnp.log(jnp.sum(jnp.exp(masked - peak), axis=-1, keepdims=True))
-  log_probs = jnp.where(any_allowed[..., None], masked - log_norm, NEG_INF)
-  return log_probs, any_allowed
+    Returns:
+      log_probs: float32 [B, n, S], -inf for items that are not allowed.
+      any_allowed: bool [B, n] whether the row has an allowed item with non-zero probability.
+    """
+    logits = space.gather_logits(logits.astype(jnp.float32))
+    masked = jnp.where(space.allowed[:, None, :], logits, NEG_INF)
+    if ban_generated:
+        b, n, _ = indices.shape
+        rows = jnp.arange(b)[:, None, None]
+        cols = jnp.arange(n)[None, :, None]
+        masked = masked.at[rows, cols, indices].set(NEG_INF, mode="drop")  # S (none) is dropped
+    peak = jnp.max(masked, axis=-1, keepdims=True)
+    any_allowed = peak[..., 0] > NEG_INF
+    peak = jnp.where(any_allowed[..., None], peak, 0.0)  # all-masked row: avoid -inf - -inf
+    log_norm = peak + jnp.log(jnp.sum(jnp.exp(masked - peak), axis=-1, keepdims=True))
+    log_probs = jnp.where(any_allowed[..., None], masked - log_norm, NEG_INF)
+    return log_probs, any_allowed
 
 
 def _temperature(temperature) -> jax.Array:
-  return jnp.maximum(jnp.asarray(temperature, jnp.float32), MIN_TEMPERATURE)
+    return jnp.maximum(jnp.asarray(temperature, jnp.float32), MIN_TEMPERATURE)
 
 
 def _per_user_keys(rng: jax.Array, batch_size: int) -> jax.Array:
-  """One key or [B] keys -> [B] keys (see the module docstring, "Randomness")."""
-  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
-  single_ndim = 0 if typed else 1
-  if rng.ndim == single_ndim:
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(batch_size))
-  if rng.ndim == single_ndim + 1 and rng.shape[0] == batch_size:
-    return rng
-  raise ValueError(f"rng must be one key or {batch_size} keys, got shape {rng.shape}")
+    """One key or [B] keys -> [B] keys (see the module docstring, "Randomness")."""
+    typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    single_ndim = 0 if typed else 1
+    if rng.ndim == single_ndim:
+        return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(batch_size))
+    if rng.ndim == single_ndim + 1 and rng.shape[0] == batch_size:
+        return rng
+    raise ValueError(f"rng must be one key or {batch_size} keys, got shape {rng.shape}")
 
 
 def _step_keys(user_keys: jax.Array, t: jax.Array) -> jax.Array:
-  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(user_keys, t)
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(user_keys, t)
 
 
 def _gumbel_max(keys: jax.Array, scaled: jax.Array) -> jax.Array:
-  """Gumbel-max: argmax of scaled log-probs [B, n, S] + Gumbel noise (one key per user)."""
-  noise = jax.vmap(lambda key: jax.random.gumbel(key, scaled.shape[1:]))(keys)
-  return jnp.argmax(scaled + noise, axis=-1).astype(jnp.int32)
+    """Gumbel-max: argmax of scaled log-probs [B, n, S] + Gumbel noise (one key per user)."""
+    noise = jax.vmap(lambda key: jax.random.gumbel(key, scaled.shape[1:]))(keys)
+    return jnp.argmax(scaled + noise, axis=-1).astype(jnp.int32)
 
 
 def _inverse_cdf(keys: jax.Array, scaled: jax.Array) -> jax.Array:
-  """Categorical sampling by inverting the CDF of softmax(scaled [B, n, S]) (one key per user).
+    """Categorical sampling by inverting the CDF of softmax(scaled [B, n, S]) (one key per user).
 
-  A different algorithm than Gumbel-max (one uniform per row instead of S Gumbels) with the same
-  distribution. The first index whose cumulative mass exceeds u is taken among items of non-zero
-  mass; if rounding leaves none (probability ~1e-7), the most probable item is taken.
-  """
-  peak = jnp.max(scaled, axis=-1, keepdims=True)
-  peak = jnp.where(peak > NEG_INF, peak, 0.0)
-  mass = jnp.exp(scaled - peak)  # unnormalised, 0 for masked items
-  cdf = jnp.cumsum(mass, axis=-1)
-  u = jax.vmap(lambda key: jax.random.uniform(key, scaled.shape[1:2]))(keys)
-  u = u * cdf[..., -1]
-  hit = (cdf > u[..., None]) & (mass > 0)
-  return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1),
-                   jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
+    A different algorithm than Gumbel-max (one uniform per row instead of S Gumbels) with the same
+    distribution. The first index whose cumulative mass exceeds u is taken among items of non-zero
+    mass; if rounding leaves none (probability ~1e-7), the most probable item is taken.
+    """
+    peak = jnp.max(scaled, axis=-1, keepdims=True)
+    peak = jnp.where(peak > NEG_INF, peak, 0.0)
+    mass = jnp.exp(scaled - peak)  # unnormalised, 0 for masked items
+    cdf = jnp.cumsum(mass, axis=-1)
+    u = jax.vmap(lambda key: jax.random.uniform(key, scaled.shape[1:2]))(keys)
+    u = u * cdf[..., -1]
+    hit = (cdf > u[..., None]) & (mass > 0)
+    return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1),
+                     jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
 
 
 def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch_size: int,
                  num_rows: int, length: int, bos_id: int, ban_generated: bool,
                  sum_probs: bool = False):
-  """Row-wise decoding (no reordering): each of the n rows of a user picks one index per step.
+    """Row-wise decoding (no reordering): each of the n rows of a user picks one index per step.
 
-  Args:
-    choose: ``choose(t, log_probs [B, n, S]) -> int32 [B, n]``; rows with no allowed item are
-      overridden to "no item" afterwards.
-    sum_probs: also accumulate the allowed probabilities into ``prob_sum [B, S]``.
+    Args:
+      choose: ``choose(t, log_probs [B, n, S]) -> int32 [B, n]``; rows with no allowed item are
+        overridden to "no item" afterwards.
+      sum_probs: also accumulate the allowed probabilities into ``prob_sum [B, S]``.
 
-  Returns:
-    indices: int32 [B, n, T] (S = no item); log_probs: float32 [B, n, T]; scores: float32 [B, n]
-    (their running sum, accumulated as beam search does); prob_sum [B, S] | None.
-  """
-  _check_state(state, batch_size)
-  b, n, size = batch_size, num_rows, space.size
+    Returns:
+      indices: int32 [B, n, T] (S = no item); log_probs: float32 [B, n, T]; scores: float32 [B, n]
+      (their running sum, accumulated as beam search does); prob_sum [B, S] | None.
+    """
+    _check_state(state, batch_size)
+    b, n, size = batch_size, num_rows, space.size
 
-  def body(carry: RowState, t):
-    logits, cache = step_fn(carry.cache, carry.prev_items, t)
-    log_probs, any_allowed = _allowed_log_probs(
-        space, unflatten_beam_dim(logits, b, n), carry.indices, ban_generated)
-    index = choose(t, log_probs)
-    chosen = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
-    index = jnp.where(any_allowed, index, size)
-    chosen = jnp.where(any_allowed, chosen, 0.0)
-    prob_sum = carry.prob_sum
-    if prob_sum is not None:
-      prob_sum = prob_sum + jnp.sum(jnp.exp(log_probs), axis=1)  # exp(-inf) = 0
-    new = RowState(indices=carry.indices.at[:, :, t].set(index),
-                   prev_items=flatten_beam_dim(space.to_items(index)),
-                   cache=cache, scores=carry.scores + chosen, prob_sum=prob_sum)
-    return new, chosen
+    def body(carry: RowState, t):
+        logits, cache = step_fn(carry.cache, carry.prev_items, t)
+        log_probs, any_allowed = _allowed_log_probs(
+            space, unflatten_beam_dim(logits, b, n), carry.indices, ban_generated)
+        index = choose(t, log_probs)
+        chosen = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
+        index = jnp.where(any_allowed, index, size)
+        chosen = jnp.where(any_allowed, chosen, 0.0)
+        prob_sum = carry.prob_sum
+        if prob_sum is not None:
+            prob_sum = prob_sum + jnp.sum(jnp.exp(log_probs), axis=1)  # exp(-inf) = 0
+        new = RowState(indices=carry.indices.at[:, :, t].set(index),
+                       prev_items=flatten_beam_dim(space.to_items(index)),
+                       cache=cache, scores=carry.scores + chosen, prob_sum=prob_sum)
+        return new, chosen
 
-  init = RowState(
-      indices=jnp.full((b, n, length), size, jnp.int32),
-      prev_items=jnp.full((b * n,), bos_id, jnp.int32),
-      cache=flatten_beam_dim(add_beam_dim(state, n)),
-      scores=jnp.zeros((b, n), jnp.float32),
-      prob_sum=jnp.zeros((b, size), jnp.float32) if sum_probs else None)
-  final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
-  return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum
+    init = RowState(
+        indices=jnp.full((b, n, length), size, jnp.int32),
+        prev_items=jnp.full((b * n,), bos_id, jnp.int32),
+        cache=flatten_beam_dim(add_beam_dim(state, n)),
+        scores=jnp.zeros((b, n), jnp.float32),
+        prob_sum=jnp.zeros((b, size), jnp.float32) if sum_probs else None)
+    final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
+    return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum
 
 
 def _rank(space: _Space, scores: jax.Array, k: int) -> jax.Array:
-  """Top-k allowed items of scores [B, S], distinct, ties broken by the lower item id.
+    """Top-k allowed items of scores [B, S], distinct, ties broken by the lower item id.
 
-  Returns int32 [B, k] item ids; 0 fills the slots beyond the number of allowed items.
-  """
-  scores = jnp.where(space.allowed, scores, NEG_INF)
-  picked, order = lax.top_k(scores, min(k, space.size))  # space order is item-id order
-  items = jnp.where(picked > NEG_INF, space.to_items(order), PAD_ID)
-  if k > space.size:
-    items = jnp.pad(items, ((0, 0), (0, k - space.size)))
-  return items.astype(jnp.int32)
+    Returns int32 [B, k] item ids; 0 fills the slots beyond the number of allowed items.
+    """
+    scores = jnp.where(space.allowed, scores, NEG_INF)
+    picked, order = lax.top_k(scores, min(k, space.size))  # space order is item-id order
+    items = jnp.where(picked > NEG_INF, space.to_items(order), PAD_ID)
+    if k > space.size:
+        items = jnp.pad(items, ((0, 0), (0, k - space.size)))
+    return items.astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,186 +408,186 @@ def beam_search(step_fn: StepFn, state: PyTree, *, batch_size: int, vocab_size: 
                 length: int, bos_id: int, beam_size: int = 5,
                 candidates: jax.Array | None = None, banned: jax.Array | None = None,
                 ban_generated: bool = True) -> BeamSearchOutput:
-  """Fixed-length beam search (no EOS, no length penalty).
+    """Fixed-length beam search (no EOS, no length penalty).
 
-  At every step each of the ``beam_size`` beams of a user is extended by every allowed item and
-  the ``beam_size`` best extensions (by the sum of allowed log-probabilities) are kept. At t = 0
-  only beam 0 is live (the others score -inf), so the beams are distinct sequences.
+    At every step each of the ``beam_size`` beams of a user is extended by every allowed item and
+    the ``beam_size`` best extensions (by the sum of allowed log-probabilities) are kept. At t = 0
+    only beam 0 is live (the others score -inf), so the beams are distinct sequences.
 
-  Args:
-    step_fn: ``(state, prev_items [B'], t) -> (logits [B', V], state)``.
-    state: pytree, every leaf [B, ...]; tiled to [B * beam_size, ...] and gathered on reorders.
-    batch_size: B.
-    vocab_size: V (index 0 = padding).
-    length: T, number of items generated.
-    bos_id: first decoder input (may be >= V).
-    beam_size: number of beams.
-    candidates: int32 [B, C] or None, see the module docstring.
-    banned: bool [B, V] or None.
-    ban_generated: no item twice in one beam.
+    Args:
+      step_fn: ``(state, prev_items [B'], t) -> (logits [B', V], state)``.
+      state: pytree, every leaf [B, ...]; tiled to [B * beam_size, ...] and gathered on reorders.
+      batch_size: B.
+      vocab_size: V (index 0 = padding).
+      length: T, number of items generated.
+      bos_id: first decoder input (may be >= V).
+      beam_size: number of beams.
+      candidates: int32 [B, C] or None, see the module docstring.
+      banned: bool [B, V] or None.
+      ban_generated: no item twice in one beam.
 
-  Returns:
-    ``BeamSearchOutput`` with sequences [B, beam_size, T] and scores [B, beam_size], best first.
-  """
-  _check_state(state, batch_size)
-  space = _make_space(batch_size, vocab_size, candidates, banned)
-  b, k, size = batch_size, beam_size, space.size
-  beam_ids = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
+    Returns:
+      ``BeamSearchOutput`` with sequences [B, beam_size, T] and scores [B, beam_size], best first.
+    """
+    _check_state(state, batch_size)
+    space = _make_space(batch_size, vocab_size, candidates, banned)
+    b, k, size = batch_size, beam_size, space.size
+    beam_ids = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
 
-  def body(carry: BeamState, t):
-    logits, cache = step_fn(carry.cache, carry.prev_items, t)
-    log_probs, any_allowed = _allowed_log_probs(
-        space, unflatten_beam_dim(logits, b, k), carry.indices, ban_generated)
-    extended = carry.scores[:, :, None] + log_probs  # [B, beam, S]
-    top_scores, flat = lax.top_k(extended.reshape(b, k * size), k)
-    # A live beam with nothing left to choose continues with "no item" at an unchanged score; it
-    # competes with the real extensions, after them at equal score.
-    stay = jnp.where(any_allowed, NEG_INF, carry.scores)
-    new_scores, pick = lax.top_k(jnp.concatenate([top_scores, stay], axis=1), k)
-    parents = jnp.take_along_axis(
-        jnp.concatenate([flat // size, beam_ids], axis=1), pick, axis=1)
-    index = jnp.take_along_axis(
-        jnp.concatenate([flat % size, jnp.full((b, k), size, flat.dtype)], axis=1), pick, axis=1)
-    index = jnp.where(new_scores > NEG_INF, index, size).astype(jnp.int32)  # dead beam: no item
-    cache = flatten_beam_dim(gather_beams(unflatten_beam_dim(cache, b, k), parents))
-    new = BeamState(scores=new_scores,
-                    indices=gather_beams(carry.indices, parents).at[:, :, t].set(index),
-                    prev_items=flatten_beam_dim(space.to_items(index)),
-                    cache=cache)
-    return new, None
+    def body(carry: BeamState, t):
+        logits, cache = step_fn(carry.cache, carry.prev_items, t)
+        log_probs, any_allowed = _allowed_log_probs(
+            space, unflatten_beam_dim(logits, b, k), carry.indices, ban_generated)
+        extended = carry.scores[:, :, None] + log_probs  # [B, beam, S]
+        top_scores, flat = lax.top_k(extended.reshape(b, k * size), k)
+        # A live beam with nothing left to choose continues with "no item" at an unchanged score; it
+        # competes with the real extensions, after them at equal score.
+        stay = jnp.where(any_allowed, NEG_INF, carry.scores)
+        new_scores, pick = lax.top_k(jnp.concatenate([top_scores, stay], axis=1), k)
+        parents = jnp.take_along_axis(
+            jnp.concatenate([flat // size, beam_ids], axis=1), pick, axis=1)
+        index = jnp.take_along_axis(
+            jnp.concatenate([flat % size, jnp.full((b, k), size, flat.dtype)], axis=1), pick, axis=1)
+        index = jnp.where(new_scores > NEG_INF, index, size).astype(jnp.int32)  # dead beam: no item
+        cache = flatten_beam_dim(gather_beams(unflatten_beam_dim(cache, b, k), parents))
+        new = BeamState(scores=new_scores,
+                        indices=gather_beams(carry.indices, parents).at[:, :, t].set(index),
+                        prev_items=flatten_beam_dim(space.to_items(index)),
+                        cache=cache)
+        return new, None
 
-  init = BeamState(
-      scores=jnp.full((b, k), NEG_INF, jnp.float32).at[:, 0].set(0.0),
-      indices=jnp.full((b, k, length), size, jnp.int32),
-      prev_items=jnp.full((b * k,), bos_id, jnp.int32),
-      cache=flatten_beam_dim(add_beam_dim(state, k)))
-  final, _ = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
-  return BeamSearchOutput(sequences=space.to_items(final.indices), scores=final.scores)
+    init = BeamState(
+        scores=jnp.full((b, k), NEG_INF, jnp.float32).at[:, 0].set(0.0),
+        indices=jnp.full((b, k, length), size, jnp.int32),
+        prev_items=jnp.full((b * k,), bos_id, jnp.int32),
+        cache=flatten_beam_dim(add_beam_dim(state, k)))
+    final, _ = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
+    return BeamSearchOutput(sequences=space.to_items(final.indices), scores=final.scores)
 
 
 def greedy(step_fn: StepFn, state: PyTree, *, batch_size: int, vocab_size: int, length: int,
            bos_id: int, candidates: jax.Array | None = None, banned: jax.Array | None = None,
            ban_generated: bool = True) -> GreedyOutput:
-  """Greedy decoding: the argmax of the allowed distribution at every step.
+    """Greedy decoding: the argmax of the allowed distribution at every step.
 
-  Implemented independently of ``beam_search`` (argmax, no top-k, no reordering); it equals
-  ``beam_search(beam_size=1)``. Arguments as in ``beam_search``.
+    Implemented independently of ``beam_search`` (argmax, no top-k, no reordering); it equals
+    ``beam_search(beam_size=1)``. Arguments as in ``beam_search``.
 
-  Returns:
-    ``GreedyOutput`` with sequences [B, T] and scores [B].
-  """
-  space = _make_space(batch_size, vocab_size, candidates, banned)
-  choose = lambda t, log_probs: jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-  indices, _, scores, _ = _decode_rows(
-      step_fn, state, space, choose, batch_size=batch_size, num_rows=1, length=length,
-      bos_id=bos_id, ban_generated=ban_generated)
-  return GreedyOutput(sequences=space.to_items(indices[:, 0]), scores=scores[:, 0])
+    Returns:
+      ``GreedyOutput`` with sequences [B, T] and scores [B].
+    """
+    space = _make_space(batch_size, vocab_size, candidates, banned)
+    choose = lambda t, log_probs: jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    indices, _, scores, _ = _decode_rows(
+        step_fn, state, space, choose, batch_size=batch_size, num_rows=1, length=length,
+        bos_id=bos_id, ban_generated=ban_generated)
+    return GreedyOutput(sequences=space.to_items(indices[:, 0]), scores=scores[:, 0])
 
 
 def _sampler(method: str, user_keys: jax.Array, temperature):
-  if method not in SAMPLE_METHODS:
-    raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
-  draw = _gumbel_max if method == "gumbel" else _inverse_cdf
-  inv_temperature = 1.0 / _temperature(temperature)
+    if method not in SAMPLE_METHODS:
+        raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
+    draw = _gumbel_max if method == "gumbel" else _inverse_cdf
+    inv_temperature = 1.0 / _temperature(temperature)
 
-  def choose(t, log_probs):
-    return draw(_step_keys(user_keys, t), log_probs * inv_temperature)
-  return choose
+    def choose(t, log_probs):
+        return draw(_step_keys(user_keys, t), log_probs * inv_temperature)
+    return choose
 
 
 def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, vocab_size: int,
            length: int, bos_id: int, num_samples: int = 1, temperature: float = 1.0,
            method: str = "categorical", candidates: jax.Array | None = None,
            banned: jax.Array | None = None, ban_generated: bool = True) -> SampleOutput:
-  """Ancestral sampling of ``num_samples`` independent lists per user.
+    """Ancestral sampling of ``num_samples`` independent lists per user.
 
-  At each step the next item is drawn from ``softmax(allowed log-probs / temperature)``.
+    At each step the next item is drawn from ``softmax(allowed log-probs / temperature)``.
 
-  Args:
-    rng: one PRNG key or [B] keys (module docstring, "Randomness").
-    num_samples: lists per user; the state is tiled to [B * num_samples, ...].
-    temperature: > 0 (clamped to ``MIN_TEMPERATURE``); may be a traced scalar.
-    method: 'categorical' (inverse-CDF sampling) or 'gumbel' (Gumbel-max: argmax of
-      log-probs / temperature + Gumbel noise). Same distribution, different draws for one key.
-    Other arguments as in ``beam_search``.
+    Args:
+      rng: one PRNG key or [B] keys (module docstring, "Randomness").
+      num_samples: lists per user; the state is tiled to [B * num_samples, ...].
+      temperature: > 0 (clamped to ``MIN_TEMPERATURE``); may be a traced scalar.
+      method: 'categorical' (inverse-CDF sampling) or 'gumbel' (Gumbel-max: argmax of
+        log-probs / temperature + Gumbel noise). Same distribution, different draws for one key.
+      Other arguments as in ``beam_search``.
 
-  Returns:
-    ``SampleOutput`` with sequences and log_probs [B, num_samples, T]; log_probs are under the
-    temperature-1 allowed distribution.
-  """
-  space = _make_space(batch_size, vocab_size, candidates, banned)
-  choose = _sampler(method, _per_user_keys(rng, batch_size), temperature)
-  indices, log_probs, _, _ = _decode_rows(
-      step_fn, state, space, choose, batch_size=batch_size, num_rows=num_samples,
-      length=length, bos_id=bos_id, ban_generated=ban_generated)
-  return SampleOutput(sequences=space.to_items(indices), log_probs=log_probs)
+    Returns:
+      ``SampleOutput`` with sequences and log_probs [B, num_samples, T]; log_probs are under the
+      temperature-1 allowed distribution.
+    """
+    space = _make_space(batch_size, vocab_size, candidates, banned)
+    choose = _sampler(method, _per_user_keys(rng, batch_size), temperature)
+    indices, log_probs, _, _ = _decode_rows(
+        step_fn, state, space, choose, batch_size=batch_size, num_rows=num_samples,
+        length=length, bos_id=bos_id, ban_generated=ban_generated)
+    return SampleOutput(sequences=space.to_items(indices), log_probs=log_probs)
 
 
 def gumbel_topk(rng: jax.Array, logits: jax.Array, k: int, mask: jax.Array | None = None, *,
                 fill_value: int = PAD_ID) -> jax.Array:
-  """k distinct indices drawn without replacement from softmax(logits) (Gumbel-top-k trick).
+    """k distinct indices drawn without replacement from softmax(logits) (Gumbel-top-k trick).
 
-  The indices of the k largest ``logits + Gumbel noise``, in decreasing order, are distributed
-  exactly as k sequential draws without replacement (Kool et al., ICML 2019): index 0 is the first
-  draw, index 1 the second, and so on.
+    The indices of the k largest ``logits + Gumbel noise``, in decreasing order, are distributed
+    exactly as k sequential draws without replacement (Kool et al., ICML 2019): index 0 is the first
+    draw, index 1 the second, and so on.
 
-  Args:
-    rng: one PRNG key (the noise has the shape of ``logits``).
-    logits: float [..., V] unnormalised log-probabilities.
-    k: number of draws (<= V).
-    mask: bool [..., V] or None; False entries are never drawn. For item logits pass a mask that
-      is False at index 0 (padding), which this generic function does not assume.
-    fill_value: returned in the slots beyond the number of allowed entries of a row.
+    Args:
+      rng: one PRNG key (the noise has the shape of ``logits``).
+      logits: float [..., V] unnormalised log-probabilities.
+      k: number of draws (<= V).
+      mask: bool [..., V] or None; False entries are never drawn. For item logits pass a mask that
+        is False at index 0 (padding), which this generic function does not assume.
+      fill_value: returned in the slots beyond the number of allowed entries of a row.
 
-  Returns:
-    int32 [..., k] indices.
-  """
-  logits = jnp.asarray(logits, jnp.float32)
-  if k > logits.shape[-1]:
-    raise ValueError(f"k={k} exceeds the number of entries {logits.shape[-1]}")
-  perturbed = logits + jax.random.gumbel(rng, logits.shape)
-  if mask is not None:
-    perturbed = jnp.where(mask, perturbed, NEG_INF)
-  values, indices = lax.top_k(perturbed, k)
-  return jnp.where(values > NEG_INF, indices, fill_value).astype(jnp.int32)
+    Returns:
+      int32 [..., k] indices.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    if k > logits.shape[-1]:
+        raise ValueError(f"k={k} exceeds the number of entries {logits.shape[-1]}")
+    perturbed = logits + jax.random.gumbel(rng, logits.shape)
+    if mask is not None:
+        perturbed = jnp.where(mask, perturbed, NEG_INF)
+    values, indices = lax.top_k(perturbed, k)
+    return jnp.where(values > NEG_INF, indices, fill_value).astype(jnp.int32)
 
 
 def reciprocal_rank_scores(sequences: jax.Array, size: int) -> jax.Array:
-  """Reciprocal rank aggregation: score[b, i] = sum over (s, t) with sequences[b, s, t] == i of
-  1 / (t + 1).
+    """Reciprocal rank aggregation: score[b, i] = sum over (s, t) with sequences[b, s, t] == i of
+    1 / (t + 1).
 
-  Args:
-    sequences: int32 [B, N, T] indices (item ids or search-space indices); entries outside
-      [0, size) are ignored. An item repeated inside one sequence counts at every position.
-    size: number of scored entries.
+    Args:
+      sequences: int32 [B, N, T] indices (item ids or search-space indices); entries outside
+        [0, size) are ignored. An item repeated inside one sequence counts at every position.
+      size: number of scored entries.
 
-  Returns:
-    float32 [B, size].
-  """
-  b, n, t = sequences.shape
-  weights = jnp.broadcast_to(1.0 / jnp.arange(1, t + 1, dtype=jnp.float32), (b, n, t))
-  rows = jnp.arange(b)[:, None, None]
-  return jnp.zeros((b, size), jnp.float32).at[rows, sequences].add(weights, mode="drop")
+    Returns:
+      float32 [B, size].
+    """
+    b, n, t = sequences.shape
+    weights = jnp.broadcast_to(1.0 / jnp.arange(1, t + 1, dtype=jnp.float32), (b, n, t))
+    rows = jnp.arange(b)[:, None, None]
+    return jnp.zeros((b, size), jnp.float32).at[rows, sequences].add(weights, mode="drop")
 
 
 def top_k_items(scores: jax.Array, k: int, *, candidates: jax.Array | None = None,
                 banned: jax.Array | None = None) -> jax.Array:
-  """The k best-scored allowed items per user, ties broken by the lower item id.
+    """The k best-scored allowed items per user, ties broken by the lower item id.
 
-  For one-shot rankers (next-item models) and for the multi-sequence aggregation.
+    For one-shot rankers (next-item models) and for the multi-sequence aggregation.
 
-  Args:
-    scores: float [B, V] scores of every item id (index 0 = padding, never returned).
-    k: list length.
-    candidates: int32 [B, C] or None; only these items are ranked.
-    banned: bool [B, V] or None; never returned.
+    Args:
+      scores: float [B, V] scores of every item id (index 0 = padding, never returned).
+      k: list length.
+      candidates: int32 [B, C] or None; only these items are ranked.
+      banned: bool [B, V] or None; never returned.
 
-  Returns:
-    int32 [B, k] distinct items, best first; 0 in slots beyond the number of allowed items.
-  """
-  b, v = scores.shape
-  space = _make_space(b, v, candidates, banned)
-  return _rank(space, space.gather_logits(scores[:, None, :])[:, 0], k)
+    Returns:
+      int32 [B, k] distinct items, best first; 0 in slots beyond the number of allowed items.
+    """
+    b, v = scores.shape
+    space = _make_space(b, v, candidates, banned)
+    return _rank(space, space.gather_logits(scores[:, None, :])[:, 0], k)
 
 
 def multi_sequence(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int,
@@ -595,35 +595,35 @@ def multi_sequence(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size
                    temperature: float = 1.0, aggregation: str = "rra",
                    candidates: jax.Array | None = None, banned: jax.Array | None = None,
                    ban_generated: bool = True) -> jax.Array:
-  """Multi-sequence generation with aggregation (Volodkevich et al., arXiv:2409.17730).
+    """Multi-sequence generation with aggregation (Volodkevich et al., arXiv:2409.17730).
 
-  Draws ``num_sequences`` lists of ``length`` items per user by temperature sampling (exactly the
-  draws of ``sample(..., num_samples=num_sequences, method='categorical')`` with the same rng) and
-  aggregates a score per item:
+    Draws ``num_sequences`` lists of ``length`` items per user by temperature sampling (exactly the
+    draws of ``sample(..., num_samples=num_sequences, method='categorical')`` with the same rng) and
+    aggregates a score per item:
 
-  - 'rra' (reciprocal rank aggregation): sum over sequences of 1 / (position + 1) where the item
-    appears (position 0-based; every occurrence counts when ``ban_generated`` is False).
-  - 'ra' (relevance aggregation): sum over sequences and steps of the item's probability under the
-    model's temperature-1 allowed distribution at that step (whole distribution, so items never
-    sampled still score; items already generated in that sequence have probability 0 there when
-    ``ban_generated``). It is accumulated inside the scan as [B, S], never [B, N, T, V].
+    - 'rra' (reciprocal rank aggregation): sum over sequences of 1 / (position + 1) where the item
+      appears (position 0-based; every occurrence counts when ``ban_generated`` is False).
+    - 'ra' (relevance aggregation): sum over sequences and steps of the item's probability under the
+      model's temperature-1 allowed distribution at that step (whole distribution, so items never
+      sampled still score; items already generated in that sequence have probability 0 there when
+      ``ban_generated``). It is accumulated inside the scan as [B, S], never [B, N, T, V].
 
-  The result is the top-k allowed items by aggregated score, distinct, ties broken by the lower
-  item id (so allowed items that scored 0 fill the list in id order); 0 beyond the number of
-  allowed items.
+    The result is the top-k allowed items by aggregated score, distinct, ties broken by the lower
+    item id (so allowed items that scored 0 fill the list in id order); 0 beyond the number of
+    allowed items.
 
-  Returns:
-    int32 [B, k] item ids.
-  """
-  if aggregation not in AGGREGATIONS:
-    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-  space = _make_space(batch_size, vocab_size, candidates, banned)
-  choose = _sampler("categorical", _per_user_keys(rng, batch_size), temperature)
-  indices, _, _, prob_sum = _decode_rows(
-      step_fn, state, space, choose, batch_size=batch_size, num_rows=num_sequences,
-      length=length, bos_id=bos_id, ban_generated=ban_generated, sum_probs=aggregation == "ra")
-  scores = prob_sum if aggregation == "ra" else reciprocal_rank_scores(indices, space.size)
-  return _rank(space, scores, k)
+    Returns:
+      int32 [B, k] item ids.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    space = _make_space(batch_size, vocab_size, candidates, banned)
+    choose = _sampler("categorical", _per_user_keys(rng, batch_size), temperature)
+    indices, _, _, prob_sum = _decode_rows(
+        step_fn, state, space, choose, batch_size=batch_size, num_rows=num_sequences,
+        length=length, bos_id=bos_id, ban_generated=ban_generated, sum_probs=aggregation == "ra")
+    scores = prob_sum if aggregation == "ra" else reciprocal_rank_scores(indices, space.size)
+    return _rank(space, scores, k)
 
 
 def generate(step_fn: StepFn, state: PyTree, rng: jax.Array | None = None, *, strategy: str,
@@ -631,30 +631,30 @@ def generate(step_fn: StepFn, state: PyTree, rng: jax.Array | None = None, *, st
              temperature: float = 1.0, num_sequences: int = 20,
              candidates: jax.Array | None = None, banned: jax.Array | None = None,
              ban_generated: bool = True) -> jax.Array:
-  """One ordered list of k items per user, by the strategy named in the config.
+    """One ordered list of k items per user, by the strategy named in the config.
 
-  Strategies: 'beam' (the best beam of ``beam_search``), 'greedy', 'sample' / 'gumbel' (one
-  sample, inverse-CDF / Gumbel-max, at ``temperature``), 'multi_rra' / 'multi_ra'
-  (``multi_sequence`` with ``num_sequences`` lists of length k). ``rng`` is needed by the random
-  strategies only.
+    Strategies: 'beam' (the best beam of ``beam_search``), 'greedy', 'sample' / 'gumbel' (one
+    sample, inverse-CDF / Gumbel-max, at ``temperature``), 'multi_rra' / 'multi_ra'
+    (``multi_sequence`` with ``num_sequences`` lists of length k). ``rng`` is needed by the random
+    strategies only.
 
-  Returns:
-    int32 [B, k] item ids (0 = no item, see the module docstring).
-  """
-  common = dict(batch_size=batch_size, vocab_size=vocab_size, length=k, bos_id=bos_id,
-                candidates=candidates, banned=banned, ban_generated=ban_generated)
-  if strategy not in STRATEGIES:
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-  if strategy == "beam":
-    return beam_search(step_fn, state, beam_size=beam_size, **common).sequences[:, 0]
-  if strategy == "greedy":
-    return greedy(step_fn, state, **common).sequences
-  if rng is None:
-    raise ValueError(f"strategy {strategy!r} needs an rng")
-  if strategy in ("sample", "gumbel"):
-    method = "gumbel" if strategy == "gumbel" else "categorical"
-    return sample(step_fn, state, rng, num_samples=1, temperature=temperature, method=method,
-                  **common).sequences[:, 0]
-  return multi_sequence(step_fn, state, rng, k=k, num_sequences=num_sequences,
-                        temperature=temperature, aggregation=strategy.removeprefix("multi_"),
-                        **common)
+    Returns:
+      int32 [B, k] item ids (0 = no item, see the module docstring).
+    """
+    common = dict(batch_size=batch_size, vocab_size=vocab_size, length=k, bos_id=bos_id,
+                  candidates=candidates, banned=banned, ban_generated=ban_generated)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "beam":
+        return beam_search(step_fn, state, beam_size=beam_size, **common).sequences[:, 0]
+    if strategy == "greedy":
+        return greedy(step_fn, state, **common).sequences
+    if rng is None:
+        raise ValueError(f"strategy {strategy!r} needs an rng")
+    if strategy in ("sample", "gumbel"):
+        method = "gumbel" if strategy == "gumbel" else "categorical"
+        return sample(step_fn, state, rng, num_samples=1, temperature=temperature, method=method,
+                      **common).sequences[:, 0]
+    return multi_sequence(step_fn, state, rng, k=k, num_sequences=num_sequences,
+                          temperature=temperature, aggregation=strategy.removeprefix("multi_"),
+                          **common)

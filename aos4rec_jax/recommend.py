@@ -26,130 +26,130 @@ from aos4rec_jax import trainer
 
 
 class InputError(ValueError):
-  pass
+    pass
 
 
 def read_histories(path: str) -> list[tuple[str, list[str]]]:
-  if not os.path.exists(path):
-    raise InputError(f'{path}: no such file')
-  out: list[tuple[str, list[str]]] = []
-  if path.endswith('.jsonl'):
-    with open(path) as f:
-      for ln, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise InputError(f'{path}:{ln}: not valid JSON ({e.msg})') from None
-        if not isinstance(obj, dict) or 'user' not in obj or 'history' not in obj:
-          raise InputError(f'{path}:{ln}: expected an object with "user" and "history"')
-        if not isinstance(obj['history'], list):
-          raise InputError(f'{path}:{ln}: "history" must be a list of item ids')
-        out.append((str(obj['user']), [str(x) for x in obj['history']]))
-  elif path.endswith('.csv'):
-    with open(path, newline='') as f:
-      reader = csv.DictReader(f)
-      cols = reader.fieldnames or []
-      for need in ('user', 'item'):
-        if need not in cols:
-          raise InputError(f'{path}:1: header has no "{need}" column (found {cols})')
-      rows: dict[str, list] = {}
-      for ln, row in enumerate(reader, 2):
-        if row.get('user') in (None, '') or row.get('item') in (None, ''):
-          raise InputError(f'{path}:{ln}: empty user or item')
-        t = row.get('timestamp')
-        if t is not None:
-          try:
-            t = float(t)
-          except ValueError:
-            raise InputError(f'{path}:{ln}: timestamp {t!r} is not a number') from None
-        rows.setdefault(row['user'], []).append((t if t is not None else 0.0, ln, row['item']))
-      for u, evs in rows.items():
-        evs.sort(key=lambda e: (e[0], e[1]))
-        out.append((u, [e[2] for e in evs]))
-  else:
-    raise InputError(f'{path}: unknown input type (use .jsonl or .csv)')
-  if not out:
-    raise InputError(f'{path}: no histories in the file')
-  return out
+    if not os.path.exists(path):
+        raise InputError(f'{path}: no such file')
+    out: list[tuple[str, list[str]]] = []
+    if path.endswith('.jsonl'):
+        with open(path) as f:
+            for ln, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f'{path}:{ln}: not valid JSON ({e.msg})') from None
+                if not isinstance(obj, dict) or 'user' not in obj or 'history' not in obj:
+                    raise InputError(f'{path}:{ln}: expected an object with "user" and "history"')
+                if not isinstance(obj['history'], list):
+                    raise InputError(f'{path}:{ln}: "history" must be a list of item ids')
+                out.append((str(obj['user']), [str(x) for x in obj['history']]))
+    elif path.endswith('.csv'):
+        with open(path, newline='') as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            for need in ('user', 'item'):
+                if need not in cols:
+                    raise InputError(f'{path}:1: header has no "{need}" column (found {cols})')
+            rows: dict[str, list] = {}
+            for ln, row in enumerate(reader, 2):
+                if row.get('user') in (None, '') or row.get('item') in (None, ''):
+                    raise InputError(f'{path}:{ln}: empty user or item')
+                t = row.get('timestamp')
+                if t is not None:
+                    try:
+                        t = float(t)
+                    except ValueError:
+                        raise InputError(f'{path}:{ln}: timestamp {t!r} is not a number') from None
+                rows.setdefault(row['user'], []).append((t if t is not None else 0.0, ln, row['item']))
+            for u, evs in rows.items():
+                evs.sort(key=lambda e: (e[0], e[1]))
+                out.append((u, [e[2] for e in evs]))
+    else:
+        raise InputError(f'{path}: unknown input type (use .jsonl or .csv)')
+    if not out:
+        raise InputError(f'{path}: no histories in the file')
+    return out
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument('--workdir', required=True, help='a finished (or checkpointed) run of main.py')
-  ap.add_argument('--input', required=True)
-  ap.add_argument('--output', required=True)
-  ap.add_argument('--strategy', default=None, help='decoder (default: the run\'s config.decode.strategy)')
-  ap.add_argument('--beam', type=int, default=None, help='beam size (default: the run\'s)')
-  ap.add_argument('--k', type=int, default=None, help='list length (default: the dataset\'s K)')
-  ap.add_argument('--temperature', type=float, default=None)
-  ap.add_argument('--seed', type=int, default=0)
-  ap.add_argument('--unknown', choices=('skip', 'error'), default='skip')
-  ap.add_argument('--batch-size', type=int, default=256)
-  a = ap.parse_args(argv)
-  try:
-    return _run(a)
-  except (InputError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--workdir', required=True, help='a finished (or checkpointed) run of main.py')
+    ap.add_argument('--input', required=True)
+    ap.add_argument('--output', required=True)
+    ap.add_argument('--strategy', default=None, help='decoder (default: the run\'s config.decode.strategy)')
+    ap.add_argument('--beam', type=int, default=None, help='beam size (default: the run\'s)')
+    ap.add_argument('--k', type=int, default=None, help='list length (default: the dataset\'s K)')
+    ap.add_argument('--temperature', type=float, default=None)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--unknown', choices=('skip', 'error'), default='skip')
+    ap.add_argument('--batch-size', type=int, default=256)
+    a = ap.parse_args(argv)
+    try:
+        return _run(a)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
 
 
 def _run(a) -> int:
-  config, ds, model, params, gen = trainer.load_run(
-      a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature), k=a.k)
-  info = ds.info
+    config, ds, model, params, gen = trainer.load_run(
+        a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature), k=a.k)
+    info = ds.info
 
-  histories = read_histories(a.input)
-  raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}
-  L = info.history_len
-  rows, unknowns = [], []
-  for ln, (user, hist) in enumerate(histories, 1):
-    if not hist:
-      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has an empty history')
-    unk = [x for x in hist if x not in raw_to_id]
-    if unk and a.unknown == 'error':
-      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has items the model does not know: '
-                       f'{unk[:5]}{" ..." if len(unk) > 5 else ""} (use --unknown skip to ignore them)')
-    if unk:
-      print(f'warning: user {user!r}: {len(unk)} unknown item(s) skipped: {unk[:5]}', file=sys.stderr)
-    ids = [raw_to_id[x] for x in hist if x in raw_to_id]
-    if not ids:
-      raise InputError(f'{a.input}: user {user!r} (entry {ln}) has no known item in its history')
-    rows.append(ids)
-    unknowns.append(unk)
+    histories = read_histories(a.input)
+    raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}
+    L = info.history_len
+    rows, unknowns = [], []
+    for ln, (user, hist) in enumerate(histories, 1):
+        if not hist:
+            raise InputError(f'{a.input}: user {user!r} (entry {ln}) has an empty history')
+        unk = [x for x in hist if x not in raw_to_id]
+        if unk and a.unknown == 'error':
+            raise InputError(f'{a.input}: user {user!r} (entry {ln}) has items the model does not know: '
+                             f'{unk[:5]}{" ..." if len(unk) > 5 else ""} (use --unknown skip to ignore them)')
+        if unk:
+            print(f'warning: user {user!r}: {len(unk)} unknown item(s) skipped: {unk[:5]}', file=sys.stderr)
+        ids = [raw_to_id[x] for x in hist if x in raw_to_id]
+        if not ids:
+            raise InputError(f'{a.input}: user {user!r} (entry {ln}) has no known item in its history')
+        rows.append(ids)
+        unknowns.append(unk)
 
-  @jax.jit
-  def run(params, history, banned, rng):
-    batch = dict(history=history, banned=banned, candidates=None)
-    return gen(params, batch, rng)[1]   # the full-protocol list: every item may be recommended
+    @jax.jit
+    def run(params, history, banned, rng):
+        batch = dict(history=history, banned=banned, candidates=None)
+        return gen(params, batch, rng)[1]   # the full-protocol list: every item may be recommended
 
-  out_lines = []
-  B = a.batch_size
-  for lo in range(0, len(rows), B):
-    chunk = rows[lo:lo + B]
-    n = len(chunk)
-    hist = np.zeros((B, L), np.int32)
-    banned = np.zeros((B, info.vocab_size), bool)
-    for i, ids in enumerate(chunk):
-      last = ids[-L:]
-      hist[i, L - len(last):] = last
-      if info.ban_history:
-        banned[i, ids] = True
-    lists = np.asarray(run(params, hist, banned, jax.random.PRNGKey(a.seed + lo)))[:n]
-    for i, lst in enumerate(lists):
-      user = histories[lo + i][0]
-      out_lines.append(json.dumps({'user': user,
-                                   'items': [str(ds.prepared.item_raw[j]) for j in lst if j > 0],
-                                   'unknown': unknowns[lo + i]}))
-  tmp = a.output + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write('\n'.join(out_lines) + '\n')
-  os.replace(tmp, a.output)
-  print(f'wrote {len(out_lines)} recommendation lists to {a.output}', file=sys.stderr)
-  return 0
+    out_lines = []
+    B = a.batch_size
+    for lo in range(0, len(rows), B):
+        chunk = rows[lo:lo + B]
+        n = len(chunk)
+        hist = np.zeros((B, L), np.int32)
+        banned = np.zeros((B, info.vocab_size), bool)
+        for i, ids in enumerate(chunk):
+            last = ids[-L:]
+            hist[i, L - len(last):] = last
+            if info.ban_history:
+                banned[i, ids] = True
+        lists = np.asarray(run(params, hist, banned, jax.random.PRNGKey(a.seed + lo)))[:n]
+        for i, lst in enumerate(lists):
+            user = histories[lo + i][0]
+            out_lines.append(json.dumps({'user': user,
+                                         'items': [str(ds.prepared.item_raw[j]) for j in lst if j > 0],
+                                         'unknown': unknowns[lo + i]}))
+    tmp = a.output + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write('\n'.join(out_lines) + '\n')
+    os.replace(tmp, a.output)
+    print(f'wrote {len(out_lines)} recommendation lists to {a.output}', file=sys.stderr)
+    return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+    sys.exit(main())

@@ -17,87 +17,87 @@ from aos4rec_jax import models
 
 
 def build_model(config, info):
-  """The Flax module for `config.model` sized for the dataset `info`."""
-  cls = models.config_class(config.model)
-  fields = {f.name for f in dataclasses.fields(cls)}
-  kw = {k: v for k, v in config.model_kwargs.to_dict().items() if k in fields}
-  kw['num_items'] = info.num_items
-  if 'max_history_len' in fields:
-    kw['max_history_len'] = info.history_len
-  if 'max_target_len' in fields:
-    kw['max_target_len'] = max(info.target_len, info.k)
-  if 'dtype' in fields:
-    kw['dtype'] = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
-  return models.build(config.model, kw)
+    """The Flax module for `config.model` sized for the dataset `info`."""
+    cls = models.config_class(config.model)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in config.model_kwargs.to_dict().items() if k in fields}
+    kw['num_items'] = info.num_items
+    if 'max_history_len' in fields:
+        kw['max_history_len'] = info.history_len
+    if 'max_target_len' in fields:
+        kw['max_target_len'] = max(info.target_len, info.k)
+    if 'dtype' in fields:
+        kw['dtype'] = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
+    return models.build(config.model, kw)
 
 
 def decoder_inputs(target: jax.Array, bos_id: int) -> jax.Array:
-  """[B, T] teacher-forcing inputs: BOS, then the target shifted right by one."""
-  bos = jnp.full((target.shape[0], 1), bos_id, target.dtype)
-  return jnp.concatenate([bos, target[:, :-1]], axis=1)
+    """[B, T] teacher-forcing inputs: BOS, then the target shifted right by one."""
+    bos = jnp.full((target.shape[0], 1), bos_id, target.dtype)
+    return jnp.concatenate([bos, target[:, :-1]], axis=1)
 
 
 def init_params(model, info, rng):
-  B = 2
-  hist = jnp.zeros((B, info.history_len), jnp.int32)
-  dec = jnp.zeros((B, info.target_len), jnp.int32)
-  return model.init({'params': rng, 'dropout': rng}, hist, dec, train=False)['params']
+    B = 2
+    hist = jnp.zeros((B, info.history_len), jnp.int32)
+    dec = jnp.zeros((B, info.target_len), jnp.int32)
+    return model.init({'params': rng, 'dropout': rng}, hist, dec, train=False)['params']
 
 
 def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True):
-  """Token-level cross entropy of `target` [B, T] (0 = padding, masked) given decoder inputs.
+    """Token-level cross entropy of `target` [B, T] (0 = padding, masked) given decoder inputs.
 
-  Returns (sum of token losses, number of target tokens) so that devices and steps average
-  exactly.
-  """
-  logits = model.apply({'params': params}, history, dec_inputs, train=train,
-                       rngs={'dropout': rng} if train else None)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-  mask = (target > 0).astype(jnp.float32)
-  return jnp.sum(nll * mask), jnp.sum(mask)
+    Returns (sum of token losses, number of target tokens) so that devices and steps average
+    exactly.
+    """
+    logits = model.apply({'params': params}, history, dec_inputs, train=train,
+                         rngs={'dropout': rng} if train else None)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    mask = (target > 0).astype(jnp.float32)
+    return jnp.sum(nll * mask), jnp.sum(mask)
 
 
 def make_step_fn(model, params):
-  def step_fn(state, prev, t):
-    return model.apply({'params': params}, state, prev, t, method=model.decode_step)
-  return step_fn
+    def step_fn(state, prev, t):
+        return model.apply({'params': params}, state, prev, t, method=model.decode_step)
+    return step_fn
 
 
 def make_generate_fn(model, info, decode_cfg):
-  """generate_fn(params, batch, rng) -> (sampled [B, K], full [B, K]) with the configured decoder.
+    """generate_fn(params, batch, rng) -> (sampled [B, K], full [B, K]) with the configured decoder.
 
-  With batch['candidates'] None only the full-protocol list is made (sampled is None).
-  """
-  strategy = decode_cfg.strategy
-  kw = dict(strategy=strategy, beam_size=int(decode_cfg.beam_size),
-            temperature=float(decode_cfg.temperature), num_sequences=int(decode_cfg.num_sequences),
-            ban_generated=bool(decode_cfg.ban_generated))
+    With batch['candidates'] None only the full-protocol list is made (sampled is None).
+    """
+    strategy = decode_cfg.strategy
+    kw = dict(strategy=strategy, beam_size=int(decode_cfg.beam_size),
+              temperature=float(decode_cfg.temperature), num_sequences=int(decode_cfg.num_sequences),
+              ban_generated=bool(decode_cfg.ban_generated))
 
-  def generate_fn(params, batch, rng):
-    K = info.k
-    state = model.apply({'params': params}, batch['history'], K, method=model.init_decode_state)
-    step_fn = make_step_fn(model, params)
-    common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
-                  bos_id=info.bos_id, banned=batch['banned'], **kw)
-    r1, r2 = jax.random.split(rng)
-    sampled = None if batch.get('candidates') is None else decoding.generate(
-        step_fn, state, r1, candidates=batch['candidates'], **common)
-    full = decoding.generate(step_fn, state, r2, candidates=None, **common)
-    return sampled, full
-  return generate_fn
+    def generate_fn(params, batch, rng):
+        K = info.k
+        state = model.apply({'params': params}, batch['history'], K, method=model.init_decode_state)
+        step_fn = make_step_fn(model, params)
+        common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
+                      bos_id=info.bos_id, banned=batch['banned'], **kw)
+        r1, r2 = jax.random.split(rng)
+        sampled = None if batch.get('candidates') is None else decoding.generate(
+            step_fn, state, r1, candidates=batch['candidates'], **common)
+        full = decoding.generate(step_fn, state, r2, candidates=None, **common)
+        return sampled, full
+    return generate_fn
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  warm = max(int(config.warmup_steps), 1)
-  sched = optax.join_schedules(
-      [optax.linear_schedule(config.learning_rate / warm, config.learning_rate, warm),
-       optax.constant_schedule(config.learning_rate)], [warm])
-  parts = []
-  if config.grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(config.grad_clip))
-  if config.weight_decay > 0:
-    parts.append(optax.adamw(sched, weight_decay=config.weight_decay))
-  else:
-    parts.append(optax.adam(sched))
-  return optax.chain(*parts)
+    warm = max(int(config.warmup_steps), 1)
+    sched = optax.join_schedules(
+        [optax.linear_schedule(config.learning_rate / warm, config.learning_rate, warm),
+         optax.constant_schedule(config.learning_rate)], [warm])
+    parts = []
+    if config.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(config.grad_clip))
+    if config.weight_decay > 0:
+        parts.append(optax.adamw(sched, weight_decay=config.weight_decay))
+    else:
+        parts.append(optax.adam(sched))
+    return optax.chain(*parts)

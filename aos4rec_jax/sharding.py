@@ -17,42 +17,42 @@ ITEM_TABLES = ('item_embed', 'output_proj')
 
 
 def make_mesh(devices=None) -> Mesh:
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  return Mesh(devices.reshape(-1), (DATA,))
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    return Mesh(devices.reshape(-1), (DATA,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
+    return NamedSharding(mesh, P())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA))
+    return NamedSharding(mesh, P(DATA))
 
 
 def _path_str(path) -> str:
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
 def _leaf_spec(path, leaf, n_dev: int, shard_items: bool) -> P:
-  shape = getattr(leaf, 'shape', ())
-  if not shard_items or len(shape) != 2:
+    shape = getattr(leaf, 'shape', ())
+    if not shard_items or len(shape) != 2:
+        return P()
+    p = _path_str(path)
+    if 'item_embed' in p and shape[0] % n_dev == 0:      # [rows, D]
+        return P(DATA, None)
+    if 'output_proj' in p and shape[1] % n_dev == 0:     # kernel [D, V]
+        return P(None, DATA)
     return P()
-  p = _path_str(path)
-  if 'item_embed' in p and shape[0] % n_dev == 0:      # [rows, D]
-    return P(DATA, None)
-  if 'output_proj' in p and shape[1] % n_dev == 0:     # kernel [D, V]
-    return P(None, DATA)
-  return P()
 
 
 def state_shardings(abstract_tree, mesh: Mesh, shard_items: bool = False):
-  """A NamedSharding for every leaf of `abstract_tree` (shapes only), by the rule above."""
-  n = mesh.devices.size
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: NamedSharding(mesh, _leaf_spec(path, leaf, n, shard_items)), abstract_tree)
+    """A NamedSharding for every leaf of `abstract_tree` (shapes only), by the rule above."""
+    n = mesh.devices.size
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: NamedSharding(mesh, _leaf_spec(path, leaf, n, shard_items)), abstract_tree)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  n = mesh.devices.size
-  if batch_size % n:
-    raise ValueError(f'config.batch_size={batch_size} must be divisible by the {n} devices of the mesh')
+    n = mesh.devices.size
+    if batch_size % n:
+        raise ValueError(f'config.batch_size={batch_size} must be divisible by the {n} devices of the mesh')

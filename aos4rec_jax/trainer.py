@@ -39,340 +39,340 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
 
 
 class RunError(ValueError):
-  """The workdir or the data cannot be used for this run; the message says why."""
+    """The workdir or the data cannot be used for this run; the message says why."""
 
 
 class TrainingDivergedError(FloatingPointError):
-  """The loss or the gradients became NaN/inf."""
+    """The loss or the gradients became NaN/inf."""
 
 
 def log(msg: str) -> None:
-  if jax.process_index() == 0:
-    print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
+    if jax.process_index() == 0:
+        print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
 def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    key = f'{prefix}{k}'
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + '.'))
-    else:
-      out[key] = v
-  return out
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + '.'))
+        else:
+            out[key] = v
+    return out
 
 
 def _check_resume_config(workdir: str, cfg: dict) -> None:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f)
-  a, b = _flatten(old), _flatten(cfg)
-  diff = sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and not k.split('.')[0] in RESUMABLE_CHANGES)
-  if diff:
-    details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
-    raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
-                     '--workdir, or the same config to resume it')
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    a, b = _flatten(old), _flatten(cfg)
+    diff = sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not k.split('.')[0] in RESUMABLE_CHANGES)
+    if diff:
+        details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
+        raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
+                       '--workdir, or the same config to resume it')
 
 
 def _truncate_jsonl(path: str, max_step: int) -> None:
-  """Drops lines logged after `max_step` (a resumed run logs them again)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
+    """Drops lines logged after `max_step` (a resumed run logs them again)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
 
 
 def _append_jsonl(path: str, rec: dict) -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'a') as f:
-    f.write(json.dumps(rec) + '\n')
+    if jax.process_index() != 0:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'a') as f:
+        f.write(json.dumps(rec) + '\n')
 
 
 def _fmt_time(s: float) -> str:
-  s = int(max(s, 0))
-  return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+    s = int(max(s, 0))
+    return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
 # ------------------------------------------------------------------------------ training
 def make_train_step(model, tx, info, batch_size: int, bsharding):
-  """The pure MLE train step: sample a batch on device, one optimizer update."""
-  L, T, bos = info.history_len, info.target_len, info.bos_id
+    """The pure MLE train step: sample a batch on device, one optimizer update."""
+    L, T, bos = info.history_len, info.target_len, info.bos_id
 
-  def train_step(state, data):
-    key = jax.random.fold_in(state['rng'], state['step'])
-    k_batch, k_drop = jax.random.split(key)
-    batch = data_lib.sample_windows(data, k_batch, batch_size, L, T)
-    batch = jax.lax.with_sharding_constraint(batch, bsharding)
-    dec_in = seq2seq.decoder_inputs(batch.target, bos)
+    def train_step(state, data):
+        key = jax.random.fold_in(state['rng'], state['step'])
+        k_batch, k_drop = jax.random.split(key)
+        batch = data_lib.sample_windows(data, k_batch, batch_size, L, T)
+        batch = jax.lax.with_sharding_constraint(batch, bsharding)
+        dec_in = seq2seq.decoder_inputs(batch.target, bos)
 
-    def loss_fn(p):
-      s, n = seq2seq.mle_loss(p, model, batch.history, batch.target, dec_in, k_drop, train=True)
-      return s / jnp.maximum(n, 1.0), (s, n)
+        def loss_fn(p):
+            s, n = seq2seq.mle_loss(p, model, batch.history, batch.target, dec_in, k_drop, train=True)
+            return s / jnp.maximum(n, 1.0), (s, n)
 
-    (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = jax.tree_util.tree_map(lambda p, u: p + u, state['params'], updates)
-    new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state, rng=state['rng'])
-    gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
-    return new_state, dict(loss_sum=s, tokens=n, grad_norm=gnorm)
+        (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+        updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+        params = jax.tree_util.tree_map(lambda p, u: p + u, state['params'], updates)
+        new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state, rng=state['rng'])
+        gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+        return new_state, dict(loss_sum=s, tokens=n, grad_norm=gnorm)
 
-  return train_step
+    return train_step
 
 
 def create_train_state(config, model, tx, info, mesh):
-  """(jitted init producing a sharded state, abstract state with shardings)."""
-  def init(rng):
-    p_rng, s_rng = jax.random.split(rng)
-    params = seq2seq.init_params(model, info, p_rng)
-    return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
+    """(jitted init producing a sharded state, abstract state with shardings)."""
+    def init(rng):
+        p_rng, s_rng = jax.random.split(rng)
+        params = seq2seq.init_params(model, info, p_rng)
+        return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
 
-  rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(init, rng)
-  shardings = shard_lib.state_shardings(abstract, mesh, config.mesh.shard_items)
-  init_fn = jax.jit(init, out_shardings=shardings)
-  abstract = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  return init_fn, abstract, shardings, rng
+    rng = jax.random.PRNGKey(config.seed)
+    abstract = jax.eval_shape(init, rng)
+    shardings = shard_lib.state_shardings(abstract, mesh, config.mesh.shard_items)
+    init_fn = jax.jit(init, out_shardings=shardings)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return init_fn, abstract, shardings, rng
 
 
 def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
-  """Runs (or resumes) MLE training. Returns the parameters to evaluate (best on validation)."""
-  info = ds.info
-  tx = seq2seq.make_optimizer(config)
-  shard_lib.check_batch_size(config.batch_size, mesh)
-  init_fn, abstract, shardings, rng = create_train_state(config, model, tx, info, mesh)
-  repl = shard_lib.replicated(mesh)
-  data = ds.device_data(repl)
-  step_fn = jax.jit(make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),
-                    in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
+    """Runs (or resumes) MLE training. Returns the parameters to evaluate (best on validation)."""
+    info = ds.info
+    tx = seq2seq.make_optimizer(config)
+    shard_lib.check_batch_size(config.batch_size, mesh)
+    init_fn, abstract, shardings, rng = create_train_state(config, model, tx, info, mesh)
+    repl = shard_lib.replicated(mesh)
+    data = ds.device_data(repl)
+    step_fn = jax.jit(make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),
+                      in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
 
-  ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-  latest = ck.latest_step()
-  meta = {'best_ndcg': -1.0, 'best_step': -1}
-  if latest is not None:
-    state, meta = ck.restore(latest, abstract)
-    ck.prune_best_after(latest)
-    log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
-  else:
-    state = init_fn(rng)
-    ck.prune_best_after(0)
-  start = int(state['step'])
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['params']))
-  mdir = os.path.join(workdir, 'metrics')
-  if jax.process_index() == 0:
-    _truncate_jsonl(os.path.join(mdir, 'train.jsonl'), start)
-    _truncate_jsonl(os.path.join(mdir, 'valid_history.jsonl'), start)
-  log(f'model {config.model}: {n_params:,} parameters; {info.num_windows:,} training windows '
-      f'(1 epoch = {info.num_windows / config.batch_size:.1f} steps); {mesh.devices.size} device(s) '
-      f'{jax.devices()[0].platform}; steps {start} -> {config.train_steps}')
-
-  val_set = ds.eval_set('valid', config.max_eval_users)
-  oracle_data = datasets.oracle_for(ds) is not None
-  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
-  total = config.train_steps
-  acc = None
-  t_last, s_last, t_start = time.time(), start, time.time()
-
-  def flush(step):
-    """Fetches the accumulated step metrics; raises if they are not finite."""
-    nonlocal acc, t_last, s_last
-    if acc is None:
-      return
-    m = jax.device_get(acc)
-    acc = None
-    loss = float(m['loss_sum'] / max(m['tokens'], 1.0))
-    gn = float(m['grad_norm'] / max(step - s_last, 1))
-    if not (math.isfinite(loss) and math.isfinite(gn)):
-      good = ck.latest_step()
-      raise TrainingDivergedError(
-          f'training diverged: loss={loss} grad_norm={gn} between steps {s_last} and {step}; '
-          f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
-          'saved). Lower config.learning_rate or raise config.warmup_steps and rerun.')
-    now = time.time()
-    sps = (step - s_last) / max(now - t_last, 1e-9)
-    eta = (total - step) / max(sps, 1e-9)
-    log(f'step {step}/{total} loss {loss:.4f} gnorm {gn:.3f} | {sps:.2f} steps/s '
-        f'{sps * config.batch_size:.0f} ex/s | ETA {_fmt_time(eta)}')
-    _append_jsonl(os.path.join(mdir, 'train.jsonl'),
-                  dict(step=step, loss=loss, grad_norm=gn, steps_per_s=sps,
-                       examples_per_s=sps * config.batch_size, epoch=step * config.batch_size / info.num_windows))
-    t_last, s_last = now, step
-
-  step = start
-  try:
-    while step < total:
-      state, m = step_fn(state, data)
-      step += 1
-      acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
-      last = step == total
-      do_eval = (config.eval_every and step % config.eval_every == 0) or last
-      do_ckpt = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
-      if step % config.log_every == 0 or do_eval or do_ckpt:
-        flush(step)
-      if do_eval:
-        t0 = time.time()
-        summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
-        ndcg = summ['sampled'][f'ndcg@{info.k}']
-        rec = dict(step=step, **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
-                   **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
-        if oracle_data:
-          rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
-        _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
-        improved = ndcg > meta['best_ndcg']
-        log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
-            f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
-            f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
-            + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
-            + (' *best*' if improved else ''))
-        if improved:
-          meta = {'best_ndcg': float(ndcg), 'best_step': int(step)}
-          ck.save_best(step, state['params'], meta)
-      if do_ckpt:
-        ck.save(step, state, meta)
-    ck.wait()
-    log(f'training done in {_fmt_time(time.time() - t_start)}; best valid ndcg@{info.k} '
-        f'{meta["best_ndcg"]:.4f} at step {meta["best_step"]}')
-    if ck.best_step() is not None:
-      params, _ = ck.restore_best(abstract['params'])
+    ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+    latest = ck.latest_step()
+    meta = {'best_ndcg': -1.0, 'best_step': -1}
+    if latest is not None:
+        state, meta = ck.restore(latest, abstract)
+        ck.prune_best_after(latest)
+        log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
     else:
-      params = state['params']
-  finally:
-    ck.wait()
-    ck.close()
-  return params
+        state = init_fn(rng)
+        ck.prune_best_after(0)
+    start = int(state['step'])
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['params']))
+    mdir = os.path.join(workdir, 'metrics')
+    if jax.process_index() == 0:
+        _truncate_jsonl(os.path.join(mdir, 'train.jsonl'), start)
+        _truncate_jsonl(os.path.join(mdir, 'valid_history.jsonl'), start)
+    log(f'model {config.model}: {n_params:,} parameters; {info.num_windows:,} training windows '
+        f'(1 epoch = {info.num_windows / config.batch_size:.1f} steps); {mesh.devices.size} device(s) '
+        f'{jax.devices()[0].platform}; steps {start} -> {config.train_steps}')
+
+    val_set = ds.eval_set('valid', config.max_eval_users)
+    oracle_data = datasets.oracle_for(ds) is not None
+    eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
+    total = config.train_steps
+    acc = None
+    t_last, s_last, t_start = time.time(), start, time.time()
+
+    def flush(step):
+        """Fetches the accumulated step metrics; raises if they are not finite."""
+        nonlocal acc, t_last, s_last
+        if acc is None:
+            return
+        m = jax.device_get(acc)
+        acc = None
+        loss = float(m['loss_sum'] / max(m['tokens'], 1.0))
+        gn = float(m['grad_norm'] / max(step - s_last, 1))
+        if not (math.isfinite(loss) and math.isfinite(gn)):
+            good = ck.latest_step()
+            raise TrainingDivergedError(
+                f'training diverged: loss={loss} grad_norm={gn} between steps {s_last} and {step}; '
+                f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
+                'saved). Lower config.learning_rate or raise config.warmup_steps and rerun.')
+        now = time.time()
+        sps = (step - s_last) / max(now - t_last, 1e-9)
+        eta = (total - step) / max(sps, 1e-9)
+        log(f'step {step}/{total} loss {loss:.4f} gnorm {gn:.3f} | {sps:.2f} steps/s '
+            f'{sps * config.batch_size:.0f} ex/s | ETA {_fmt_time(eta)}')
+        _append_jsonl(os.path.join(mdir, 'train.jsonl'),
+                      dict(step=step, loss=loss, grad_norm=gn, steps_per_s=sps,
+                           examples_per_s=sps * config.batch_size, epoch=step * config.batch_size / info.num_windows))
+        t_last, s_last = now, step
+
+    step = start
+    try:
+        while step < total:
+            state, m = step_fn(state, data)
+            step += 1
+            acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
+            last = step == total
+            do_eval = (config.eval_every and step % config.eval_every == 0) or last
+            do_ckpt = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
+            if step % config.log_every == 0 or do_eval or do_ckpt:
+                flush(step)
+            if do_eval:
+                t0 = time.time()
+                summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
+                ndcg = summ['sampled'][f'ndcg@{info.k}']
+                rec = dict(step=step, **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
+                           **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
+                if oracle_data:
+                    rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
+                _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
+                improved = ndcg > meta['best_ndcg']
+                log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
+                    f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
+                    f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
+                    + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
+                    + (' *best*' if improved else ''))
+                if improved:
+                    meta = {'best_ndcg': float(ndcg), 'best_step': int(step)}
+                    ck.save_best(step, state['params'], meta)
+            if do_ckpt:
+                ck.save(step, state, meta)
+        ck.wait()
+        log(f'training done in {_fmt_time(time.time() - t_start)}; best valid ndcg@{info.k} '
+            f'{meta["best_ndcg"]:.4f} at step {meta["best_step"]}')
+        if ck.best_step() is not None:
+            params, _ = ck.restore_best(abstract['params'])
+        else:
+            params = state['params']
+    finally:
+        ck.wait()
+        ck.close()
+    return params
 
 
 # ------------------------------------------------------------------------------ the run
 def _plot(workdir: str) -> None:
-  try:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-  except ImportError:
-    log('matplotlib is not installed: no plot written (pip install matplotlib)')
-    return
-  def read(name):
-    p = os.path.join(workdir, 'metrics', name)
-    if not os.path.exists(p):
-      return []
-    with open(p) as f:
-      return [json.loads(l) for l in f if l.strip()]
-  tr, va = read('train.jsonl'), read('valid_history.jsonl')
-  if not tr:
-    return
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  axes[0].plot([r['step'] for r in tr], [r['loss'] for r in tr])
-  axes[0].set(xlabel='step', ylabel='train loss (token NLL)', title='training loss')
-  if va:
-    keys = [k for k in va[0] if k.startswith('sampled/')]
-    for k in keys:
-      axes[1].plot([r['step'] for r in va], [r[k] for r in va], marker='o', label=k)
-    axes[1].legend(fontsize=7)
-  axes[1].set(xlabel='step', title='validation (sampled protocol)')
-  fig.tight_layout()
-  path = os.path.join(workdir, 'plots', 'training.png')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path + '.tmp.png', dpi=110)
-  os.replace(path + '.tmp.png', path)
-  plt.close(fig)
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log('matplotlib is not installed: no plot written (pip install matplotlib)')
+        return
+    def read(name):
+        p = os.path.join(workdir, 'metrics', name)
+        if not os.path.exists(p):
+            return []
+        with open(p) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    tr, va = read('train.jsonl'), read('valid_history.jsonl')
+    if not tr:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].plot([r['step'] for r in tr], [r['loss'] for r in tr])
+    axes[0].set(xlabel='step', ylabel='train loss (token NLL)', title='training loss')
+    if va:
+        keys = [k for k in va[0] if k.startswith('sampled/')]
+        for k in keys:
+            axes[1].plot([r['step'] for r in va], [r[k] for r in va], marker='o', label=k)
+        axes[1].legend(fontsize=7)
+    axes[1].set(xlabel='step', title='validation (sampled protocol)')
+    fig.tight_layout()
+    path = os.path.join(workdir, 'plots', 'training.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path + '.tmp.png', dpi=110)
+    os.replace(path + '.tmp.png', path)
+    plt.close(fig)
 
 
 def build(config, ds):
-  """(model or None, generate_fn) for config.model."""
-  if config.model == 'poprec':
-    return None, poprec.make_generate_fn(ds.info)
-  model = seq2seq.build_model(config, ds.info)
-  return model, seq2seq.make_generate_fn(model, ds.info, config.decode)
+    """(model or None, generate_fn) for config.model."""
+    if config.model == 'poprec':
+        return None, poprec.make_generate_fn(ds.info)
+    model = seq2seq.build_model(config, ds.info)
+    return model, seq2seq.make_generate_fn(model, ds.info, config.decode)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (if the model trains) and evaluates; writes the workdir files. Returns test metrics."""
-  config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  cfg_dict = config.to_dict()
-  _check_resume_config(workdir, cfg_dict)
-  if jax.process_index() == 0:
-    evaluation.write_json(os.path.join(workdir, 'config.json'), cfg_dict)
-  ds = datasets.get_dataset(config, workdir, log=log)
-  info = ds.info
-  if jax.process_index() == 0:
-    evaluation.write_json(os.path.join(workdir, 'dataset.json'),
-                          dict(info.__dict__, data_dir=os.path.abspath(ds.data_dir)))
-  log(f'dataset {ds.data_dir}: {info.num_users} users, {info.num_items} items, K={info.k}, '
-      f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
-      f'(history items {"banned" if info.ban_history else "allowed"})')
-  mesh = shard_lib.make_mesh()
-  model, generate_fn = build(config, ds)
-  evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
-  if model is None:
-    params = poprec.fit(ds)
-  else:
-    params = train(config, workdir, ds, model, mesh, evaluator)
-
-  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
-  results = {}
-  oracle = datasets.oracle_for(ds)
-  for split in ('valid', 'test'):
-    es = ds.eval_set(split)
-    t0 = time.time()
-    summ, sampled, full = evaluator(params, es, eval_rng, log=log)
-    summ['decode'] = config.decode.to_dict() if model is not None else 'top-k scores'
-    summ['ban_history'] = info.ban_history
-    if oracle is not None:
-      summ['nll_oracle'] = {'sampled': datasets.oracle_nll(ds, es, sampled),
-                            'full': datasets.oracle_nll(ds, es, full),
-                            'target': datasets.oracle_nll(ds, es, es.target)}
-    results[split] = summ
+    """Trains (if the model trains) and evaluates; writes the workdir files. Returns test metrics."""
+    config_lib.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    cfg_dict = config.to_dict()
+    _check_resume_config(workdir, cfg_dict)
     if jax.process_index() == 0:
-      evaluation.write_json(os.path.join(workdir, 'metrics', f'{split}.json'), summ)
-      if split == 'test':
-        evaluation.write_predictions(os.path.join(workdir, 'predictions', 'test.parquet'), ds, es,
-                                     sampled, full)
-    K = info.k
-    log(f'{split}: ' + ' '.join(f'{p}/{m}@{K}={summ[p][f"{m}@{K}"]:.4f}'
-                                for p in ('sampled', 'full') for m in ('prec', 'ndcg', 'bleu'))
-        + f' ({summ["users"]} users, {time.time() - t0:.1f}s)')
-  if jax.process_index() == 0:
-    _plot(workdir)
-  return results
+        evaluation.write_json(os.path.join(workdir, 'config.json'), cfg_dict)
+    ds = datasets.get_dataset(config, workdir, log=log)
+    info = ds.info
+    if jax.process_index() == 0:
+        evaluation.write_json(os.path.join(workdir, 'dataset.json'),
+                              dict(info.__dict__, data_dir=os.path.abspath(ds.data_dir)))
+    log(f'dataset {ds.data_dir}: {info.num_users} users, {info.num_items} items, K={info.k}, '
+        f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
+        f'(history items {"banned" if info.ban_history else "allowed"})')
+    mesh = shard_lib.make_mesh()
+    model, generate_fn = build(config, ds)
+    evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
+    if model is None:
+        params = poprec.fit(ds)
+    else:
+        params = train(config, workdir, ds, model, mesh, evaluator)
+
+    eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
+    results = {}
+    oracle = datasets.oracle_for(ds)
+    for split in ('valid', 'test'):
+        es = ds.eval_set(split)
+        t0 = time.time()
+        summ, sampled, full = evaluator(params, es, eval_rng, log=log)
+        summ['decode'] = config.decode.to_dict() if model is not None else 'top-k scores'
+        summ['ban_history'] = info.ban_history
+        if oracle is not None:
+            summ['nll_oracle'] = {'sampled': datasets.oracle_nll(ds, es, sampled),
+                                  'full': datasets.oracle_nll(ds, es, full),
+                                  'target': datasets.oracle_nll(ds, es, es.target)}
+        results[split] = summ
+        if jax.process_index() == 0:
+            evaluation.write_json(os.path.join(workdir, 'metrics', f'{split}.json'), summ)
+            if split == 'test':
+                evaluation.write_predictions(os.path.join(workdir, 'predictions', 'test.parquet'), ds, es,
+                                             sampled, full)
+        K = info.k
+        log(f'{split}: ' + ' '.join(f'{p}/{m}@{K}={summ[p][f"{m}@{K}"]:.4f}'
+                                    for p in ('sampled', 'full') for m in ('prec', 'ndcg', 'bleu'))
+            + f' ({summ["users"]} users, {time.time() - t0:.1f}s)')
+    if jax.process_index() == 0:
+        _plot(workdir)
+    return results
 
 
 # ------------------------------------------------------------------------------ finished runs
 def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None):
-  """(config, dataset, model or None, params, generate_fn) of a run folder written by main.py.
+    """(config, dataset, model or None, params, generate_fn) of a run folder written by main.py.
 
-  Parameters are the best validation ones (else the latest checkpoint's). `decode_overrides`
-  replace fields of config.decode (e.g. {'strategy': 'greedy'}); `k` changes the list length.
-  """
-  import dataclasses
-  import ml_collections
-  cfg_path, ds_path = os.path.join(workdir, 'config.json'), os.path.join(workdir, 'dataset.json')
-  if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
-    raise FileNotFoundError(f'{workdir} is not a run folder of main.py (no config.json/dataset.json)')
-  with open(cfg_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(ds_path) as f:
-    data_dir = json.load(f)['data_dir']
-  for key, v in (decode_overrides or {}).items():
-    if v is not None:
-      config.decode[key] = v
-  config_lib.validate(config)
-  ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
-  if k is not None:
-    ds.info = dataclasses.replace(ds.info, k=int(k))
-  model, generate_fn = build(config, ds)
-  if model is None:
-    params = poprec.fit(ds)
-  else:
-    abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
-    params = ckpt_lib.restore_params_only(workdir, abstract)
-  return config, ds, model, params, generate_fn
+    Parameters are the best validation ones (else the latest checkpoint's). `decode_overrides`
+    replace fields of config.decode (e.g. {'strategy': 'greedy'}); `k` changes the list length.
+    """
+    import dataclasses
+    import ml_collections
+    cfg_path, ds_path = os.path.join(workdir, 'config.json'), os.path.join(workdir, 'dataset.json')
+    if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
+        raise FileNotFoundError(f'{workdir} is not a run folder of main.py (no config.json/dataset.json)')
+    with open(cfg_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    with open(ds_path) as f:
+        data_dir = json.load(f)['data_dir']
+    for key, v in (decode_overrides or {}).items():
+        if v is not None:
+            config.decode[key] = v
+    config_lib.validate(config)
+    ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
+    if k is not None:
+        ds.info = dataclasses.replace(ds.info, k=int(k))
+    model, generate_fn = build(config, ds)
+    if model is None:
+        params = poprec.fit(ds)
+    else:
+        abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
+        params = ckpt_lib.restore_params_only(workdir, abstract)
+    return config, ds, model, params, generate_fn

@@ -21,130 +21,130 @@ from typing import Any, Callable
 
 
 def availability() -> tuple[bool, str]:
-  """(True, versions) when torch and transformers import, else (False, the reason)."""
-  try:
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-  except Exception as e:  # ImportError, or a broken install
-    return False, f'torch/transformers not importable: {type(e).__name__}: {e}'
-  return True, f'torch {torch.__version__}, transformers {transformers.__version__}'
+    """(True, versions) when torch and transformers import, else (False, the reason)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install
+        return False, f'torch/transformers not importable: {type(e).__name__}: {e}'
+    return True, f'torch {torch.__version__}, transformers {transformers.__version__}'
 
 
 def _ban_processor_class():
-  import torch
-  from transformers import LogitsProcessor
+    import torch
+    from transformers import LogitsProcessor
 
-  class BanSeenItems(LogitsProcessor):
-    """Sets -inf for padding (item 0) and for every item already in the sequence (the user's
-    history given as the prompt, and the items generated so far in that beam)."""
+    class BanSeenItems(LogitsProcessor):
+        """Sets -inf for padding (item 0) and for every item already in the sequence (the user's
+        history given as the prompt, and the items generated so far in that beam)."""
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
-      scores = scores.scatter(1, input_ids, float('-inf'))
-      scores[:, 0] = float('-inf')
-      return scores
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+            scores = scores.scatter(1, input_ids, float('-inf'))
+            scores[:, 0] = float('-inf')
+            return scores
 
-  return BanSeenItems
+    return BanSeenItems
 
 
 class PeerGPT2:
-  """A sized GPT-2 with timed callables for one training step and one beam-search batch."""
+    """A sized GPT-2 with timed callables for one training step and one beam-search batch."""
 
-  def __init__(self, *, num_items: int, width: int, layers: int, heads: int, mlp_dim: int,
-               dropout: float, history: int, T: int, beam: int, lr: float, dtype: str,
-               matmul_precision: str, device: str, seed: int = 0):
-    import torch
-    import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
+    def __init__(self, *, num_items: int, width: int, layers: int, heads: int, mlp_dim: int,
+                 dropout: float, history: int, T: int, beam: int, lr: float, dtype: str,
+                 matmul_precision: str, device: str, seed: int = 0):
+        import torch
+        import transformers
+        from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 
-    transformers.logging.set_verbosity_error()   # no config chatter on stderr
+        transformers.logging.set_verbosity_error()   # no config chatter on stderr
 
-    self.torch = torch
-    self.device = torch.device(device)
-    if self.device.type == 'cpu':
-      torch.set_num_threads(os.cpu_count() or 1)
-    else:
-      # Match JAX: its default float32 matmul precision on GPU uses TF32; 'highest' is full fp32.
-      tf32 = matmul_precision != 'highest'
-      torch.backends.cuda.matmul.allow_tf32 = tf32
-      torch.backends.cudnn.allow_tf32 = tf32
-    torch.manual_seed(seed)
-    self.T, self.beam = int(T), int(beam)
-    self.vocab_size = num_items + 1                      # 0 = padding, items 1..N
-    cfg = GPT2Config(vocab_size=self.vocab_size, n_positions=history + T, n_embd=width,
-                     n_layer=layers, n_head=heads, n_inner=mlp_dim, resid_pdrop=dropout,
-                     embd_pdrop=dropout, attn_pdrop=dropout, bos_token_id=None,
-                     eos_token_id=None, pad_token_id=0)
-    self.model = GPT2LMHeadModel(cfg).to(self.device)
-    self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
-    self.processors = LogitsProcessorList([_ban_processor_class()()])
-    self.autocast_dtype = torch.bfloat16 if dtype == 'bfloat16' else None
-    self.num_params = sum(p.numel() for p in self.model.parameters())
-    self.info = {
-        'torch_version': torch.__version__,
-        'transformers_version': __import__('transformers').__version__,
-        'device': str(self.device),
-        'device_name': (torch.cuda.get_device_name(self.device) if self.device.type == 'cuda'
-                        else 'cpu'),
-        'torch_threads': torch.get_num_threads(),
-        'dtype': dtype,
-        'tf32': (bool(torch.backends.cuda.matmul.allow_tf32) if self.device.type == 'cuda'
-                 else None),
-        'attn_implementation': getattr(self.model.config, '_attn_implementation', None),
-        'num_params': int(self.num_params),
-        'model': f'GPT2LMHeadModel(vocab={self.vocab_size}, n_positions={history + T}, '
-                 f'n_embd={width}, n_layer={layers}, n_head={heads}, n_inner={mlp_dim})',
-        'optimizer': f'torch.optim.AdamW(lr={lr})',
-        'generate': f'generate(num_beams={beam}, max_new_tokens={T}, do_sample=False, '
-                    'num_return_sequences=1, logits_processor=[BanSeenItems])',
-    }
+        self.torch = torch
+        self.device = torch.device(device)
+        if self.device.type == 'cpu':
+            torch.set_num_threads(os.cpu_count() or 1)
+        else:
+            # Match JAX: its default float32 matmul precision on GPU uses TF32; 'highest' is full fp32.
+            tf32 = matmul_precision != 'highest'
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        torch.manual_seed(seed)
+        self.T, self.beam = int(T), int(beam)
+        self.vocab_size = num_items + 1                      # 0 = padding, items 1..N
+        cfg = GPT2Config(vocab_size=self.vocab_size, n_positions=history + T, n_embd=width,
+                         n_layer=layers, n_head=heads, n_inner=mlp_dim, resid_pdrop=dropout,
+                         embd_pdrop=dropout, attn_pdrop=dropout, bos_token_id=None,
+                         eos_token_id=None, pad_token_id=0)
+        self.model = GPT2LMHeadModel(cfg).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        self.processors = LogitsProcessorList([_ban_processor_class()()])
+        self.autocast_dtype = torch.bfloat16 if dtype == 'bfloat16' else None
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.info = {
+            'torch_version': torch.__version__,
+            'transformers_version': __import__('transformers').__version__,
+            'device': str(self.device),
+            'device_name': (torch.cuda.get_device_name(self.device) if self.device.type == 'cuda'
+                            else 'cpu'),
+            'torch_threads': torch.get_num_threads(),
+            'dtype': dtype,
+            'tf32': (bool(torch.backends.cuda.matmul.allow_tf32) if self.device.type == 'cuda'
+                     else None),
+            'attn_implementation': getattr(self.model.config, '_attn_implementation', None),
+            'num_params': int(self.num_params),
+            'model': f'GPT2LMHeadModel(vocab={self.vocab_size}, n_positions={history + T}, '
+                     f'n_embd={width}, n_layer={layers}, n_head={heads}, n_inner={mlp_dim})',
+            'optimizer': f'torch.optim.AdamW(lr={lr})',
+            'generate': f'generate(num_beams={beam}, max_new_tokens={T}, do_sample=False, '
+                        'num_return_sequences=1, logits_processor=[BanSeenItems])',
+        }
 
-  def _sync(self):
-    if self.device.type == 'cuda':
-      self.torch.cuda.synchronize(self.device)
+    def _sync(self):
+        if self.device.type == 'cuda':
+            self.torch.cuda.synchronize(self.device)
 
-  def _autocast(self):
-    import contextlib
-    if self.autocast_dtype is None:
-      return contextlib.nullcontext()
-    return self.torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    def _autocast(self):
+        import contextlib
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-  def train_step_fn(self, sequences) -> Callable[[], Any]:
-    """One optimizer step on [B, history + T] item ids (numpy), next-item loss on every position."""
-    torch = self.torch
-    ids = torch.as_tensor(sequences, dtype=torch.long, device=self.device)
-    mask = torch.ones_like(ids)
+    def train_step_fn(self, sequences) -> Callable[[], Any]:
+        """One optimizer step on [B, history + T] item ids (numpy), next-item loss on every position."""
+        torch = self.torch
+        ids = torch.as_tensor(sequences, dtype=torch.long, device=self.device)
+        mask = torch.ones_like(ids)
 
-    def step():
-      self.model.train()
-      self.opt.zero_grad(set_to_none=True)
-      with self._autocast():
-        loss = self.model(input_ids=ids, attention_mask=mask, labels=ids).loss
-      loss.backward()
-      self.opt.step()
-      self._sync()
-      return loss
-    return step
+        def step():
+            self.model.train()
+            self.opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = self.model(input_ids=ids, attention_mask=mask, labels=ids).loss
+            loss.backward()
+            self.opt.step()
+            self._sync()
+            return loss
+        return step
 
-  def generate_fn(self, histories) -> Callable[[], Any]:
-    """Beam search for [B, history] item ids (numpy) -> [B, T] generated items."""
-    torch = self.torch
-    ids = torch.as_tensor(histories, dtype=torch.long, device=self.device)
-    mask = torch.ones_like(ids)
-    L = ids.shape[1]
+    def generate_fn(self, histories) -> Callable[[], Any]:
+        """Beam search for [B, history] item ids (numpy) -> [B, T] generated items."""
+        torch = self.torch
+        ids = torch.as_tensor(histories, dtype=torch.long, device=self.device)
+        mask = torch.ones_like(ids)
+        L = ids.shape[1]
 
-    def gen():
-      self.model.eval()
-      with torch.no_grad(), self._autocast():
-        out = self.model.generate(ids, attention_mask=mask, num_beams=self.beam,
-                                  max_new_tokens=self.T, do_sample=False,
-                                  num_return_sequences=1, logits_processor=self.processors)
-      self._sync()
-      return out[:, L:]
-    return gen
+        def gen():
+            self.model.eval()
+            with torch.no_grad(), self._autocast():
+                out = self.model.generate(ids, attention_mask=mask, num_beams=self.beam,
+                                          max_new_tokens=self.T, do_sample=False,
+                                          num_return_sequences=1, logits_processor=self.processors)
+            self._sync()
+            return out[:, L:]
+        return gen
 
 
 def timed(fn: Callable[[], Any]) -> float:
-  """Seconds of one call (the callables synchronise the device themselves)."""
-  t0 = time.perf_counter()
-  fn()
-  return time.perf_counter() - t0
+    """Seconds of one call (the callables synchronise the device themselves)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

@@ -12,103 +12,103 @@ SEQS = [list(range(10, 20)), list(range(20, 26)) + [10, 11], [30, 31, 32, 33, 20
 
 
 def make_ds(L=4, T=3):
-  p = tiny_prepared(SEQS, cap=2, history_len=L, target_len=T, k=3, num_candidates=5)
-  return data_lib.Dataset(p)
+    p = tiny_prepared(SEQS, cap=2, history_len=L, target_len=T, k=3, num_candidates=5)
+    return data_lib.Dataset(p)
 
 
 def all_windows(ds):
-  """Every (history, target) training window, by brute force."""
-  p, info = ds.prepared, ds.info
-  L, T = info.history_len, info.target_len
-  out = set()
-  for u in range(len(p.n_train)):
-    seq = p.items_flat[p.offsets[u]:p.offsets[u + 1]][:p.n_train[u]]
-    for i in range(1, len(seq)):
-      h = [0] * max(0, L - i) + list(seq[max(0, i - L):i])
-      t = list(seq[i:i + T]) + [0] * max(0, i + T - len(seq))
-      out.add((tuple(h), tuple(t)))
-  return out
+    """Every (history, target) training window, by brute force."""
+    p, info = ds.prepared, ds.info
+    L, T = info.history_len, info.target_len
+    out = set()
+    for u in range(len(p.n_train)):
+        seq = p.items_flat[p.offsets[u]:p.offsets[u + 1]][:p.n_train[u]]
+        for i in range(1, len(seq)):
+            h = [0] * max(0, L - i) + list(seq[max(0, i - L):i])
+            t = list(seq[i:i + T]) + [0] * max(0, i + T - len(seq))
+            out.add((tuple(h), tuple(t)))
+    return out
 
 
 def test_split_and_window_count():
-  ds = make_ds()
-  p = ds.prepared
-  # n=10: h=min(ceil(2),2)=2 -> train 6; n=8: h=2 -> train 4; n=6: h=min(ceil(1.2),2)=2 -> train 2
-  np.testing.assert_array_equal(p.n_train, [6, 4, 2])
-  assert ds.info.num_windows == 5 + 3 + 1
+    ds = make_ds()
+    p = ds.prepared
+    # n=10: h=min(ceil(2),2)=2 -> train 6; n=8: h=2 -> train 4; n=6: h=min(ceil(1.2),2)=2 -> train 2
+    np.testing.assert_array_equal(p.n_train, [6, 4, 2])
+    assert ds.info.num_windows == 5 + 3 + 1
 
 
 def test_sampler_draws_only_valid_windows_and_all_of_them():
-  ds = make_ds()
-  dd = ds.device_data()
-  windows = all_windows(ds)
-  f = jax.jit(lambda k: data_lib.sample_windows(dd, k, 256, 4, 3))
-  seen = set()
-  for s in range(4):
-    b = f(jax.random.PRNGKey(s))
-    for h, t in zip(np.asarray(b.history), np.asarray(b.target)):
-      w = (tuple(h), tuple(t))
-      assert w in windows, w
-      seen.add(w)
-  assert seen == windows
+    ds = make_ds()
+    dd = ds.device_data()
+    windows = all_windows(ds)
+    f = jax.jit(lambda k: data_lib.sample_windows(dd, k, 256, 4, 3))
+    seen = set()
+    for s in range(4):
+        b = f(jax.random.PRNGKey(s))
+        for h, t in zip(np.asarray(b.history), np.asarray(b.target)):
+            w = (tuple(h), tuple(t))
+            assert w in windows, w
+            seen.add(w)
+    assert seen == windows
 
 
 def test_sampler_exact_window_and_determinism():
-  ds = make_ds()
-  dd = ds.device_data()
-  b1 = data_lib.sample_windows(dd, jax.random.PRNGKey(7), 64, 4, 3)
-  b2 = data_lib.sample_windows(dd, jax.random.PRNGKey(7), 64, 4, 3)
-  np.testing.assert_array_equal(b1.history, b2.history)
-  np.testing.assert_array_equal(b1.target, b2.target)
-  b3 = data_lib.sample_windows(dd, jax.random.PRNGKey(8), 64, 4, 3)
-  assert not np.array_equal(b1.history, b3.history)
-  # Remapping by first appearance: user 0 raw 10..19 -> 1..10; user 1 raw 20..25 -> 11..16;
-  # user 2 raw 30..33 -> 17..20. User 2 (n=6, h=2, train=[17, 18]) has the single window i=1:
-  # history [0, 0, 0, 17], target [18, 0, 0] (a tail window, padded).
-  p = ds.prepared
-  np.testing.assert_array_equal(p.items_flat[p.offsets[2]:p.offsets[3]], [17, 18, 19, 20, 11, 12])
-  assert ((0, 0, 0, 17), (18, 0, 0)) in all_windows(ds)
-  # And user 0's window i=5: history = items 2..5, target = 6 and the tail (train ends at 6).
-  assert ((2, 3, 4, 5), (6, 0, 0)) in all_windows(ds)
+    ds = make_ds()
+    dd = ds.device_data()
+    b1 = data_lib.sample_windows(dd, jax.random.PRNGKey(7), 64, 4, 3)
+    b2 = data_lib.sample_windows(dd, jax.random.PRNGKey(7), 64, 4, 3)
+    np.testing.assert_array_equal(b1.history, b2.history)
+    np.testing.assert_array_equal(b1.target, b2.target)
+    b3 = data_lib.sample_windows(dd, jax.random.PRNGKey(8), 64, 4, 3)
+    assert not np.array_equal(b1.history, b3.history)
+    # Remapping by first appearance: user 0 raw 10..19 -> 1..10; user 1 raw 20..25 -> 11..16;
+    # user 2 raw 30..33 -> 17..20. User 2 (n=6, h=2, train=[17, 18]) has the single window i=1:
+    # history [0, 0, 0, 17], target [18, 0, 0] (a tail window, padded).
+    p = ds.prepared
+    np.testing.assert_array_equal(p.items_flat[p.offsets[2]:p.offsets[3]], [17, 18, 19, 20, 11, 12])
+    assert ((0, 0, 0, 17), (18, 0, 0)) in all_windows(ds)
+    # And user 0's window i=5: history = items 2..5, target = 6 and the tail (train ends at 6).
+    assert ((2, 3, 4, 5), (6, 0, 0)) in all_windows(ds)
 
 
 def test_eval_set_history_and_target():
-  ds = make_ds(L=4, T=3)
-  p = ds.prepared
-  es = ds.eval_set('test')
-  # user 0: items 1..10; n_train 6, valid 2, test 2 -> test history = items[4:8] = 5..8,
-  # target = first min(T=3, h=2) test items = 9, 10 (padded)
-  np.testing.assert_array_equal(es.history[0], [5, 6, 7, 8])
-  np.testing.assert_array_equal(es.target[0], [9, 10, 0])
-  vs = ds.eval_set('valid')
-  np.testing.assert_array_equal(vs.history[0], [3, 4, 5, 6])
-  np.testing.assert_array_equal(vs.target[0], [7, 8, 0])
-  assert es.hist_len[0] == 8 and vs.hist_len[0] == 6
-  assert es.candidates.shape == (3, 5)
-  for u in range(3):
-    for t in es.target[u][es.target[u] > 0]:
-      assert t in es.candidates[u]
+    ds = make_ds(L=4, T=3)
+    p = ds.prepared
+    es = ds.eval_set('test')
+    # user 0: items 1..10; n_train 6, valid 2, test 2 -> test history = items[4:8] = 5..8,
+    # target = first min(T=3, h=2) test items = 9, 10 (padded)
+    np.testing.assert_array_equal(es.history[0], [5, 6, 7, 8])
+    np.testing.assert_array_equal(es.target[0], [9, 10, 0])
+    vs = ds.eval_set('valid')
+    np.testing.assert_array_equal(vs.history[0], [3, 4, 5, 6])
+    np.testing.assert_array_equal(vs.target[0], [7, 8, 0])
+    assert es.hist_len[0] == 8 and vs.hist_len[0] == 6
+    assert es.candidates.shape == (3, 5)
+    for u in range(3):
+        for t in es.target[u][es.target[u] > 0]:
+            assert t in es.candidates[u]
 
 
 def test_history_ban_mask():
-  ds = make_ds()
-  dd = ds.device_data()
-  es = ds.eval_set('test')
-  m = np.asarray(data_lib.history_ban_mask(dd.items, jnp.asarray(es.hist_start), jnp.asarray(es.hist_len),
-                                           ds.max_history, ds.info.vocab_size))
-  p = ds.prepared
-  for u in range(3):
-    hist = set(p.items_flat[p.offsets[u]:p.offsets[u] + es.hist_len[u]].tolist())
-    assert set(np.nonzero(m[u])[0].tolist()) == hist
+    ds = make_ds()
+    dd = ds.device_data()
+    es = ds.eval_set('test')
+    m = np.asarray(data_lib.history_ban_mask(dd.items, jnp.asarray(es.hist_start), jnp.asarray(es.hist_len),
+                                             ds.max_history, ds.info.vocab_size))
+    p = ds.prepared
+    for u in range(3):
+        hist = set(p.items_flat[p.offsets[u]:p.offsets[u] + es.hist_len[u]].tolist())
+        assert set(np.nonzero(m[u])[0].tolist()) == hist
 
 
 def test_topk_lists_exact():
-  scores = jnp.array([9.0, 1.0, 5.0, 5.0, 3.0, 0.0])  # item 0 is padding: never returned
-  banned = jnp.array([[False, False, True, False, False, False],
-                      [False, False, False, False, False, False]])
-  full = evaluation.topk_lists(scores, 3, banned=banned)
-  np.testing.assert_array_equal(full, [[3, 4, 1], [2, 3, 4]])   # tie 2/3 -> lower id first
-  cands = jnp.array([[5, 1, 2, 0], [4, 5, 0, 0]])
-  samp = evaluation.topk_lists(scores, 3, candidates=cands, banned=banned)
-  # row 0: 2 banned, 0 is padding -> 1 (1.0), 5 (0.0) then nothing left -> 0
-  np.testing.assert_array_equal(samp, [[1, 5, 0], [4, 5, 0]])
+    scores = jnp.array([9.0, 1.0, 5.0, 5.0, 3.0, 0.0])  # item 0 is padding: never returned
+    banned = jnp.array([[False, False, True, False, False, False],
+                        [False, False, False, False, False, False]])
+    full = evaluation.topk_lists(scores, 3, banned=banned)
+    np.testing.assert_array_equal(full, [[3, 4, 1], [2, 3, 4]])   # tie 2/3 -> lower id first
+    cands = jnp.array([[5, 1, 2, 0], [4, 5, 0, 0]])
+    samp = evaluation.topk_lists(scores, 3, candidates=cands, banned=banned)
+    # row 0: 2 banned, 0 is padding -> 1 (1.0), 5 (0.0) then nothing left -> 0
+    np.testing.assert_array_equal(samp, [[1, 5, 0], [4, 5, 0]])

@@ -25,108 +25,108 @@ CONFIGS = {'transformer': tf_cfg, 'gru': gru_cfg}
 
 @pytest.mark.parametrize('name', ['transformer', 'gru'])
 def test_tiny_run_end_to_end(tmp_path, name):
-  c = CONFIGS[name].get_config('tiny')
-  trainer.train_and_evaluate(c, str(tmp_path))
-  for f in ('metrics/train.jsonl', 'metrics/valid_history.jsonl', 'metrics/test.json',
-            'predictions/test.parquet', 'plots/training.png', 'best', 'checkpoints'):
-    assert (tmp_path / f).exists(), f
-  lines = [json.loads(l) for l in open(tmp_path / 'metrics' / 'train.jsonl')]
-  assert [l['step'] for l in lines] == list(range(10, 61, 10))
-  assert all(np.isfinite(l['loss']) for l in lines)
-  assert lines[-1]['loss'] < lines[0]['loss']
-  assert_predictions_agree(str(tmp_path))
+    c = CONFIGS[name].get_config('tiny')
+    trainer.train_and_evaluate(c, str(tmp_path))
+    for f in ('metrics/train.jsonl', 'metrics/valid_history.jsonl', 'metrics/test.json',
+              'predictions/test.parquet', 'plots/training.png', 'best', 'checkpoints'):
+        assert (tmp_path / f).exists(), f
+    lines = [json.loads(l) for l in open(tmp_path / 'metrics' / 'train.jsonl')]
+    assert [l['step'] for l in lines] == list(range(10, 61, 10))
+    assert all(np.isfinite(l['loss']) for l in lines)
+    assert lines[-1]['loss'] < lines[0]['loss']
+    assert_predictions_agree(str(tmp_path))
 
 
 def _final_params(workdir, config):
-  ds = datasets.get_dataset(config, workdir, log=lambda m: None)
-  model = seq2seq.build_model(config, ds.info)
-  abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
-  ck = ckpt_lib.Checkpointer(workdir)
-  try:
-    step = ck.latest_step()
-    r = ck.state_mgr.restore(step, args=ckpt_lib.ocp.args.Composite(
-        state=ckpt_lib.ocp.args.StandardRestore(), meta=ckpt_lib.ocp.args.JsonRestore()))
-  finally:
-    ck.close()
-  return step, r['state']['params']
+    ds = datasets.get_dataset(config, workdir, log=lambda m: None)
+    model = seq2seq.build_model(config, ds.info)
+    abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
+    ck = ckpt_lib.Checkpointer(workdir)
+    try:
+        step = ck.latest_step()
+        r = ck.state_mgr.restore(step, args=ckpt_lib.ocp.args.Composite(
+            state=ckpt_lib.ocp.args.StandardRestore(), meta=ckpt_lib.ocp.args.JsonRestore()))
+    finally:
+        ck.close()
+    return step, r['state']['params']
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
-  """A run killed with SIGKILL mid-training and started again ends where an uninterrupted run ends."""
-  args = ['--config=experiments/configs/transformer.py:tiny', '--config.train_steps=80',
-          '--config.checkpoint_every=10', '--config.log_every=5', '--config.eval_every=40',
-          f'--config.synthetic.cache_dir={tmp_path / "data"}']
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
-  main = [sys.executable, os.path.join(ROOT, 'main.py')]
-  full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
-                        capture_output=True, text=True)
-  assert full.returncode == 0, full.stderr[-3000:]
+    """A run killed with SIGKILL mid-training and started again ends where an uninterrupted run ends."""
+    args = ['--config=experiments/configs/transformer.py:tiny', '--config.train_steps=80',
+            '--config.checkpoint_every=10', '--config.log_every=5', '--config.eval_every=40',
+            f'--config.synthetic.cache_dir={tmp_path / "data"}']
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    main = [sys.executable, os.path.join(ROOT, 'main.py')]
+    full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
 
-  killed = tmp_path / 'killed'
-  p = subprocess.Popen(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  t0 = time.time()
-  for line in p.stdout:
-    if 'step 55/80' in line:       # between checkpoints 50 and 60, after a validation
-      p.send_signal(signal.SIGKILL)
-      break
-    assert time.time() - t0 < 300
-  p.wait()
-  assert p.returncode == -signal.SIGKILL
-  assert not (killed / 'metrics' / 'test.json').exists()
-  again = subprocess.run(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert 'resumed from checkpoint step' in again.stdout
+    killed = tmp_path / 'killed'
+    p = subprocess.Popen(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    for line in p.stdout:
+        if 'step 55/80' in line:       # between checkpoints 50 and 60, after a validation
+            p.send_signal(signal.SIGKILL)
+            break
+        assert time.time() - t0 < 300
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert not (killed / 'metrics' / 'test.json').exists()
+    again = subprocess.run(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'resumed from checkpoint step' in again.stdout
 
-  config = tf_cfg.get_config('tiny')
-  config.synthetic.cache_dir = str(tmp_path / 'data')
-  s1, p1 = _final_params(str(tmp_path / 'full'), config)
-  s2, p2 = _final_params(str(killed), config)
-  assert s1 == s2 == 80
-  for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert read_json(tmp_path / 'full' / 'metrics' / 'test.json') == read_json(killed / 'metrics' / 'test.json')
-  steps = [json.loads(l)['step'] for l in open(killed / 'metrics' / 'train.jsonl')]
-  assert steps == list(range(5, 81, 5))     # no duplicated or missing lines after the resume
+    config = tf_cfg.get_config('tiny')
+    config.synthetic.cache_dir = str(tmp_path / 'data')
+    s1, p1 = _final_params(str(tmp_path / 'full'), config)
+    s2, p2 = _final_params(str(killed), config)
+    assert s1 == s2 == 80
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert read_json(tmp_path / 'full' / 'metrics' / 'test.json') == read_json(killed / 'metrics' / 'test.json')
+    steps = [json.loads(l)['step'] for l in open(killed / 'metrics' / 'train.jsonl')]
+    assert steps == list(range(5, 81, 5))     # no duplicated or missing lines after the resume
 
 
 @pytest.mark.parametrize('shard_items', [False, True])
 def test_eight_devices_equal_one(tmp_path, shard_items):
-  """A train step on 8 (fake CPU) devices gives the loss and parameters of 1 device.
+    """A train step on 8 (fake CPU) devices gives the loss and parameters of 1 device.
 
-  With SGD the parameters must agree to float32 rounding. With the real optimizer (Adam) they
-  agree to within the size of an Adam update: Adam divides by sqrt(v), so a parameter whose
-  gradient is pure rounding noise (~1e-9, e.g. a bias nothing depends on) still moves by about
-  lr per step, in a direction the summation order decides.
-  """
-  assert jax.device_count() == 8
-  config = tf_cfg.get_config('tiny')
-  config.model_kwargs.dropout_rate = 0.0
-  config.mesh.shard_items = shard_items
-  ds = datasets.get_dataset(config, str(tmp_path), log=lambda m: None)
-  model = seq2seq.build_model(config, ds.info)
-  for tx, atol in ((optax.sgd(0.5), 1e-6), (seq2seq.make_optimizer(config), 3 * config.learning_rate)):
-    results = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh = shard_lib.make_mesh(devices)
-      init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, ds.info, mesh)
-      repl = shard_lib.replicated(mesh)
-      data = ds.device_data(repl)
-      step = jax.jit(trainer.make_train_step(model, tx, ds.info, config.batch_size,
-                                             shard_lib.batch_sharding(mesh)),
-                     in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
-      state = init_fn(rng)
-      if shard_items and len(devices) == 8:
-        emb = state['params']['item_embed']['embedding']
-        assert emb.sharding.spec[0] == 'data'
-        assert emb.addressable_shards[0].data.shape[0] == emb.shape[0] // 8
-      losses = []
-      for _ in range(3):
-        state, m = step(state, data)
-        losses.append(float(m['loss_sum'] / m['tokens']))
-      results.append((losses, jax.device_get(state['params'])))
-    (l1, p1), (l8, p8) = results
-    np.testing.assert_allclose(l1, l8, rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p8)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
+    With SGD the parameters must agree to float32 rounding. With the real optimizer (Adam) they
+    agree to within the size of an Adam update: Adam divides by sqrt(v), so a parameter whose
+    gradient is pure rounding noise (~1e-9, e.g. a bias nothing depends on) still moves by about
+    lr per step, in a direction the summation order decides.
+    """
+    assert jax.device_count() == 8
+    config = tf_cfg.get_config('tiny')
+    config.model_kwargs.dropout_rate = 0.0
+    config.mesh.shard_items = shard_items
+    ds = datasets.get_dataset(config, str(tmp_path), log=lambda m: None)
+    model = seq2seq.build_model(config, ds.info)
+    for tx, atol in ((optax.sgd(0.5), 1e-6), (seq2seq.make_optimizer(config), 3 * config.learning_rate)):
+        results = []
+        for devices in (jax.devices()[:1], jax.devices()):
+            mesh = shard_lib.make_mesh(devices)
+            init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, ds.info, mesh)
+            repl = shard_lib.replicated(mesh)
+            data = ds.device_data(repl)
+            step = jax.jit(trainer.make_train_step(model, tx, ds.info, config.batch_size,
+                                                   shard_lib.batch_sharding(mesh)),
+                           in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
+            state = init_fn(rng)
+            if shard_items and len(devices) == 8:
+                emb = state['params']['item_embed']['embedding']
+                assert emb.sharding.spec[0] == 'data'
+                assert emb.addressable_shards[0].data.shape[0] == emb.shape[0] // 8
+            losses = []
+            for _ in range(3):
+                state, m = step(state, data)
+                losses.append(float(m['loss_sum'] / m['tokens']))
+            results.append((losses, jax.device_get(state['params'])))
+        (l1, p1), (l8, p8) = results
+        np.testing.assert_allclose(l1, l8, rtol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p8)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)

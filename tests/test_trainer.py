@@ -18,77 +18,77 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
 
 def read_json(path):
-  with open(path) as f:
-    return json.load(f)
+    with open(path) as f:
+        return json.load(f)
 
 
 def assert_predictions_agree(workdir):
-  """The metrics files equal what the predictions file gives, recomputed by metrics_ref."""
-  got = read_json(os.path.join(workdir, 'metrics', 'test.json'))
-  re = metrics_ref.summarize_predictions(os.path.join(workdir, 'predictions', 'test.parquet'))
-  assert re['users'] == got['users']
-  for proto in ('sampled', 'full'):
-    assert set(re[proto]) == set(got[proto])
-    for k, v in re[proto].items():
-      assert got[proto][k] == pytest.approx(v, abs=1e-6), (proto, k)
+    """The metrics files equal what the predictions file gives, recomputed by metrics_ref."""
+    got = read_json(os.path.join(workdir, 'metrics', 'test.json'))
+    re = metrics_ref.summarize_predictions(os.path.join(workdir, 'predictions', 'test.parquet'))
+    assert re['users'] == got['users']
+    for proto in ('sampled', 'full'):
+        assert set(re[proto]) == set(got[proto])
+        for k, v in re[proto].items():
+            assert got[proto][k] == pytest.approx(v, abs=1e-6), (proto, k)
 
 
 def test_poprec_synthetic_end_to_end(tmp_path):
-  c = poprec_cfg.get_config('tiny')
-  res = trainer.train_and_evaluate(c, str(tmp_path))
-  for f in ('config.json', 'dataset.json', 'metrics/valid.json', 'metrics/test.json',
-            'predictions/test.parquet'):
-    assert (tmp_path / f).exists(), f
-  test = read_json(tmp_path / 'metrics' / 'test.json')
-  assert set(test['sampled']) == {f'{m}@10' for m in ('prec', 'ndcg', 'bleu', 'hr', 'mrr')}
-  assert test['users'] == res['test']['users'] > 0
-  # the synthetic dataset reports the oracle's NLL of the lists and of the true continuations
-  assert set(test['nll_oracle']) == {'sampled', 'full', 'target'}
-  assert_predictions_agree(str(tmp_path))
-  # same seed, same result
-  res2 = trainer.train_and_evaluate(c, str(tmp_path / 'again'))
-  assert res2['test']['sampled'] == res['test']['sampled']
+    c = poprec_cfg.get_config('tiny')
+    res = trainer.train_and_evaluate(c, str(tmp_path))
+    for f in ('config.json', 'dataset.json', 'metrics/valid.json', 'metrics/test.json',
+              'predictions/test.parquet'):
+        assert (tmp_path / f).exists(), f
+    test = read_json(tmp_path / 'metrics' / 'test.json')
+    assert set(test['sampled']) == {f'{m}@10' for m in ('prec', 'ndcg', 'bleu', 'hr', 'mrr')}
+    assert test['users'] == res['test']['users'] > 0
+    # the synthetic dataset reports the oracle's NLL of the lists and of the true continuations
+    assert set(test['nll_oracle']) == {'sampled', 'full', 'target'}
+    assert_predictions_agree(str(tmp_path))
+    # same seed, same result
+    res2 = trainer.train_and_evaluate(c, str(tmp_path / 'again'))
+    assert res2['test']['sampled'] == res['test']['sampled']
 
 
 def test_config_validation_names_the_field():
-  c = poprec_cfg.get_config('tiny')
-  c.decode.beam_size = 0
-  with pytest.raises(config_lib.ConfigError, match='decode.beam_size'):
-    config_lib.validate(c)
-  c = poprec_cfg.get_config('tiny')
-  c.model = 'nope'
-  with pytest.raises(config_lib.ConfigError, match='config.model'):
-    config_lib.validate(c)
+    c = poprec_cfg.get_config('tiny')
+    c.decode.beam_size = 0
+    with pytest.raises(config_lib.ConfigError, match='decode.beam_size'):
+        config_lib.validate(c)
+    c = poprec_cfg.get_config('tiny')
+    c.model = 'nope'
+    with pytest.raises(config_lib.ConfigError, match='config.model'):
+        config_lib.validate(c)
 
 
 def run_main(args, **kw):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py')] + args, cwd=ROOT, env=env,
-                        capture_output=True, text=True, **kw)
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py')] + args, cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kw)
 
 
 def test_main_rejects_unknown_key_and_bad_value(tmp_path):
-  r = run_main(['--config=experiments/configs/poprec.py:tiny', f'--workdir={tmp_path}',
-                '--config.no_such_key=3'])
-  assert r.returncode != 0 and 'no_such_key' in r.stderr
-  r = run_main(['--config=experiments/configs/poprec.py:tiny', f'--workdir={tmp_path}',
-                '--config.decode.strategy=telepathy'])
-  assert r.returncode == 1 and 'decode.strategy' in r.stderr
+    r = run_main(['--config=experiments/configs/poprec.py:tiny', f'--workdir={tmp_path}',
+                  '--config.no_such_key=3'])
+    assert r.returncode != 0 and 'no_such_key' in r.stderr
+    r = run_main(['--config=experiments/configs/poprec.py:tiny', f'--workdir={tmp_path}',
+                  '--config.decode.strategy=telepathy'])
+    assert r.returncode == 1 and 'decode.strategy' in r.stderr
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason='../shared/data not present')
 def test_poprec_real_data_via_cli(tmp_path):
-  yc = os.path.join(SHARED_DATA, 'yoochoose')
-  prep = subprocess.run(
-      [sys.executable, '-m', 'data_prep', '--format', 'session-tsv', '--profile', 'yoochoose',
-       '--input', os.path.join(yc, 'yoochoose-clicks-100k_train_full.txt.gz'),
-       os.path.join(yc, 'yoochoose-clicks-100k_test.txt.gz'), '--output', str(tmp_path / 'yc')],
-      cwd=ROOT, capture_output=True, text=True)
-  assert prep.returncode == 0, prep.stderr
-  r = run_main(['--config=experiments/configs/poprec.py', f'--workdir={tmp_path / "run"}',
-                f'--config.data_dir={tmp_path / "yc"}'])
-  assert r.returncode == 0, r.stderr[-3000:]
-  test = read_json(tmp_path / 'run' / 'metrics' / 'test.json')
-  assert set(test['sampled']) == {f'{m}@6' for m in ('prec', 'ndcg', 'bleu', 'hr', 'mrr')}
-  assert 'nll_oracle' not in test
-  assert_predictions_agree(str(tmp_path / 'run'))
+    yc = os.path.join(SHARED_DATA, 'yoochoose')
+    prep = subprocess.run(
+        [sys.executable, '-m', 'data_prep', '--format', 'session-tsv', '--profile', 'yoochoose',
+         '--input', os.path.join(yc, 'yoochoose-clicks-100k_train_full.txt.gz'),
+         os.path.join(yc, 'yoochoose-clicks-100k_test.txt.gz'), '--output', str(tmp_path / 'yc')],
+        cwd=ROOT, capture_output=True, text=True)
+    assert prep.returncode == 0, prep.stderr
+    r = run_main(['--config=experiments/configs/poprec.py', f'--workdir={tmp_path / "run"}',
+                  f'--config.data_dir={tmp_path / "yc"}'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    test = read_json(tmp_path / 'run' / 'metrics' / 'test.json')
+    assert set(test['sampled']) == {f'{m}@6' for m in ('prec', 'ndcg', 'bleu', 'hr', 'mrr')}
+    assert 'nll_oracle' not in test
+    assert_predictions_agree(str(tmp_path / 'run'))

@@ -27,111 +27,111 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class GRUConfig:
-  """Hyper-parameters of `GRURec` (frozen, hashable: usable as a jit static)."""
-  num_items: int                 # N; items are 1..N, BOS = N + 1
-  embed_dim: int = 128           # item embedding size (paper: 128)
-  hidden_dim: int = 128          # GRU state size (each encoder direction and the decoder)
-  dropout_rate: float = 0.1      # on input embeddings and on the attentional output
-  tie_output: bool = True        # logits = out @ item_embed[:N + 1].T
-  dtype: Any = jnp.float32       # computation dtype (params stay float32)
+    """Hyper-parameters of `GRURec` (frozen, hashable: usable as a jit static)."""
+    num_items: int                 # N; items are 1..N, BOS = N + 1
+    embed_dim: int = 128           # item embedding size (paper: 128)
+    hidden_dim: int = 128          # GRU state size (each encoder direction and the decoder)
+    dropout_rate: float = 0.1      # on input embeddings and on the attentional output
+    tie_output: bool = True        # logits = out @ item_embed[:N + 1].T
+    dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-  def __post_init__(self):
-    object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-    if self.num_items < 1:
-      raise ValueError(f'num_items must be >= 1, got {self.num_items}')
+    def __post_init__(self):
+        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
+        if self.num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
 
-  @property
-  def bos_id(self) -> int:
-    return self.num_items + 1
+    @property
+    def bos_id(self) -> int:
+        return self.num_items + 1
 
-  @property
-  def vocab_size(self) -> int:
-    """Size of the logits' last axis: N + 1 (index 0 = padding)."""
-    return self.num_items + 1
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits' last axis: N + 1 (index 0 = padding)."""
+        return self.num_items + 1
 
-  @property
-  def num_embeddings(self) -> int:
-    return layers.num_embedding_rows(self.num_items)
+    @property
+    def num_embeddings(self) -> int:
+        return layers.num_embedding_rows(self.num_items)
 
 
 class GRURec(nn.Module):
-  """Seq2seq attentive GRU recommender; see the module docstring and docs/DESIGN.md."""
-  cfg: GRUConfig
+    """Seq2seq attentive GRU recommender; see the module docstring and docs/DESIGN.md."""
+    cfg: GRUConfig
 
-  def setup(self):
-    cfg = self.cfg
-    dense = lambda f, name: nn.Dense(f, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
-    self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
-    self.encoder = layers.FusedGRU(cfg.hidden_dim, num_directions=2, dtype=cfg.dtype,
-                                   name='encoder')
-    self.bridge = dense(cfg.hidden_dim, 'bridge')                 # [h_f; h_b] -> decoder h0
-    self.decoder = layers.FusedGRU(cfg.hidden_dim, num_directions=1, dtype=cfg.dtype,
-                                   name='decoder')
-    self.attn_key = nn.Dense(cfg.hidden_dim, use_bias=False, dtype=cfg.dtype,
-                             param_dtype=jnp.float32, name='attn_key')   # W_a (Luong general)
-    self.combine = dense(cfg.embed_dim, 'combine')               # W_c [h; c]
-    self.drop = nn.Dropout(cfg.dropout_rate)
-    if not cfg.tie_output:
-      self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
-                                                 name='output_proj')
+    def setup(self):
+        cfg = self.cfg
+        dense = lambda f, name: nn.Dense(f, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+        self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
+        self.encoder = layers.FusedGRU(cfg.hidden_dim, num_directions=2, dtype=cfg.dtype,
+                                       name='encoder')
+        self.bridge = dense(cfg.hidden_dim, 'bridge')                 # [h_f; h_b] -> decoder h0
+        self.decoder = layers.FusedGRU(cfg.hidden_dim, num_directions=1, dtype=cfg.dtype,
+                                       name='decoder')
+        self.attn_key = nn.Dense(cfg.hidden_dim, use_bias=False, dtype=cfg.dtype,
+                                 param_dtype=jnp.float32, name='attn_key')   # W_a (Luong general)
+        self.combine = dense(cfg.embed_dim, 'combine')               # W_c [h; c]
+        self.drop = nn.Dropout(cfg.dropout_rate)
+        if not cfg.tie_output:
+            self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
+                                                       name='output_proj')
 
-  # -- pieces ---------------------------------------------------------------------------------
-  def _embed_items(self, ids: Array) -> Array:
-    return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+    # -- pieces ---------------------------------------------------------------------------------
+    def _embed_items(self, ids: Array) -> Array:
+        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
 
-  def _logits(self, x: Array) -> Array:
-    if self.cfg.tie_output:
-      return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
-    return self.output_proj(x)
+    def _logits(self, x: Array) -> Array:
+        if self.cfg.tie_output:
+            return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
+        return self.output_proj(x)
 
-  def encode(self, history: Array, train: bool = False):
-    """history [B, L] -> (values [B, L, 2H], attention keys [B, L, H], mask [B, L], h0 [B, H])."""
-    cfg = self.cfg
-    mask = layers.history_mask(history)
-    x = self.drop(self._embed_items(history), deterministic=not train)
-    xp = self.encoder.project_inputs(x)                            # [B, L, 2, 3H]
-    # Direction 0 reads left -> right, direction 1 right -> left (time-reversed inputs).
-    xp = jnp.stack([xp[:, :, 0], xp[:, ::-1, 1]], axis=2)
-    m = jnp.stack([mask, mask[:, ::-1]], axis=2)                   # [B, L, 2]
-    h0 = jnp.zeros((history.shape[0], 2, cfg.hidden_dim), cfg.dtype)
-    ys, h_final = self.encoder.scan(xp, h0, m)                     # [B, L, 2, H], [B, 2, H]
-    values = jnp.concatenate([ys[:, :, 0], ys[:, ::-1, 1]], axis=-1)
-    keys = self.attn_key(values)
-    dec_h0 = jnp.tanh(self.bridge(h_final.reshape(h_final.shape[0], -1)))
-    return values, keys, mask, dec_h0
+    def encode(self, history: Array, train: bool = False):
+        """history [B, L] -> (values [B, L, 2H], attention keys [B, L, H], mask [B, L], h0 [B, H])."""
+        cfg = self.cfg
+        mask = layers.history_mask(history)
+        x = self.drop(self._embed_items(history), deterministic=not train)
+        xp = self.encoder.project_inputs(x)                            # [B, L, 2, 3H]
+        # Direction 0 reads left -> right, direction 1 right -> left (time-reversed inputs).
+        xp = jnp.stack([xp[:, :, 0], xp[:, ::-1, 1]], axis=2)
+        m = jnp.stack([mask, mask[:, ::-1]], axis=2)                   # [B, L, 2]
+        h0 = jnp.zeros((history.shape[0], 2, cfg.hidden_dim), cfg.dtype)
+        ys, h_final = self.encoder.scan(xp, h0, m)                     # [B, L, 2, H], [B, 2, H]
+        values = jnp.concatenate([ys[:, :, 0], ys[:, ::-1, 1]], axis=-1)
+        keys = self.attn_key(values)
+        dec_h0 = jnp.tanh(self.bridge(h_final.reshape(h_final.shape[0], -1)))
+        return values, keys, mask, dec_h0
 
-  def _attend_and_output(self, h: Array, keys: Array, values: Array, mask: Array,
-                         train: bool) -> Array:
-    """h [B, T, H] decoder states -> logits [B, T, V]."""
-    scores = jnp.einsum('bth,blh->btl', h, keys, preferred_element_type=jnp.float32)
-    weights = layers.masked_softmax(scores, mask[:, None, :])
-    context = jnp.einsum('btl,bld->btd', weights.astype(values.dtype), values)
-    out = jnp.tanh(self.combine(jnp.concatenate([h, context], axis=-1)))
-    out = self.drop(out, deterministic=not train)
-    return self._logits(out)
+    def _attend_and_output(self, h: Array, keys: Array, values: Array, mask: Array,
+                           train: bool) -> Array:
+        """h [B, T, H] decoder states -> logits [B, T, V]."""
+        scores = jnp.einsum('bth,blh->btl', h, keys, preferred_element_type=jnp.float32)
+        weights = layers.masked_softmax(scores, mask[:, None, :])
+        context = jnp.einsum('btl,bld->btd', weights.astype(values.dtype), values)
+        out = jnp.tanh(self.combine(jnp.concatenate([h, context], axis=-1)))
+        out = self.drop(out, deterministic=not train)
+        return self._logits(out)
 
-  # -- model contract ---------------------------------------------------------------------------
-  def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
-    """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
-    values, keys, mask, h0 = self.encode(history, train)
-    x = self.drop(self._embed_items(dec_inputs), deterministic=not train)
-    xp = self.decoder.project_inputs(x)                            # [B, T, 1, 3H]
-    hs, _ = self.decoder.scan(xp, h0[:, None, :])                  # [B, T, 1, H]
-    return self._attend_and_output(hs[:, :, 0], keys, values, mask, train)
+    # -- model contract ---------------------------------------------------------------------------
+    def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
+        """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
+        values, keys, mask, h0 = self.encode(history, train)
+        x = self.drop(self._embed_items(dec_inputs), deterministic=not train)
+        xp = self.decoder.project_inputs(x)                            # [B, T, 1, 3H]
+        hs, _ = self.decoder.scan(xp, h0[:, None, :])                  # [B, T, 1, H]
+        return self._attend_and_output(hs[:, :, 0], keys, values, mask, train)
 
-  def init_decode_state(self, history: Array, max_len: int) -> dict:
-    """Encodes the history once. Returns {'values' [B, L, 2H], 'keys' [B, L, H],
-    'enc_mask' [B, L] bool, 'h' [B, H]}. `max_len` is accepted for the contract (unused)."""
-    del max_len
-    values, keys, mask, h0 = self.encode(history, train=False)
-    return {'values': values, 'keys': keys, 'enc_mask': mask, 'h': h0}
+    def init_decode_state(self, history: Array, max_len: int) -> dict:
+        """Encodes the history once. Returns {'values' [B, L, 2H], 'keys' [B, L, H],
+        'enc_mask' [B, L] bool, 'h' [B, H]}. `max_len` is accepted for the contract (unused)."""
+        del max_len
+        values, keys, mask, h0 = self.encode(history, train=False)
+        return {'values': values, 'keys': keys, 'enc_mask': mask, 'h': h0}
 
-  def decode_step(self, state: dict, prev_items: Array, t: Array):
-    """prev_items [B] (BOS at t = 0), t (unused) -> (logits [B, N + 1] f32, new state)."""
-    del t
-    x = self._embed_items(prev_items)
-    xp = self.decoder.project_inputs(x)                            # [B, 1, 3H]
-    h = self.decoder.step(xp, state['h'][:, None, :])[:, 0]        # [B, H]
-    logits = self._attend_and_output(h[:, None, :], state['keys'], state['values'],
-                                     state['enc_mask'], train=False)[:, 0]
-    return logits, dict(state, h=h)
+    def decode_step(self, state: dict, prev_items: Array, t: Array):
+        """prev_items [B] (BOS at t = 0), t (unused) -> (logits [B, N + 1] f32, new state)."""
+        del t
+        x = self._embed_items(prev_items)
+        xp = self.decoder.project_inputs(x)                            # [B, 1, 3H]
+        h = self.decoder.step(xp, state['h'][:, None, :])[:, 0]        # [B, H]
+        logits = self._attend_and_output(h[:, None, :], state['keys'], state['values'],
+                                         state['enc_mask'], train=False)[:, 0]
+        return logits, dict(state, h=h)

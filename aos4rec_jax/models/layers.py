@@ -26,204 +26,204 @@ NEG_INF = -1e30             # finite "minus infinity" for masked attention logit
 
 
 def round_up(x: int, multiple: int = ROW_MULTIPLE) -> int:
-  """Smallest multiple of `multiple` that is >= x."""
-  return -(-int(x) // multiple) * multiple
+    """Smallest multiple of `multiple` that is >= x."""
+    return -(-int(x) // multiple) * multiple
 
 
 def num_embedding_rows(num_items: int) -> int:
-  """Rows of the `item_embed` table: padding + N items + BOS, rounded up to 128."""
-  return round_up(num_items + 2, ROW_MULTIPLE)
+    """Rows of the `item_embed` table: padding + N items + BOS, rounded up to 128."""
+    return round_up(num_items + 2, ROW_MULTIPLE)
 
 
 def canonical_dtype(dtype: Any):
-  """'bfloat16' / jnp.bfloat16 / np.dtype -> a hashable jnp dtype object."""
-  return jnp.dtype(dtype)
+    """'bfloat16' / jnp.bfloat16 / np.dtype -> a hashable jnp dtype object."""
+    return jnp.dtype(dtype)
 
 
 def history_mask(history: Array) -> Array:
-  """[B, L] bool: True for real items (id > 0)."""
-  return history > 0
+    """[B, L] bool: True for real items (id > 0)."""
+    return history > 0
 
 
 def history_positions(mask: Array, max_len: int) -> Array:
-  """Positions counted from the first real item: cumsum(mask) - 1, clipped to [0, max_len).
+    """Positions counted from the first real item: cumsum(mask) - 1, clipped to [0, max_len).
 
-  With left padding the first real item gets position 0 whatever the amount of padding, so
-  extra leading zeros change no output. Padded slots get position 0 (they are masked anyway).
-  """
-  pos = jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1
-  return jnp.clip(pos, 0, max_len - 1)
+    With left padding the first real item gets position 0 whatever the amount of padding, so
+    extra leading zeros change no output. Padded slots get position 0 (they are masked anyway).
+    """
+    pos = jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1
+    return jnp.clip(pos, 0, max_len - 1)
 
 
 def masked_softmax(logits: Array, mask: Optional[Array]) -> Array:
-  """Softmax over the last axis in float32, masked entries get exactly 0.
+    """Softmax over the last axis in float32, masked entries get exactly 0.
 
-  A row whose entries are all masked gives all-zero weights (so the attention output is 0,
-  finite, and independent of how many padded keys there are).
-  """
-  logits = logits.astype(jnp.float32)
-  if mask is None:
-    return jax.nn.softmax(logits, axis=-1)
-  logits = jnp.where(mask, logits, NEG_INF)
-  weights = jax.nn.softmax(logits, axis=-1)
-  return jnp.where(mask, weights, 0.0)
+    A row whose entries are all masked gives all-zero weights (so the attention output is 0,
+    finite, and independent of how many padded keys there are).
+    """
+    logits = logits.astype(jnp.float32)
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1)
+    logits = jnp.where(mask, logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.where(mask, weights, 0.0)
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array],
                           dropout: Optional[nn.Module] = None,
                           deterministic: bool = True) -> Array:
-  """Multi-head scaled dot-product attention.
+    """Multi-head scaled dot-product attention.
 
-  q [B, Q, H, Dh], k / v [B, K, H, Dh], mask broadcastable to [B, H, Q, K] (True = attend).
-  Returns [B, Q, H, Dh] in q's dtype. Scores and softmax in float32.
-  """
-  dtype = q.dtype
-  q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), dtype)
-  scores = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
-  weights = masked_softmax(scores, mask)
-  if dropout is not None and not deterministic:
-    weights = dropout(weights, deterministic=False)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights.astype(dtype), v)
+    q [B, Q, H, Dh], k / v [B, K, H, Dh], mask broadcastable to [B, H, Q, K] (True = attend).
+    Returns [B, Q, H, Dh] in q's dtype. Scores and softmax in float32.
+    """
+    dtype = q.dtype
+    q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), dtype)
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+    weights = masked_softmax(scores, mask)
+    if dropout is not None and not deterministic:
+        weights = dropout(weights, deterministic=False)
+    return jnp.einsum('bhqk,bkhd->bqhd', weights.astype(dtype), v)
 
 
 def item_embedding(num_items: int, features: int, dtype: Dtype) -> nn.Embed:
-  """The item table; to be assigned to `self.item_embed` in a model's setup()."""
-  return nn.Embed(num_embeddings=num_embedding_rows(num_items), features=features,
-                  dtype=dtype, param_dtype=jnp.float32, name='item_embed')
+    """The item table; to be assigned to `self.item_embed` in a model's setup()."""
+    return nn.Embed(num_embeddings=num_embedding_rows(num_items), features=features,
+                    dtype=dtype, param_dtype=jnp.float32, name='item_embed')
 
 
 def lookup(table: Array, ids: Array, dtype: Dtype) -> Array:
-  """Gather rows of `table` (float32 param) and cast only the gathered rows to `dtype`."""
-  return jnp.take(table, ids, axis=0, mode='clip').astype(dtype)
+    """Gather rows of `table` (float32 param) and cast only the gathered rows to `dtype`."""
+    return jnp.take(table, ids, axis=0, mode='clip').astype(dtype)
 
 
 def tied_logits(x: Array, table: Array, vocab_size: int) -> Array:
-  """x [..., D] @ table[:V].T -> float32 logits [..., V]."""
-  w = table[:vocab_size].astype(x.dtype)
-  return jnp.einsum('...d,vd->...v', x, w, preferred_element_type=jnp.float32)
+    """x [..., D] @ table[:V].T -> float32 logits [..., V]."""
+    w = table[:vocab_size].astype(x.dtype)
+    return jnp.einsum('...d,vd->...v', x, w, preferred_element_type=jnp.float32)
 
 
 class OutputProjection(nn.Module):
-  """Untied output layer `output_proj`: kernel [D, Vpad], bias [Vpad], Vpad = round_up(N + 2).
+    """Untied output layer `output_proj`: kernel [D, Vpad], bias [Vpad], Vpad = round_up(N + 2).
 
-  Padded like `item_embed` so that it can be sharded along the item axis; logits use the
-  first `vocab_size` columns only.
-  """
-  vocab_size: int
-  padded_size: int
-  dtype: Dtype = jnp.float32
+    Padded like `item_embed` so that it can be sharded along the item axis; logits use the
+    first `vocab_size` columns only.
+    """
+    vocab_size: int
+    padded_size: int
+    dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (x.shape[-1], self.padded_size), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.padded_size,), jnp.float32)
-    w = kernel[:, :self.vocab_size].astype(self.dtype)
-    logits = jnp.einsum('...d,dv->...v', x.astype(self.dtype), w,
-                        preferred_element_type=jnp.float32)
-    return logits + bias[:self.vocab_size]
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                            (x.shape[-1], self.padded_size), jnp.float32)
+        bias = self.param('bias', nn.initializers.zeros_init(), (self.padded_size,), jnp.float32)
+        w = kernel[:, :self.vocab_size].astype(self.dtype)
+        logits = jnp.einsum('...d,dv->...v', x.astype(self.dtype), w,
+                            preferred_element_type=jnp.float32)
+        return logits + bias[:self.vocab_size]
 
 
 def orthogonal_gram_schmidt(key, n: int, dtype=jnp.float32) -> jax.Array:
-  """A Haar-random orthogonal n x n matrix by Gram-Schmidt on a Gaussian matrix, in plain XLA ops.
+    """A Haar-random orthogonal n x n matrix by Gram-Schmidt on a Gaussian matrix, in plain XLA ops.
 
-  Same distribution as `nn.initializers.orthogonal()` (QR of a Gaussian matrix with the signs of
-  diag(R) fixed), but without the LAPACK QR kernel: jaxlib's CPU QR runs its batch on the XLA
-  thread pool and waits for it there, and several QRs of one init (or of 8 fake devices) on a
-  2-core machine can take every pool thread and wait for each other forever (seen here: every
-  'tf_XLAEigen' thread blocked in lapack_sgeqrf_ffi -> ParallelBatchMap -> BlockingCounter::Wait).
-  Two passes of modified Gram-Schmidt keep the columns orthonormal to float32 precision.
-  """
-  a = jax.random.normal(key, (n, n), jnp.float32)
-  cols = jnp.arange(n)
+    Same distribution as `nn.initializers.orthogonal()` (QR of a Gaussian matrix with the signs of
+    diag(R) fixed), but without the LAPACK QR kernel: jaxlib's CPU QR runs its batch on the XLA
+    thread pool and waits for it there, and several QRs of one init (or of 8 fake devices) on a
+    2-core machine can take every pool thread and wait for each other forever (seen here: every
+    'tf_XLAEigen' thread blocked in lapack_sgeqrf_ffi -> ParallelBatchMap -> BlockingCounter::Wait).
+    Two passes of modified Gram-Schmidt keep the columns orthonormal to float32 precision.
+    """
+    a = jax.random.normal(key, (n, n), jnp.float32)
+    cols = jnp.arange(n)
 
-  def body(j, q):
-    v = a[:, j]
-    for _ in range(2):                                   # re-orthogonalise once
-      coef = jnp.where(cols < j, q.T @ v, 0.0)           # against the columns done so far
-      v = v - q @ coef
-    return q.at[:, j].set(v / jnp.linalg.norm(v))
+    def body(j, q):
+        v = a[:, j]
+        for _ in range(2):                                   # re-orthogonalise once
+            coef = jnp.where(cols < j, q.T @ v, 0.0)           # against the columns done so far
+            v = v - q @ coef
+        return q.at[:, j].set(v / jnp.linalg.norm(v))
 
-  q = jax.lax.fori_loop(0, n, body, jnp.zeros((n, n), jnp.float32))
-  return q.astype(dtype)
+    q = jax.lax.fori_loop(0, n, body, jnp.zeros((n, n), jnp.float32))
+    return q.astype(dtype)
 
 
 def _stacked_orthogonal(num_gates: int):
-  """Init for a fused recurrent kernel [..., H, G*H]: an orthogonal H x H block per gate."""
+    """Init for a fused recurrent kernel [..., H, G*H]: an orthogonal H x H block per gate."""
 
-  def init(key, shape, dtype=jnp.float32):
-    *lead, h, gh = shape
-    assert gh == num_gates * h, shape
-    n = math.prod(lead) * num_gates
-    blocks = jax.vmap(lambda k: orthogonal_gram_schmidt(k, h, dtype))(jax.random.split(key, n))
-    blocks = blocks.reshape(*lead, num_gates, h, h)
-    return jnp.moveaxis(blocks, -3, -2).reshape(shape)   # [..., H, G, H] -> [..., H, G*H]
+    def init(key, shape, dtype=jnp.float32):
+        *lead, h, gh = shape
+        assert gh == num_gates * h, shape
+        n = math.prod(lead) * num_gates
+        blocks = jax.vmap(lambda k: orthogonal_gram_schmidt(k, h, dtype))(jax.random.split(key, n))
+        blocks = blocks.reshape(*lead, num_gates, h, h)
+        return jnp.moveaxis(blocks, -3, -2).reshape(shape)   # [..., H, G, H] -> [..., H, G*H]
 
-  return init
+    return init
 
 
 def gru_update(xp: Array, h: Array, w: Array, b: Array, mask: Optional[Array]) -> Array:
-  """GRU recurrence given the input projection xp [B, D, 3H]; w [D, H, 3H], b [D, 3H]."""
-  hp = jnp.einsum('bdh,dhk->bdk', h, w) + b
-  xr, xz, xn = jnp.split(xp, 3, axis=-1)
-  hr, hz, hn = jnp.split(hp, 3, axis=-1)
-  r = jax.nn.sigmoid(xr + hr)
-  z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * hn)
-  h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
-  if mask is not None:
-    h_new = jnp.where(mask[..., None], h_new, h)
-  return h_new
+    """GRU recurrence given the input projection xp [B, D, 3H]; w [D, H, 3H], b [D, 3H]."""
+    hp = jnp.einsum('bdh,dhk->bdk', h, w) + b
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    hr, hz, hn = jnp.split(hp, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
+    if mask is not None:
+        h_new = jnp.where(mask[..., None], h_new, h)
+    return h_new
 
 
 class FusedGRU(nn.Module):
-  """GRU with fused gates and an optional leading "direction" axis (bidirectional runs).
+    """GRU with fused gates and an optional leading "direction" axis (bidirectional runs).
 
-  Parameters (D = num_directions, H = hidden_dim, E = input features):
-    input/kernel [E, D, 3H], input/bias [D, 3H], recurrent_kernel [D, H, 3H],
-    recurrent_bias [D, 3H]. Gate order r, z, n (as PyTorch / flax GRUCell):
-      r = s(x_r + h W_r + b_r), z = s(x_z + h W_z + b_z), n = tanh(x_n + r * (h W_n + b_n)),
-      h' = (1 - z) * n + z * h.
-  The input projection of all time steps is one matmul (`project_inputs`); the recurrence is
-  a `lax.scan` over time (`scan`) or one step (`step`).
-  """
-  hidden_dim: int
-  num_directions: int = 1
-  dtype: Dtype = jnp.float32
-
-  def setup(self):
-    d, h = self.num_directions, self.hidden_dim
-    self.input_proj = nn.DenseGeneral(features=(d, 3 * h), dtype=self.dtype,
-                                      param_dtype=jnp.float32, name='input')
-    self.recurrent_kernel = self.param('recurrent_kernel', _stacked_orthogonal(3), (d, h, 3 * h),
-                                       jnp.float32)
-    self.recurrent_bias = self.param('recurrent_bias', nn.initializers.zeros_init(),
-                                     (d, 3 * h), jnp.float32)
-
-  def project_inputs(self, x: Array) -> Array:
-    """x [..., E] -> [..., D, 3H] (input part of all gates, with its bias)."""
-    return self.input_proj(x)
-
-  def step(self, xp: Array, h: Array, mask: Optional[Array] = None) -> Array:
-    """One step. xp [B, D, 3H], h [B, D, H], mask [B, D] or None (False = keep h)."""
-    return gru_update(xp, h, self.recurrent_kernel.astype(self.dtype),
-                      self.recurrent_bias.astype(self.dtype), mask)
-
-  def scan(self, xp: Array, h0: Array, mask: Optional[Array] = None):
-    """Run over time. xp [B, T, D, 3H], h0 [B, D, H], mask [B, T, D] or None.
-
-    Returns (outputs [B, T, D, H], final state [B, D, H]). Each direction processes the
-    time axis as given (reverse the inputs beforehand for a backward direction).
+    Parameters (D = num_directions, H = hidden_dim, E = input features):
+      input/kernel [E, D, 3H], input/bias [D, 3H], recurrent_kernel [D, H, 3H],
+      recurrent_bias [D, 3H]. Gate order r, z, n (as PyTorch / flax GRUCell):
+        r = s(x_r + h W_r + b_r), z = s(x_z + h W_z + b_z), n = tanh(x_n + r * (h W_n + b_n)),
+        h' = (1 - z) * n + z * h.
+    The input projection of all time steps is one matmul (`project_inputs`); the recurrence is
+    a `lax.scan` over time (`scan`) or one step (`step`).
     """
-    w = self.recurrent_kernel.astype(self.dtype)
-    b = self.recurrent_bias.astype(self.dtype)
+    hidden_dim: int
+    num_directions: int = 1
+    dtype: Dtype = jnp.float32
 
-    def body(h, inp):
-      x_t, m_t = inp
-      h_new = gru_update(x_t, h, w, b, m_t)
-      return h_new, h_new
+    def setup(self):
+        d, h = self.num_directions, self.hidden_dim
+        self.input_proj = nn.DenseGeneral(features=(d, 3 * h), dtype=self.dtype,
+                                          param_dtype=jnp.float32, name='input')
+        self.recurrent_kernel = self.param('recurrent_kernel', _stacked_orthogonal(3), (d, h, 3 * h),
+                                           jnp.float32)
+        self.recurrent_bias = self.param('recurrent_bias', nn.initializers.zeros_init(),
+                                         (d, 3 * h), jnp.float32)
 
-    xs = jnp.swapaxes(xp, 0, 1)                                  # [T, B, D, 3H]
-    ms = None if mask is None else jnp.swapaxes(mask, 0, 1)      # [T, B, D]
-    h_final, ys = jax.lax.scan(body, h0, (xs, ms))
-    return jnp.swapaxes(ys, 0, 1), h_final
+    def project_inputs(self, x: Array) -> Array:
+        """x [..., E] -> [..., D, 3H] (input part of all gates, with its bias)."""
+        return self.input_proj(x)
+
+    def step(self, xp: Array, h: Array, mask: Optional[Array] = None) -> Array:
+        """One step. xp [B, D, 3H], h [B, D, H], mask [B, D] or None (False = keep h)."""
+        return gru_update(xp, h, self.recurrent_kernel.astype(self.dtype),
+                          self.recurrent_bias.astype(self.dtype), mask)
+
+    def scan(self, xp: Array, h0: Array, mask: Optional[Array] = None):
+        """Run over time. xp [B, T, D, 3H], h0 [B, D, H], mask [B, T, D] or None.
+
+        Returns (outputs [B, T, D, H], final state [B, D, H]). Each direction processes the
+        time axis as given (reverse the inputs beforehand for a backward direction).
+        """
+        w = self.recurrent_kernel.astype(self.dtype)
+        b = self.recurrent_bias.astype(self.dtype)
+
+        def body(h, inp):
+            x_t, m_t = inp
+            h_new = gru_update(x_t, h, w, b, m_t)
+            return h_new, h_new
+
+        xs = jnp.swapaxes(xp, 0, 1)                                  # [T, B, D, 3H]
+        ms = None if mask is None else jnp.swapaxes(mask, 0, 1)      # [T, B, D]
+        h_final, ys = jax.lax.scan(body, h0, (xs, ms))
+        return jnp.swapaxes(ys, 0, 1), h_final

@@ -29,229 +29,229 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-  """Hyper-parameters of `TransformerRec` (frozen, hashable: usable as a jit static)."""
-  num_items: int                                 # N; items are 1..N, BOS = N + 1
-  embed_dim: int = 128                           # model width (paper: embedding size 128)
-  num_heads: int = 4                             # attention heads (embed_dim % num_heads == 0)
-  num_layers: int = 2                            # blocks in the encoder and in the decoder
-  mlp_dim: int = 512                             # feed-forward inner width
-  dropout_rate: float = 0.1                      # embeddings, residual branches
-  max_history_len: int = 50                      # encoder positions (longer: clipped)
-  max_target_len: int = 10                       # decoder positions (longer: clipped)
-  tie_output: bool = True                        # logits = h @ item_embed[:N + 1].T
-  dtype: Any = jnp.float32                       # computation dtype (params stay float32)
-  attention_dropout_rate: Optional[float] = None  # on attention weights; None = dropout_rate
+    """Hyper-parameters of `TransformerRec` (frozen, hashable: usable as a jit static)."""
+    num_items: int                                 # N; items are 1..N, BOS = N + 1
+    embed_dim: int = 128                           # model width (paper: embedding size 128)
+    num_heads: int = 4                             # attention heads (embed_dim % num_heads == 0)
+    num_layers: int = 2                            # blocks in the encoder and in the decoder
+    mlp_dim: int = 512                             # feed-forward inner width
+    dropout_rate: float = 0.1                      # embeddings, residual branches
+    max_history_len: int = 50                      # encoder positions (longer: clipped)
+    max_target_len: int = 10                       # decoder positions (longer: clipped)
+    tie_output: bool = True                        # logits = h @ item_embed[:N + 1].T
+    dtype: Any = jnp.float32                       # computation dtype (params stay float32)
+    attention_dropout_rate: Optional[float] = None  # on attention weights; None = dropout_rate
 
-  def __post_init__(self):
-    object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-    if self.num_items < 1:
-      raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-    if self.embed_dim % self.num_heads:
-      raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
-                       f'num_heads={self.num_heads}')
+    def __post_init__(self):
+        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
+        if self.num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
+                             f'num_heads={self.num_heads}')
 
-  @property
-  def bos_id(self) -> int:
-    return self.num_items + 1
+    @property
+    def bos_id(self) -> int:
+        return self.num_items + 1
 
-  @property
-  def vocab_size(self) -> int:
-    """Size of the logits' last axis: N + 1 (index 0 = padding)."""
-    return self.num_items + 1
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits' last axis: N + 1 (index 0 = padding)."""
+        return self.num_items + 1
 
-  @property
-  def num_embeddings(self) -> int:
-    return layers.num_embedding_rows(self.num_items)
+    @property
+    def num_embeddings(self) -> int:
+        return layers.num_embedding_rows(self.num_items)
 
-  @property
-  def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
 
-  @property
-  def attn_dropout(self) -> float:
-    return self.dropout_rate if self.attention_dropout_rate is None else \
-        self.attention_dropout_rate
+    @property
+    def attn_dropout(self) -> float:
+        return self.dropout_rate if self.attention_dropout_rate is None else \
+            self.attention_dropout_rate
 
 
 def _dense(cfg: TransformerConfig, features, name: str, axis=-1) -> nn.DenseGeneral:
-  return nn.DenseGeneral(features=features, axis=axis, dtype=cfg.dtype,
-                         param_dtype=jnp.float32, name=name)
+    return nn.DenseGeneral(features=features, axis=axis, dtype=cfg.dtype,
+                           param_dtype=jnp.float32, name=name)
 
 
 def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+    return nn.LayerNorm(dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
 
 
 class FeedForward(nn.Module):
-  cfg: TransformerConfig
+    cfg: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    x = _dense(self.cfg, self.cfg.mlp_dim, 'wi')(x)
-    x = nn.relu(x)
-    return _dense(self.cfg, self.cfg.embed_dim, 'wo')(x)
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x = _dense(self.cfg, self.cfg.mlp_dim, 'wi')(x)
+        x = nn.relu(x)
+        return _dense(self.cfg, self.cfg.embed_dim, 'wo')(x)
 
 
 class EncoderBlock(nn.Module):
-  cfg: TransformerConfig
+    cfg: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-    """x [B, L, D], mask [B, 1, 1, L] (True = real key)."""
-    cfg = self.cfg
-    h, d = cfg.num_heads, cfg.head_dim
-    drop = nn.Dropout(cfg.dropout_rate)
-    y = _layer_norm(cfg, 'ln_attn')(x)
-    q, k, v = jnp.moveaxis(_dense(cfg, (3, h, d), 'qkv')(y), -3, 0)
-    y = layers.dot_product_attention(q, k, v, mask, nn.Dropout(cfg.attn_dropout), deterministic)
-    y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
-    x = x + drop(y, deterministic=deterministic)
-    y = _layer_norm(cfg, 'ln_mlp')(x)
-    y = FeedForward(cfg, name='mlp')(y)
-    return x + drop(y, deterministic=deterministic)
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+        """x [B, L, D], mask [B, 1, 1, L] (True = real key)."""
+        cfg = self.cfg
+        h, d = cfg.num_heads, cfg.head_dim
+        drop = nn.Dropout(cfg.dropout_rate)
+        y = _layer_norm(cfg, 'ln_attn')(x)
+        q, k, v = jnp.moveaxis(_dense(cfg, (3, h, d), 'qkv')(y), -3, 0)
+        y = layers.dot_product_attention(q, k, v, mask, nn.Dropout(cfg.attn_dropout), deterministic)
+        y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
+        x = x + drop(y, deterministic=deterministic)
+        y = _layer_norm(cfg, 'ln_mlp')(x)
+        y = FeedForward(cfg, name='mlp')(y)
+        return x + drop(y, deterministic=deterministic)
 
 
 class DecoderBlock(nn.Module):
-  """Causal self-attention + cross-attention + feed-forward, with a one-step cached variant."""
-  cfg: TransformerConfig
+    """Causal self-attention + cross-attention + feed-forward, with a one-step cached variant."""
+    cfg: TransformerConfig
 
-  def setup(self):
-    cfg = self.cfg
-    h, d = cfg.num_heads, cfg.head_dim
-    self.ln_self = _layer_norm(cfg, 'ln_self')
-    self.self_qkv = _dense(cfg, (3, h, d), 'self_qkv')
-    self.self_out = _dense(cfg, cfg.embed_dim, 'self_out', axis=(-2, -1))
-    self.ln_cross = _layer_norm(cfg, 'ln_cross')
-    self.cross_q = _dense(cfg, (h, d), 'cross_q')
-    self.cross_kv_proj = _dense(cfg, (2, h, d), 'cross_kv')
-    self.cross_out = _dense(cfg, cfg.embed_dim, 'cross_out', axis=(-2, -1))
-    self.ln_mlp = _layer_norm(cfg, 'ln_mlp')
-    self.mlp = FeedForward(cfg, name='mlp')
-    self.drop = nn.Dropout(cfg.dropout_rate)
-    self.attn_drop = nn.Dropout(cfg.attn_dropout)
+    def setup(self):
+        cfg = self.cfg
+        h, d = cfg.num_heads, cfg.head_dim
+        self.ln_self = _layer_norm(cfg, 'ln_self')
+        self.self_qkv = _dense(cfg, (3, h, d), 'self_qkv')
+        self.self_out = _dense(cfg, cfg.embed_dim, 'self_out', axis=(-2, -1))
+        self.ln_cross = _layer_norm(cfg, 'ln_cross')
+        self.cross_q = _dense(cfg, (h, d), 'cross_q')
+        self.cross_kv_proj = _dense(cfg, (2, h, d), 'cross_kv')
+        self.cross_out = _dense(cfg, cfg.embed_dim, 'cross_out', axis=(-2, -1))
+        self.ln_mlp = _layer_norm(cfg, 'ln_mlp')
+        self.mlp = FeedForward(cfg, name='mlp')
+        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.attn_drop = nn.Dropout(cfg.attn_dropout)
 
-  def cross_kv(self, enc_out: Array):
-    """Encoder output [B, L, D] -> cross-attention keys and values, each [B, L, H, Dh]."""
-    kv = self.cross_kv_proj(enc_out)
-    return kv[..., 0, :, :], kv[..., 1, :, :]
+    def cross_kv(self, enc_out: Array):
+        """Encoder output [B, L, D] -> cross-attention keys and values, each [B, L, H, Dh]."""
+        kv = self.cross_kv_proj(enc_out)
+        return kv[..., 0, :, :], kv[..., 1, :, :]
 
-  def _cross_and_mlp(self, x, cross_k, cross_v, enc_mask, deterministic):
-    y = self.ln_cross(x)
-    q = self.cross_q(y)
-    y = layers.dot_product_attention(q, cross_k, cross_v, enc_mask, self.attn_drop, deterministic)
-    x = x + self.drop(self.cross_out(y), deterministic=deterministic)
-    y = self.mlp(self.ln_mlp(x))
-    return x + self.drop(y, deterministic=deterministic)
+    def _cross_and_mlp(self, x, cross_k, cross_v, enc_mask, deterministic):
+        y = self.ln_cross(x)
+        q = self.cross_q(y)
+        y = layers.dot_product_attention(q, cross_k, cross_v, enc_mask, self.attn_drop, deterministic)
+        x = x + self.drop(self.cross_out(y), deterministic=deterministic)
+        y = self.mlp(self.ln_mlp(x))
+        return x + self.drop(y, deterministic=deterministic)
 
-  def __call__(self, x: Array, cross_k: Array, cross_v: Array, enc_mask: Array,
-               deterministic: bool) -> Array:
-    """Teacher forcing. x [B, T, D]; enc_mask [B, 1, 1, L]."""
-    t = x.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
-    y = self.ln_self(x)
-    q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)
-    y = layers.dot_product_attention(q, k, v, causal, self.attn_drop, deterministic)
-    x = x + self.drop(self.self_out(y), deterministic=deterministic)
-    return self._cross_and_mlp(x, cross_k, cross_v, enc_mask, deterministic)
+    def __call__(self, x: Array, cross_k: Array, cross_v: Array, enc_mask: Array,
+                 deterministic: bool) -> Array:
+        """Teacher forcing. x [B, T, D]; enc_mask [B, 1, 1, L]."""
+        t = x.shape[1]
+        causal = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
+        y = self.ln_self(x)
+        q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)
+        y = layers.dot_product_attention(q, k, v, causal, self.attn_drop, deterministic)
+        x = x + self.drop(self.self_out(y), deterministic=deterministic)
+        return self._cross_and_mlp(x, cross_k, cross_v, enc_mask, deterministic)
 
-  def step(self, x: Array, cache: dict, enc_mask: Array, t: Array):
-    """One cached step. x [B, 1, D]; cache holds self_k / self_v [B, M, H, Dh] and
-    cross_k / cross_v [B, L, H, Dh]; enc_mask [B, 1, 1, L]; t int32 scalar (0 <= t < M)."""
-    y = self.ln_self(x)
-    q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)          # each [B, 1, H, Dh]
-    zero = jnp.zeros((), jnp.int32)
-    idx = (zero, t, zero, zero)
-    self_k = jax.lax.dynamic_update_slice(cache['self_k'], k.astype(cache['self_k'].dtype), idx)
-    self_v = jax.lax.dynamic_update_slice(cache['self_v'], v.astype(cache['self_v'].dtype), idx)
-    valid = (jnp.arange(self_k.shape[1]) <= t)[None, None, None, :]
-    y = layers.dot_product_attention(q, self_k, self_v, valid)
-    x = x + self.self_out(y)
-    x = self._cross_and_mlp(x, cache['cross_k'], cache['cross_v'], enc_mask, True)
-    new_cache = dict(cache, self_k=self_k, self_v=self_v)
-    return x, new_cache
+    def step(self, x: Array, cache: dict, enc_mask: Array, t: Array):
+        """One cached step. x [B, 1, D]; cache holds self_k / self_v [B, M, H, Dh] and
+        cross_k / cross_v [B, L, H, Dh]; enc_mask [B, 1, 1, L]; t int32 scalar (0 <= t < M)."""
+        y = self.ln_self(x)
+        q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)          # each [B, 1, H, Dh]
+        zero = jnp.zeros((), jnp.int32)
+        idx = (zero, t, zero, zero)
+        self_k = jax.lax.dynamic_update_slice(cache['self_k'], k.astype(cache['self_k'].dtype), idx)
+        self_v = jax.lax.dynamic_update_slice(cache['self_v'], v.astype(cache['self_v'].dtype), idx)
+        valid = (jnp.arange(self_k.shape[1]) <= t)[None, None, None, :]
+        y = layers.dot_product_attention(q, self_k, self_v, valid)
+        x = x + self.self_out(y)
+        x = self._cross_and_mlp(x, cache['cross_k'], cache['cross_v'], enc_mask, True)
+        new_cache = dict(cache, self_k=self_k, self_v=self_v)
+        return x, new_cache
 
 
 class TransformerRec(nn.Module):
-  """Seq2seq Transformer recommender; see the module docstring and docs/DESIGN.md."""
-  cfg: TransformerConfig
+    """Seq2seq Transformer recommender; see the module docstring and docs/DESIGN.md."""
+    cfg: TransformerConfig
 
-  def setup(self):
-    cfg = self.cfg
-    self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
-    self.enc_pos_embed = nn.Embed(cfg.max_history_len, cfg.embed_dim, dtype=cfg.dtype,
-                                  param_dtype=jnp.float32, name='encoder_pos_embed')
-    self.dec_pos_embed = nn.Embed(cfg.max_target_len, cfg.embed_dim, dtype=cfg.dtype,
-                                  param_dtype=jnp.float32, name='decoder_pos_embed')
-    self.encoder_blocks = [EncoderBlock(cfg, name=f'encoder_{i}') for i in range(cfg.num_layers)]
-    self.encoder_norm = _layer_norm(cfg, 'encoder_norm')
-    self.decoder_blocks = [DecoderBlock(cfg, name=f'decoder_{i}') for i in range(cfg.num_layers)]
-    self.decoder_norm = _layer_norm(cfg, 'decoder_norm')
-    self.drop = nn.Dropout(cfg.dropout_rate)
-    if not cfg.tie_output:
-      self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
-                                                 name='output_proj')
+    def setup(self):
+        cfg = self.cfg
+        self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
+        self.enc_pos_embed = nn.Embed(cfg.max_history_len, cfg.embed_dim, dtype=cfg.dtype,
+                                      param_dtype=jnp.float32, name='encoder_pos_embed')
+        self.dec_pos_embed = nn.Embed(cfg.max_target_len, cfg.embed_dim, dtype=cfg.dtype,
+                                      param_dtype=jnp.float32, name='decoder_pos_embed')
+        self.encoder_blocks = [EncoderBlock(cfg, name=f'encoder_{i}') for i in range(cfg.num_layers)]
+        self.encoder_norm = _layer_norm(cfg, 'encoder_norm')
+        self.decoder_blocks = [DecoderBlock(cfg, name=f'decoder_{i}') for i in range(cfg.num_layers)]
+        self.decoder_norm = _layer_norm(cfg, 'decoder_norm')
+        self.drop = nn.Dropout(cfg.dropout_rate)
+        if not cfg.tie_output:
+            self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
+                                                       name='output_proj')
 
-  # -- pieces ---------------------------------------------------------------------------------
-  def _embed_items(self, ids: Array) -> Array:
-    return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+    # -- pieces ---------------------------------------------------------------------------------
+    def _embed_items(self, ids: Array) -> Array:
+        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
 
-  def _logits(self, x: Array) -> Array:
-    if self.cfg.tie_output:
-      return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
-    return self.output_proj(x)
+    def _logits(self, x: Array) -> Array:
+        if self.cfg.tie_output:
+            return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
+        return self.output_proj(x)
 
-  def encode(self, history: Array, train: bool = False):
-    """history [B, L] -> (encoder output [B, L, D], mask [B, L] bool)."""
-    cfg = self.cfg
-    mask = layers.history_mask(history)
-    pos = layers.history_positions(mask, cfg.max_history_len)
-    x = self._embed_items(history) + self.enc_pos_embed(pos)
-    x = self.drop(x, deterministic=not train)
-    attn_mask = mask[:, None, None, :]
-    for block in self.encoder_blocks:
-      x = block(x, attn_mask, not train)
-    return self.encoder_norm(x), mask
+    def encode(self, history: Array, train: bool = False):
+        """history [B, L] -> (encoder output [B, L, D], mask [B, L] bool)."""
+        cfg = self.cfg
+        mask = layers.history_mask(history)
+        pos = layers.history_positions(mask, cfg.max_history_len)
+        x = self._embed_items(history) + self.enc_pos_embed(pos)
+        x = self.drop(x, deterministic=not train)
+        attn_mask = mask[:, None, None, :]
+        for block in self.encoder_blocks:
+            x = block(x, attn_mask, not train)
+        return self.encoder_norm(x), mask
 
-  def _dec_positions(self, t):
-    return jnp.minimum(t, self.cfg.max_target_len - 1)
+    def _dec_positions(self, t):
+        return jnp.minimum(t, self.cfg.max_target_len - 1)
 
-  # -- model contract ---------------------------------------------------------------------------
-  def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
-    """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
-    enc_out, mask = self.encode(history, train)
-    enc_mask = mask[:, None, None, :]
-    t = dec_inputs.shape[1]
-    x = self._embed_items(dec_inputs) + self.dec_pos_embed(self._dec_positions(jnp.arange(t)))
-    x = self.drop(x, deterministic=not train)
-    for block in self.decoder_blocks:
-      ck, cv = block.cross_kv(enc_out)
-      x = block(x, ck, cv, enc_mask, not train)
-    return self._logits(self.decoder_norm(x))
+    # -- model contract ---------------------------------------------------------------------------
+    def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
+        """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
+        enc_out, mask = self.encode(history, train)
+        enc_mask = mask[:, None, None, :]
+        t = dec_inputs.shape[1]
+        x = self._embed_items(dec_inputs) + self.dec_pos_embed(self._dec_positions(jnp.arange(t)))
+        x = self.drop(x, deterministic=not train)
+        for block in self.decoder_blocks:
+            ck, cv = block.cross_kv(enc_out)
+            x = block(x, ck, cv, enc_mask, not train)
+        return self._logits(self.decoder_norm(x))
 
-  def init_decode_state(self, history: Array, max_len: int) -> dict:
-    """Encodes the history once. Returns {'enc_mask' [B, L] bool, 'layers': tuple per decoder
-    layer of {'cross_k', 'cross_v' [B, L, H, Dh], 'self_k', 'self_v' [B, max_len, H, Dh]
-    (zeros)}}. `max_len` (Python int) = number of decode steps the cache can hold."""
-    cfg = self.cfg
-    enc_out, mask = self.encode(history, train=False)
-    b = history.shape[0]
-    cache_shape = (b, int(max_len), cfg.num_heads, cfg.head_dim)
-    per_layer = []
-    for block in self.decoder_blocks:
-      ck, cv = block.cross_kv(enc_out)
-      per_layer.append({'cross_k': ck, 'cross_v': cv,
-                        'self_k': jnp.zeros(cache_shape, cfg.dtype),
-                        'self_v': jnp.zeros(cache_shape, cfg.dtype)})
-    return {'enc_mask': mask, 'layers': tuple(per_layer)}
+    def init_decode_state(self, history: Array, max_len: int) -> dict:
+        """Encodes the history once. Returns {'enc_mask' [B, L] bool, 'layers': tuple per decoder
+        layer of {'cross_k', 'cross_v' [B, L, H, Dh], 'self_k', 'self_v' [B, max_len, H, Dh]
+        (zeros)}}. `max_len` (Python int) = number of decode steps the cache can hold."""
+        cfg = self.cfg
+        enc_out, mask = self.encode(history, train=False)
+        b = history.shape[0]
+        cache_shape = (b, int(max_len), cfg.num_heads, cfg.head_dim)
+        per_layer = []
+        for block in self.decoder_blocks:
+            ck, cv = block.cross_kv(enc_out)
+            per_layer.append({'cross_k': ck, 'cross_v': cv,
+                              'self_k': jnp.zeros(cache_shape, cfg.dtype),
+                              'self_v': jnp.zeros(cache_shape, cfg.dtype)})
+        return {'enc_mask': mask, 'layers': tuple(per_layer)}
 
-  def decode_step(self, state: dict, prev_items: Array, t: Array):
-    """prev_items [B] (BOS at t = 0), t int32 scalar -> (logits [B, N + 1] f32, new state)."""
-    t = jnp.asarray(t, jnp.int32)
-    x = self._embed_items(prev_items[:, None]) + self.dec_pos_embed(self._dec_positions(t))
-    enc_mask = state['enc_mask'][:, None, None, :]
-    new_layers = []
-    for block, cache in zip(self.decoder_blocks, state['layers']):
-      x, cache = block.step(x, cache, enc_mask, t)
-      new_layers.append(cache)
-    logits = self._logits(self.decoder_norm(x))[:, 0]
-    return logits, {'enc_mask': state['enc_mask'], 'layers': tuple(new_layers)}
+    def decode_step(self, state: dict, prev_items: Array, t: Array):
+        """prev_items [B] (BOS at t = 0), t int32 scalar -> (logits [B, N + 1] f32, new state)."""
+        t = jnp.asarray(t, jnp.int32)
+        x = self._embed_items(prev_items[:, None]) + self.dec_pos_embed(self._dec_positions(t))
+        enc_mask = state['enc_mask'][:, None, None, :]
+        new_layers = []
+        for block, cache in zip(self.decoder_blocks, state['layers']):
+            x, cache = block.step(x, cache, enc_mask, t)
+            new_layers.append(cache)
+        logits = self._logits(self.decoder_norm(x))[:, 0]
+        return logits, {'enc_mask': state['enc_mask'], 'layers': tuple(new_layers)}

@@ -7,104 +7,104 @@ import ml_collections
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.model = 'poprec'                  # poprec | transformer | gru
-  c.seed = 0                          # one seed drives init, batches, dropout and sampling
-  c.data_dir = ''                     # prepared dataset folder (python -m data_prep); '' = synthetic
-  c.history_len = -1                  # L: history items fed to the model (-1: dataset's)
-  c.target_len = -1                   # T: items per training target (-1: dataset's)
+    c = ml_collections.ConfigDict()
+    c.model = 'poprec'                  # poprec | transformer | gru
+    c.seed = 0                          # one seed drives init, batches, dropout and sampling
+    c.data_dir = ''                     # prepared dataset folder (python -m data_prep); '' = synthetic
+    c.history_len = -1                  # L: history items fed to the model (-1: dataset's)
+    c.target_len = -1                   # T: items per training target (-1: dataset's)
 
-  # Built-in synthetic dataset (PROTOCOL section 7), used when data_dir is empty.
-  c.synthetic = ml_collections.ConfigDict()
-  c.synthetic.num_users = 2000        # sequences drawn from the oracle
-  c.synthetic.seq_len = 50            # items per sequence
-  c.synthetic.vocab_size = 5000       # oracle tokens (items)
-  c.synthetic.hidden_size = 32        # oracle LSTM width (SeqGAN: 32)
-  c.synthetic.oracle_seed = 0         # oracle parameters ~ N(0, 1) from this seed
-  c.synthetic.data_seed = 0           # sampling of the sequences and the candidates
-  c.synthetic.profile = 'default'     # data_prep profile (cap, K, L, filters)
-  c.synthetic.cache_dir = ''          # where to keep the generated dataset ('' = WORKDIR/data)
+    # Built-in synthetic dataset (PROTOCOL section 7), used when data_dir is empty.
+    c.synthetic = ml_collections.ConfigDict()
+    c.synthetic.num_users = 2000        # sequences drawn from the oracle
+    c.synthetic.seq_len = 50            # items per sequence
+    c.synthetic.vocab_size = 5000       # oracle tokens (items)
+    c.synthetic.hidden_size = 32        # oracle LSTM width (SeqGAN: 32)
+    c.synthetic.oracle_seed = 0         # oracle parameters ~ N(0, 1) from this seed
+    c.synthetic.data_seed = 0           # sampling of the sequences and the candidates
+    c.synthetic.profile = 'default'     # data_prep profile (cap, K, L, filters)
+    c.synthetic.cache_dir = ''          # where to keep the generated dataset ('' = WORKDIR/data)
 
-  # Training (ignored by models that do not train, e.g. PopRec).
-  c.train_steps = 2000                # optimizer steps
-  c.batch_size = 128                  # examples per step, over all devices (paper: 128)
-  c.learning_rate = 1e-3              # Adam peak learning rate (paper: 1e-3)
-  c.warmup_steps = 100                # linear warm-up steps, then constant
-  c.grad_clip = 1.0                   # global-norm clipping (0 = off)
-  c.weight_decay = 0.0                # decoupled weight decay (AdamW) when > 0
-  c.log_every = 50                    # console + metrics.jsonl every N steps
-  c.eval_every = 500                  # validation every N steps (0 = only at the end)
-  c.checkpoint_every = 500            # save the train state every N steps (0 = only at the end)
-  c.keep_checkpoints = 2              # keep the last N periodic checkpoints
-  c.max_eval_users = 0                # evaluate at most N users during training (0 = all)
+    # Training (ignored by models that do not train, e.g. PopRec).
+    c.train_steps = 2000                # optimizer steps
+    c.batch_size = 128                  # examples per step, over all devices (paper: 128)
+    c.learning_rate = 1e-3              # Adam peak learning rate (paper: 1e-3)
+    c.warmup_steps = 100                # linear warm-up steps, then constant
+    c.grad_clip = 1.0                   # global-norm clipping (0 = off)
+    c.weight_decay = 0.0                # decoupled weight decay (AdamW) when > 0
+    c.log_every = 50                    # console + metrics.jsonl every N steps
+    c.eval_every = 500                  # validation every N steps (0 = only at the end)
+    c.checkpoint_every = 500            # save the train state every N steps (0 = only at the end)
+    c.keep_checkpoints = 2              # keep the last N periodic checkpoints
+    c.max_eval_users = 0                # evaluate at most N users during training (0 = all)
 
-  # Evaluation.
-  c.eval_batch_size = 256             # users per evaluation batch
-  c.decode = ml_collections.ConfigDict()
-  c.decode.strategy = 'beam'          # beam | greedy | sample | gumbel | multi_rra | multi_ra
-  c.decode.beam_size = 5              # beams (paper: 5); 1 = greedy
-  c.decode.temperature = 1.0          # for sampling strategies
-  c.decode.num_sequences = 20         # sequences aggregated by multi_rra / multi_ra
-  c.decode.ban_generated = True       # no item twice in a list
+    # Evaluation.
+    c.eval_batch_size = 256             # users per evaluation batch
+    c.decode = ml_collections.ConfigDict()
+    c.decode.strategy = 'beam'          # beam | greedy | sample | gumbel | multi_rra | multi_ra
+    c.decode.beam_size = 5              # beams (paper: 5); 1 = greedy
+    c.decode.temperature = 1.0          # for sampling strategies
+    c.decode.num_sequences = 20         # sequences aggregated by multi_rra / multi_ra
+    c.decode.ban_generated = True       # no item twice in a list
 
-  # Model hyper-parameters (the model picks the ones it knows; embedding size 128 as the paper).
-  c.model_kwargs = ml_collections.ConfigDict()
-  c.model_kwargs.embed_dim = 128      # item embedding size
-  c.model_kwargs.num_layers = 2       # Transformer blocks per stack
-  c.model_kwargs.num_heads = 4        # attention heads
-  c.model_kwargs.mlp_dim = 512        # Transformer feed-forward width
-  c.model_kwargs.hidden_dim = 128     # GRU hidden size
-  c.model_kwargs.dropout_rate = 0.1   # dropout in training
-  c.model_kwargs.tie_output = True    # output layer tied to the item embeddings
+    # Model hyper-parameters (the model picks the ones it knows; embedding size 128 as the paper).
+    c.model_kwargs = ml_collections.ConfigDict()
+    c.model_kwargs.embed_dim = 128      # item embedding size
+    c.model_kwargs.num_layers = 2       # Transformer blocks per stack
+    c.model_kwargs.num_heads = 4        # attention heads
+    c.model_kwargs.mlp_dim = 512        # Transformer feed-forward width
+    c.model_kwargs.hidden_dim = 128     # GRU hidden size
+    c.model_kwargs.dropout_rate = 0.1   # dropout in training
+    c.model_kwargs.tie_output = True    # output layer tied to the item embeddings
 
-  # Scale.
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shard_items = False          # shard item embedding/output tables along the item axis
-  c.compute_dtype = 'float32'         # float32 | bfloat16 (activations; params stay float32)
-  return c
+    # Scale.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shard_items = False          # shard item embedding/output tables along the item axis
+    c.compute_dtype = 'float32'         # float32 | bfloat16 (activations; params stay float32)
+    return c
 
 
 def tiny(c):
-  """Shrinks a config so a run finishes in seconds on a laptop CPU (tests, quick looks)."""
-  c.synthetic.num_users = 200
-  c.synthetic.seq_len = 30
-  c.synthetic.vocab_size = 300
-  c.train_steps = 60
-  c.batch_size = 32
-  c.warmup_steps = 10
-  c.log_every = 10
-  c.eval_every = 30
-  c.checkpoint_every = 30
-  c.eval_batch_size = 64
-  c.model_kwargs.embed_dim = 32
-  c.model_kwargs.num_layers = 1
-  c.model_kwargs.num_heads = 2
-  c.model_kwargs.mlp_dim = 64
-  c.model_kwargs.hidden_dim = 32
-  return c
+    """Shrinks a config so a run finishes in seconds on a laptop CPU (tests, quick looks)."""
+    c.synthetic.num_users = 200
+    c.synthetic.seq_len = 30
+    c.synthetic.vocab_size = 300
+    c.train_steps = 60
+    c.batch_size = 32
+    c.warmup_steps = 10
+    c.log_every = 10
+    c.eval_every = 30
+    c.checkpoint_every = 30
+    c.eval_batch_size = 64
+    c.model_kwargs.embed_dim = 32
+    c.model_kwargs.num_layers = 1
+    c.model_kwargs.num_heads = 2
+    c.model_kwargs.mlp_dim = 64
+    c.model_kwargs.hidden_dim = 32
+    return c
 
 
 def quick(c):
-  """A few minutes on a laptop CPU on the synthetic dataset: the README's first command."""
-  c.train_steps = 1000
-  c.warmup_steps = 50
-  c.log_every = 50
-  c.eval_every = 250
-  c.checkpoint_every = 250
-  c.max_eval_users = 500
-  c.model_kwargs.embed_dim = 64
-  c.model_kwargs.mlp_dim = 256
-  c.model_kwargs.hidden_dim = 64
-  return c
+    """A few minutes on a laptop CPU on the synthetic dataset: the README's first command."""
+    c.train_steps = 1000
+    c.warmup_steps = 50
+    c.log_every = 50
+    c.eval_every = 250
+    c.checkpoint_every = 250
+    c.max_eval_users = 500
+    c.model_kwargs.embed_dim = 64
+    c.model_kwargs.mlp_dim = 256
+    c.model_kwargs.hidden_dim = 64
+    return c
 
 
 VARIANTS = {'tiny': tiny, 'quick': quick}
 
 
 def apply_variant(c, variant: str, file: str):
-  """Applies a named variant ('' = none); an unknown name fails with the known ones."""
-  if not variant:
-    return c
-  if variant not in VARIANTS:
-    raise ValueError(f'unknown variant {variant!r} of {file} (known: {", ".join(sorted(VARIANTS))})')
-  return VARIANTS[variant](c)
+    """Applies a named variant ('' = none); an unknown name fails with the known ones."""
+    if not variant:
+        return c
+    if variant not in VARIANTS:
+        raise ValueError(f'unknown variant {variant!r} of {file} (known: {", ".join(sorted(VARIANTS))})')
+    return VARIANTS[variant](c)

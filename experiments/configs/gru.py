@@ -7,7 +7,7 @@ from experiments.configs import base
 
 
 def get_config(variant=''):
-  c = base.get_config()
-  c.model = 'gru'
-  c.train_steps = 5000
-  return base.apply_variant(c, variant, 'gru.py')
+    c = base.get_config()
+    c.model = 'gru'
+    c.train_steps = 5000
+    return base.apply_variant(c, variant, 'gru.py')

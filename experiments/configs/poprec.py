@@ -6,9 +6,9 @@ from experiments.configs import base
 
 
 def get_config(variant=''):
-  c = base.get_config()
-  c.model = 'poprec'
-  c.train_steps = 0
-  c = base.apply_variant(c, variant, 'poprec.py')
-  c.train_steps = 0
-  return c
+    c = base.get_config()
+    c.model = 'poprec'
+    c.train_steps = 0
+    c = base.apply_variant(c, variant, 'poprec.py')
+    c.train_steps = 0
+    return c

@@ -8,7 +8,7 @@ from experiments.configs import base
 
 
 def get_config(variant=''):
-  c = base.get_config()
-  c.model = 'transformer'
-  c.train_steps = 5000
-  return base.apply_variant(c, variant, 'transformer.py')
+    c = base.get_config()
+    c.model = 'transformer'
+    c.train_steps = 5000
+    return base.apply_variant(c, variant, 'transformer.py')
