@@ -30,6 +30,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.weight_decay >= 0, 'weight_decay', f'must be >= 0, got {c.weight_decay}')
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
+    _check(c.select_by in ('ndcg', 'nll_oracle', 'last'), 'select_by',
+           f"{c.select_by!r} is not one of ('ndcg', 'nll_oracle', 'last')")
     d = c.decode
     _check(d.strategy in STRATEGIES, 'decode.strategy', f'{d.strategy!r} is not one of {STRATEGIES}')
     _check(d.beam_size >= 1, 'decode.beam_size', f'must be >= 1, got {d.beam_size}')

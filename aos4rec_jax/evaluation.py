@@ -105,7 +105,7 @@ class Evaluator:
                 for name in METRIC_NAMES:
                     sums[proto][name] += float(np.asarray(m[name], np.float64)[:real][valid].sum())
             users += int(np.asarray(ms['valid'])[:real].sum())
-            if log and nb >= 10 and (bi + 1) % (nb // 10) == 0:
+            if log and nb >= 10 and (bi + 1) % (nb // 10) == 0 and time.time() - t0 > 5:
                 log(f'  eval {es.name}: batch {bi + 1}/{nb} ({time.time() - t0:.1f}s)')
         K = self.ds.info.k
         summary = {proto: {f'{name}@{K}': (sums[proto][name] / max(users, 1)) for name in METRIC_NAMES}

@@ -157,7 +157,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
 
     ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     latest = ck.latest_step()
-    meta = {'best_ndcg': -1.0, 'best_step': -1}
+    meta = {'best_score': -math.inf, 'best_step': -1}
     if latest is not None:
         state, meta = ck.restore(latest, abstract)
         ck.prune_best_after(latest)
@@ -177,6 +177,9 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
 
     val_set = ds.eval_set('valid', config.max_eval_users)
     oracle_data = datasets.oracle_for(ds) is not None
+    if config.select_by == 'nll_oracle' and not oracle_data:
+        raise config_lib.ConfigError('config.select_by: nll_oracle needs the synthetic dataset '
+                                     '(this dataset has no oracle)')
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
     total = config.train_steps
     acc = None
@@ -227,20 +230,23 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
                 if oracle_data:
                     rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
                 _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
-                improved = ndcg > meta['best_ndcg']
+                # higher is better: NDCG, minus the oracle NLL, or the step itself ('last')
+                score = {'ndcg': ndcg, 'nll_oracle': -rec.get('nll_oracle', math.inf),
+                         'last': float(step)}[config.select_by]
+                improved = score > meta['best_score']
                 log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
                     f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
                     f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
                     + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
                     + (' *best*' if improved else ''))
                 if improved:
-                    meta = {'best_ndcg': float(ndcg), 'best_step': int(step)}
+                    meta = {'best_score': float(score), 'best_step': int(step)}
                     ck.save_best(step, state['params'], meta)
             if do_ckpt:
                 ck.save(step, state, meta)
         ck.wait()
-        log(f'training done in {_fmt_time(time.time() - t_start)}; best valid ndcg@{info.k} '
-            f'{meta["best_ndcg"]:.4f} at step {meta["best_step"]}')
+        log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
+            f'step {meta["best_step"]} (best validation by {config.select_by})')
         if ck.best_step() is not None:
             params, _ = ck.restore_best(abstract['params'])
         else:

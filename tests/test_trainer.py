@@ -56,6 +56,10 @@ def test_config_validation_names_the_field():
     with pytest.raises(config_lib.ConfigError, match='decode.beam_size'):
         config_lib.validate(c)
     c = poprec_cfg.get_config('tiny')
+    c.select_by = 'luck'
+    with pytest.raises(config_lib.ConfigError, match='select_by'):
+        config_lib.validate(c)
+    c = poprec_cfg.get_config('tiny')
     c.model = 'nope'
     with pytest.raises(config_lib.ConfigError, match='config.model'):
         config_lib.validate(c)
