@@ -1,7 +1,7 @@
 """Evaluate a finished run again with another decoder, without touching its own results.
 
   python -m aos4rec_jax.evaluate --workdir DIR --tag greedy --strategy greedy [--beam 1]
-      [--temperature T] [--num-sequences N] [--splits valid,test]
+      [--temperature T] [--num-sequences N] [--splits valid,test] [--params best|last]
 
 Writes DIR/metrics/{split}_{tag}.json (same format as metrics/test.json) and
 DIR/predictions/test_{tag}.parquet.
@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument('--temperature', type=float, default=None)
     ap.add_argument('--num-sequences', type=int, default=None)
     ap.add_argument('--splits', default='valid,test')
+    ap.add_argument('--params', choices=('best', 'last'), default='best',
+                    help='best validation parameters (default) or the latest checkpoint\'s')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args(argv)
     if not re.fullmatch(r'[A-Za-z0-9_.-]+', a.tag):
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     try:
         config, ds, model, params, gen = trainer.load_run(
             a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature,
-                            num_sequences=a.num_sequences))
+                            num_sequences=a.num_sequences), which=a.params)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

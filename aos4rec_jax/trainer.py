@@ -38,6 +38,10 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
                      'max_eval_users', 'eval_batch_size', 'decode')
 
 
+# Config fields added after runs were already written; older config.json files get these values.
+FIELDS_ADDED_LATER = {'select_by': 'ndcg'}
+
+
 class RunError(ValueError):
     """The workdir or the data cannot be used for this run; the message says why."""
 
@@ -68,6 +72,7 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         return
     with open(path) as f:
         old = json.load(f)
+    old = {**FIELDS_ADDED_LATER, **old}
     a, b = _flatten(old), _flatten(cfg)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not k.split('.')[0] in RESUMABLE_CHANGES)
@@ -353,10 +358,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ finished runs
-def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None):
+def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None,
+             which: str = 'best'):
     """(config, dataset, model or None, params, generate_fn) of a run folder written by main.py.
 
-    Parameters are the best validation ones (else the latest checkpoint's). `decode_overrides`
+    Parameters are the best validation ones (else the latest checkpoint's; which='last': the
+    latest checkpoint's). `decode_overrides`
     replace fields of config.decode (e.g. {'strategy': 'greedy'}); `k` changes the list length.
     """
     import dataclasses
@@ -368,6 +375,9 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
         config = ml_collections.ConfigDict(json.load(f))
     with open(ds_path) as f:
         data_dir = json.load(f)['data_dir']
+    for key, v in FIELDS_ADDED_LATER.items():      # runs written before these fields existed
+        if key not in config:
+            config[key] = v
     for key, v in (decode_overrides or {}).items():
         if v is not None:
             config.decode[key] = v
@@ -380,5 +390,5 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
         params = poprec.fit(ds)
     else:
         abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
-        params = ckpt_lib.restore_params_only(workdir, abstract)
+        params = ckpt_lib.restore_params_only(workdir, abstract, which)
     return config, ds, model, params, generate_fn
