@@ -9,13 +9,11 @@ DIR/predictions/test_{tag}.parquet.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 
 import jax
 
-from aos4rec_jax import datasets
 from aos4rec_jax import evaluation
 from aos4rec_jax import trainer
 
@@ -43,25 +41,15 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    splits = a.splits.split(',')
+    if not set(splits) <= {'valid', 'test'}:
+        print(f"error: --splits takes 'valid', 'test' or both, got {a.splits!r}", file=sys.stderr)
+        return 2
     ev = evaluation.Evaluator(gen, ds, config.eval_batch_size)
-    oracle = datasets.oracle_for(ds)
-    for split in a.splits.split(','):
-        es = ds.eval_set(split)
-        summ, sampled, full = ev(params, es, jax.random.PRNGKey(a.seed), log=trainer.log)
-        summ['decode'] = config.decode.to_dict() if model is not None else 'top-k scores'
-        summ['ban_history'] = ds.info.ban_history
-        if oracle is not None:
-            summ['nll_oracle'] = {'sampled': datasets.oracle_nll(ds, es, sampled),
-                                  'full': datasets.oracle_nll(ds, es, full),
-                                  'target': datasets.oracle_nll(ds, es, es.target)}
-        evaluation.write_json(os.path.join(a.workdir, 'metrics', f'{split}_{a.tag}.json'), summ)
-        if split == 'test':
-            evaluation.write_predictions(os.path.join(a.workdir, 'predictions', f'test_{a.tag}.parquet'),
-                                         ds, es, sampled, full)
-        K = ds.info.k
-        trainer.log(f'{split} [{a.tag}]: ' + ' '.join(
-            f'{p}/{m}@{K}={summ[p][f"{m}@{K}"]:.4f}' for p in ('sampled', 'full')
-            for m in ('prec', 'ndcg', 'bleu')))
+    for split in splits:
+        trainer.evaluate_split(ev, params, ds, split, jax.random.PRNGKey(a.seed), a.workdir,
+                               decode=config.decode.to_dict() if model is not None else 'top-k scores',
+                               tag=a.tag)
     return 0
 
 

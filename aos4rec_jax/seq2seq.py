@@ -6,7 +6,6 @@ Ties a model of `aos4rec_jax.models` (the model contract in docs/DESIGN.md) to t
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -11,13 +11,10 @@ Workdir layout:
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -330,31 +327,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
         params = train(config, workdir, ds, model, mesh, evaluator)
 
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
-    results = {}
-    oracle = datasets.oracle_for(ds)
-    for split in ('valid', 'test'):
-        es = ds.eval_set(split)
-        t0 = time.time()
-        summ, sampled, full = evaluator(params, es, eval_rng, log=log)
-        summ['decode'] = config.decode.to_dict() if model is not None else 'top-k scores'
-        summ['ban_history'] = info.ban_history
-        if oracle is not None:
-            summ['nll_oracle'] = {'sampled': datasets.oracle_nll(ds, es, sampled),
-                                  'full': datasets.oracle_nll(ds, es, full),
-                                  'target': datasets.oracle_nll(ds, es, es.target)}
-        results[split] = summ
-        if jax.process_index() == 0:
-            evaluation.write_json(os.path.join(workdir, 'metrics', f'{split}.json'), summ)
-            if split == 'test':
-                evaluation.write_predictions(os.path.join(workdir, 'predictions', 'test.parquet'), ds, es,
-                                             sampled, full)
-        K = info.k
-        log(f'{split}: ' + ' '.join(f'{p}/{m}@{K}={summ[p][f"{m}@{K}"]:.4f}'
-                                    for p in ('sampled', 'full') for m in ('prec', 'ndcg', 'bleu'))
-            + f' ({summ["users"]} users, {time.time() - t0:.1f}s)')
+    results = {split: evaluate_split(evaluator, params, ds, split, eval_rng, workdir,
+                                     decode=config.decode.to_dict() if model is not None else 'top-k scores')
+               for split in ('valid', 'test')}
     if jax.process_index() == 0:
         _plot(workdir)
     return results
+
+
+def evaluate_split(evaluator, params, ds, split: str, rng, workdir: str, decode, tag: str = '') -> dict:
+    """Evaluates one split and writes metrics/{split}[_{tag}].json (and the test predictions).
+
+    The summary also records the decoder, whether history items were banned, and on synthetic
+    data NLL_oracle of the lists and of the true continuations.
+    """
+    es = ds.eval_set(split)
+    t0 = time.time()
+    summ, sampled, full = evaluator(params, es, rng, log=log)
+    summ['decode'] = decode
+    summ['ban_history'] = ds.info.ban_history
+    if datasets.oracle_for(ds) is not None:
+        summ['nll_oracle'] = {'sampled': datasets.oracle_nll(ds, es, sampled),
+                              'full': datasets.oracle_nll(ds, es, full),
+                              'target': datasets.oracle_nll(ds, es, es.target)}
+    suffix = f'_{tag}' if tag else ''
+    if jax.process_index() == 0:
+        evaluation.write_json(os.path.join(workdir, 'metrics', f'{split}{suffix}.json'), summ)
+        if split == 'test':
+            evaluation.write_predictions(os.path.join(workdir, 'predictions', f'test{suffix}.parquet'),
+                                         ds, es, sampled, full)
+    K = ds.info.k
+    log(f'{split}{f" [{tag}]" if tag else ""}: ' + ' '.join(
+        f'{p}/{m}@{K}={summ[p][f"{m}@{K}"]:.4f}' for p in ('sampled', 'full') for m in ('prec', 'ndcg', 'bleu'))
+        + f' ({summ["users"]} users, {time.time() - t0:.1f}s)')
+    return summ
 
 
 # ------------------------------------------------------------------------------ finished runs

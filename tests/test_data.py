@@ -74,7 +74,6 @@ def test_sampler_exact_window_and_determinism():
 
 def test_eval_set_history_and_target():
     ds = make_ds(L=4, T=3)
-    p = ds.prepared
     es = ds.eval_set('test')
     # user 0: items 1..10; n_train 6, valid 2, test 2 -> test history = items[4:8] = 5..8,
     # target = first min(T=3, h=2) test items = 9, 10 (padded)

@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from aos4rec_jax import config as config_lib

@@ -54,7 +54,7 @@ class GRUConfig:
         return layers.num_embedding_rows(self.num_items)
 
 
-class GRURec(nn.Module):
+class GRURec(layers.ItemTable, nn.Module):
     """Seq2seq attentive GRU recommender; see the module docstring and docs/DESIGN.md."""
     cfg: GRUConfig
 
@@ -76,14 +76,6 @@ class GRURec(nn.Module):
                                                        name='output_proj')
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _embed_items(self, ids: Array) -> Array:
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def _logits(self, x: Array) -> Array:
-        if self.cfg.tie_output:
-            return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
-        return self.output_proj(x)
-
     def encode(self, history: Array, train: bool = False):
         """history [B, L] -> (values [B, L, 2H], attention keys [B, L, H], mask [B, L], h0 [B, H])."""
         cfg = self.cfg

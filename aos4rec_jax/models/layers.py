@@ -227,3 +227,16 @@ class FusedGRU(nn.Module):
         ms = None if mask is None else jnp.swapaxes(mask, 0, 1)      # [T, B, D]
         h_final, ys = jax.lax.scan(body, h0, (xs, ms))
         return jnp.swapaxes(ys, 0, 1), h_final
+
+
+class ItemTable:
+    """Mixin of the seq2seq models: item lookups in `self.item_embed` and the output logits
+    (tied to that table, or `self.output_proj` when `cfg.tie_output` is False)."""
+
+    def _embed_items(self, ids):
+        return lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+
+    def _logits(self, x):
+        if self.cfg.tie_output:
+            return tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
+        return self.output_proj(x)

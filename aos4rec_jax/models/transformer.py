@@ -171,7 +171,7 @@ class DecoderBlock(nn.Module):
         return x, new_cache
 
 
-class TransformerRec(nn.Module):
+class TransformerRec(layers.ItemTable, nn.Module):
     """Seq2seq Transformer recommender; see the module docstring and docs/DESIGN.md."""
     cfg: TransformerConfig
 
@@ -192,14 +192,6 @@ class TransformerRec(nn.Module):
                                                        name='output_proj')
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _embed_items(self, ids: Array) -> Array:
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def _logits(self, x: Array) -> Array:
-        if self.cfg.tie_output:
-            return layers.tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
-        return self.output_proj(x)
-
     def encode(self, history: Array, train: bool = False):
         """history [B, L] -> (encoder output [B, L, D], mask [B, L] bool)."""
         cfg = self.cfg
