@@ -8,6 +8,7 @@ It is generated once into a cache folder keyed by its settings and reused.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ def make_synthetic(sc, out_dir: str, log=print) -> str:
                                                'oracle': dict(cfg.__dict__)})
     data_prep.write_dataset(prepared, out_dir, overwrite=True)
     synthetic.save_oracle(params, cfg, os.path.join(out_dir, ORACLE_FILE))
+    _load_oracle.cache_clear()          # a cached oracle at this path is now stale
     log(f'synthetic dataset: {prepared.stats["users"]} users, {prepared.stats["items"]} items, '
         f'{prepared.stats["interactions"]} interactions -> {out_dir}')
     return out_dir
@@ -70,8 +72,14 @@ def oracle_for(ds: data_lib.Dataset):
     """(params, cfg) of the oracle that generated `ds`, or None for real data."""
     path = os.path.join(ds.data_dir, ORACLE_FILE)
     if ds.data_dir and os.path.exists(path + '.npz'):
-        return synthetic.load_oracle(path)
+        return _load_oracle(os.path.abspath(path))
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_oracle(path: str):
+    """Read once per process: every validation and every split asks for it again."""
+    return synthetic.load_oracle(path)
 
 
 def oracle_nll(ds: data_lib.Dataset, es: data_lib.EvalSet, lists: np.ndarray) -> float:

@@ -26,7 +26,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class GRUConfig:
+class GRUConfig(layers.ItemVocabulary):
     """Hyper-parameters of `GRURec` (frozen, hashable: usable as a jit static)."""
     num_items: int                 # N; items are 1..N, BOS = N + 1
     embed_dim: int = 128           # item embedding size (paper: 128)
@@ -39,19 +39,6 @@ class GRUConfig:
         object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
         if self.num_items < 1:
             raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-
-    @property
-    def bos_id(self) -> int:
-        return self.num_items + 1
-
-    @property
-    def vocab_size(self) -> int:
-        """Size of the logits' last axis: N + 1 (index 0 = padding)."""
-        return self.num_items + 1
-
-    @property
-    def num_embeddings(self) -> int:
-        return layers.num_embedding_rows(self.num_items)
 
 
 class GRURec(layers.ItemTable, nn.Module):

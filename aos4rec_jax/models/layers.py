@@ -240,3 +240,20 @@ class ItemTable:
         if self.cfg.tie_output:
             return tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
         return self.output_proj(x)
+
+
+class ItemVocabulary:
+    """Mixin of the model configs: the ids and table sizes that follow from `num_items` (N)."""
+
+    @property
+    def bos_id(self) -> int:
+        return self.num_items + 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits' last axis: N + 1 (index 0 = padding)."""
+        return self.num_items + 1
+
+    @property
+    def num_embeddings(self) -> int:
+        return num_embedding_rows(self.num_items)

@@ -28,7 +28,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(layers.ItemVocabulary):
     """Hyper-parameters of `TransformerRec` (frozen, hashable: usable as a jit static)."""
     num_items: int                                 # N; items are 1..N, BOS = N + 1
     embed_dim: int = 128                           # model width (paper: embedding size 128)
@@ -49,19 +49,6 @@ class TransformerConfig:
         if self.embed_dim % self.num_heads:
             raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
                              f'num_heads={self.num_heads}')
-
-    @property
-    def bos_id(self) -> int:
-        return self.num_items + 1
-
-    @property
-    def vocab_size(self) -> int:
-        """Size of the logits' last axis: N + 1 (index 0 = padding)."""
-        return self.num_items + 1
-
-    @property
-    def num_embeddings(self) -> int:
-        return layers.num_embedding_rows(self.num_items)
 
     @property
     def head_dim(self) -> int:
