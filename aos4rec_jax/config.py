@@ -6,6 +6,39 @@ import ml_collections
 MODELS = ('poprec', 'transformer', 'gru')
 STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra')
 DTYPES = ('float32', 'bfloat16')
+LIPSCHITZ = ('gp', 'clip', 'none')
+
+
+def aos4rec_defaults() -> dict:
+    """The `config.aos4rec` block (paper Sec. 4; aos4rec_jax/ssrgan.py), off by default.
+
+    Schedule: `train_steps` seq2seq steps (MLE, or oracular learning with `oracle`), then, with
+    `adversarial`: `critic_pretrain_steps` critic updates, then `gan_steps` SSRGAN rounds.
+    """
+    return {
+        'oracle': False,                   # Sec. 4.1 oracular learning in the seq2seq phase
+        'beam_size': 5,                    # b: beam candidates for the oracle (paper: 5)
+        'mu': 12.0,                        # p = mu / (mu + exp(epoch / mu)) (paper: 12)
+        'adversarial': False,              # Sec. 4.2 SSRGAN after the seq2seq phase
+        'init_from': '',                   # a finished run's workdir: its kept generator
+                                           # parameters start the SSRGAN phase (train_steps=0)
+        'critic_pretrain_steps': 200,      # critic updates against the fixed generator
+        'gan_steps': 500,                  # SSRGAN rounds (g_steps + d_steps updates each)
+        'g_steps': 1,                      # generator updates per round (paper: 1)
+        'd_steps': 5,                      # critic updates per round (paper: 5)
+        'num_next': 3,                     # c: sampled successors per step in Eq. 8 (paper: 3)
+        'gamma': 1.0,                      # discount in the advantage of Eq. 4 (paper: 1)
+        'td_weight': 1.0,                  # weight of the TD(0) loss (Eq. 8) in the critic loss
+        'temperature': 1.0,                # Gumbel-max sampling temperature of generated lists
+        'g_learning_rate': 1e-4,           # generator Adam learning rate in the SSRGAN phase
+        'd_learning_rate': 1e-4,           # critic Adam learning rate (b1 0.5, b2 0.9)
+        'lipschitz': 'gp',                 # critic constraint: gp (gradient penalty on the
+                                           # embedded inputs) | clip (weights) | none; critic.py
+        'gp_weight': 10.0,                 # lambda of the gradient penalty
+        'clip_value': 0.01,                # weight clipping bound (lipschitz=clip)
+        'critic_dropout': 0.0,             # dropout inside the critic
+        'gan_mle_weight': 0.0,             # MLE loss mixed into generator updates (paper: none)
+    }
 
 
 class ConfigError(ValueError):
@@ -48,3 +81,22 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(m.embed_dim % m.num_heads == 0, 'model_kwargs.num_heads',
            f'embed_dim {m.embed_dim} is not divisible by num_heads {m.num_heads}')
     _check(0 <= m.dropout_rate < 1, 'model_kwargs.dropout_rate', f'must be in [0, 1), got {m.dropout_rate}')
+    a = c.aos4rec
+    for f in ('beam_size', 'g_steps', 'd_steps', 'num_next'):
+        _check(int(a[f]) >= 1, f'aos4rec.{f}', f'must be >= 1, got {a[f]}')
+    for f in ('critic_pretrain_steps', 'gan_steps'):
+        _check(int(a[f]) >= 0, f'aos4rec.{f}', f'must be >= 0, got {a[f]}')
+    for f in ('mu', 'temperature', 'g_learning_rate', 'd_learning_rate', 'clip_value'):
+        _check(a[f] > 0, f'aos4rec.{f}', f'must be > 0, got {a[f]}')
+    for f in ('gamma', 'td_weight', 'gp_weight', 'gan_mle_weight'):
+        _check(a[f] >= 0, f'aos4rec.{f}', f'must be >= 0, got {a[f]}')
+    _check(0 <= a.critic_dropout < 1, 'aos4rec.critic_dropout', f'must be in [0, 1), got {a.critic_dropout}')
+    _check(a.lipschitz in LIPSCHITZ, 'aos4rec.lipschitz', f'{a.lipschitz!r} is not one of {LIPSCHITZ}')
+    if c.model == 'poprec':
+        _check(not (a.oracle or a.adversarial), 'aos4rec', 'oracle / adversarial training needs a '
+               'seq2seq model (transformer or gru), not poprec')
+    if a.init_from:
+        _check(a.adversarial, 'aos4rec.init_from', 'only the SSRGAN phase starts from another run; '
+               'set aos4rec.adversarial=True')
+        _check(int(c.train_steps) == 0, 'aos4rec.init_from',
+               f'the generator comes from {a.init_from}; set train_steps=0 (got {c.train_steps})')

@@ -22,11 +22,13 @@ import numpy as np
 
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
+from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import datasets
 from aos4rec_jax import evaluation
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
+from aos4rec_jax import ssrgan
 from aos4rec_jax.baselines import poprec
 
 # Config fields that may change between a run and its resumption (they do not change the result
@@ -36,7 +38,7 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
 
 
 # Config fields added after runs were already written; older config.json files get these values.
-FIELDS_ADDED_LATER = {'select_by': 'ndcg'}
+FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults()}
 
 
 class RunError(ValueError):
@@ -71,8 +73,12 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         old = json.load(f)
     old = {**FIELDS_ADDED_LATER, **old}
     a, b = _flatten(old), _flatten(cfg)
-    diff = sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and not k.split('.')[0] in RESUMABLE_CHANGES)
+    resumable = set(RESUMABLE_CHANGES)
+    if cfg.get('aos4rec', {}).get('adversarial'):
+        # the phases follow train_steps: only the last one (SSRGAN rounds) may be extended
+        resumable = (resumable - {'train_steps'}) | {'aos4rec.gan_steps'}
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and k.split('.')[0] not in resumable and k not in resumable)
     if diff:
         details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
         raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
@@ -105,37 +111,22 @@ def _fmt_time(s: float) -> str:
 
 
 # ------------------------------------------------------------------------------ training
-def make_train_step(model, tx, info, batch_size: int, bsharding):
-    """The pure MLE train step: sample a batch on device, one optimizer update."""
-    L, T, bos = info.history_len, info.target_len, info.bos_id
-
-    def train_step(state, data):
-        key = jax.random.fold_in(state['rng'], state['step'])
-        k_batch, k_drop = jax.random.split(key)
-        batch = data_lib.sample_windows(data, k_batch, batch_size, L, T)
-        batch = jax.lax.with_sharding_constraint(batch, bsharding)
-        dec_in = seq2seq.decoder_inputs(batch.target, bos)
-
-        def loss_fn(p):
-            s, n = seq2seq.mle_loss(p, model, batch.history, batch.target, dec_in, k_drop, train=True)
-            return s / jnp.maximum(n, 1.0), (s, n)
-
-        (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-        updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-        params = jax.tree_util.tree_map(lambda p, u: p + u, state['params'], updates)
-        new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state, rng=state['rng'])
-        gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
-        return new_state, dict(loss_sum=s, tokens=n, grad_norm=gnorm)
-
-    return train_step
+make_train_step = ssrgan.make_mle_step      # the MLE step (benchmarks and tests use it by this name)
 
 
-def create_train_state(config, model, tx, info, mesh):
-    """(jitted init producing a sharded state, abstract state with shardings)."""
+def create_train_state(config, model, tx, info, mesh, critic=None, critic_tx=None):
+    """(jitted init producing a sharded state, abstract state with shardings, rng).
+
+    With a critic the state also holds `critic` and `critic_opt_state` (ssrgan.py).
+    """
     def init(rng):
         p_rng, s_rng = jax.random.split(rng)
         params = seq2seq.init_params(model, info, p_rng)
-        return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
+        state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
+        if critic is not None:
+            cp = critic_lib.init_critic(critic, info, jax.random.fold_in(p_rng, 1))
+            state.update(critic=cp, critic_opt_state=critic_tx.init(cp))
+        return state
 
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(init, rng)
@@ -146,16 +137,65 @@ def create_train_state(config, model, tx, info, mesh):
     return init_fn, abstract, shardings, rng
 
 
+def _load_init_from(config, ds, abstract_params):
+    """The kept generator parameters of the run in config.aos4rec.init_from (checked to match)."""
+    src = config.aos4rec.init_from
+    cfg_path, ds_path = os.path.join(src, 'config.json'), os.path.join(src, 'dataset.json')
+    if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
+        raise RunError(f'config.aos4rec.init_from: {src} is not a run folder of main.py '
+                       '(no config.json/dataset.json)')
+    with open(cfg_path) as f:
+        other = json.load(f)
+    with open(ds_path) as f:
+        other_dir = json.load(f)['data_dir']
+    mine = config.to_dict()
+    diff = [k for k in ('model', 'model_kwargs', 'history_len', 'target_len', 'compute_dtype')
+            if other.get(k) != mine.get(k)]
+    if not mine['data_dir'] and not other.get('data_dir'):       # both synthetic: same oracle data?
+        if {k: v for k, v in other.get('synthetic', {}).items() if k != 'cache_dir'} != \
+                {k: v for k, v in mine['synthetic'].items() if k != 'cache_dir'}:
+            diff.append('synthetic')
+    elif os.path.abspath(other_dir) != os.path.abspath(ds.data_dir):
+        diff.append(f'data ({other_dir} vs {ds.data_dir})')
+    if diff:
+        raise RunError(f'config.aos4rec.init_from: {src} differs from this run in {", ".join(diff)}')
+    params = ckpt_lib.restore_params_only(src, abstract_params, 'best')
+    shardings = jax.tree_util.tree_map(lambda a: a.sharding, abstract_params)
+    return jax.device_put(params, shardings)
+
+
+def _mean_metrics(m: dict, n: int, phase: str) -> dict:
+    """Step metrics summed over n steps -> the logged values."""
+    if phase == 'seq2seq':
+        out = dict(loss=float(m['loss_sum'] / max(m['tokens'], 1.0)),
+                   grad_norm=float(m['grad_norm'] / max(n, 1)))
+        if 'p' in m:
+            out['p'] = float(m['p'] / max(n, 1))
+        return out
+    return {k: float(v / max(n, 1)) for k, v in m.items()}
+
+
 def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
-    """Runs (or resumes) MLE training. Returns the parameters to evaluate (best on validation)."""
+    """Runs (or resumes) the training schedule (ssrgan.py). Returns the parameters to evaluate."""
     info = ds.info
-    tx = seq2seq.make_optimizer(config)
+    a = config.aos4rec
+    P, C, G = ssrgan.schedule(config)
+    total = P + C + G
+    adversarial = bool(a.adversarial)
     shard_lib.check_batch_size(config.batch_size, mesh)
-    init_fn, abstract, shardings, rng = create_train_state(config, model, tx, info, mesh)
+    critic = critic_lib.build_critic(config, info) if adversarial else None
+    steps = ssrgan.Steps(config, model, critic, info, config.batch_size, shard_lib.batch_sharding(mesh))
+    init_fn, abstract, shardings, rng = create_train_state(config, model, steps.mle_tx, info, mesh,
+                                                           critic, steps.d_tx)
     repl = shard_lib.replicated(mesh)
     data = ds.device_data(repl)
-    step_fn = jax.jit(make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),
-                      in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
+
+    def jit_step(f):
+        return jax.jit(f, in_shardings=(shardings, repl), out_shardings=(shardings, repl),
+                       donate_argnums=0)
+    step_fns = {'seq2seq': jit_step(steps.seq2seq_step)}
+    if adversarial:
+        step_fns.update(critic=jit_step(steps.critic_step), gan=jit_step(steps.gan_round))
 
     ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     latest = ck.latest_step()
@@ -175,7 +215,14 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         _truncate_jsonl(os.path.join(mdir, 'valid_history.jsonl'), start)
     log(f'model {config.model}: {n_params:,} parameters; {info.num_windows:,} training windows '
         f'(1 epoch = {info.num_windows / config.batch_size:.1f} steps); {mesh.devices.size} device(s) '
-        f'{jax.devices()[0].platform}; steps {start} -> {config.train_steps}')
+        f'{jax.devices()[0].platform}; steps {start} -> {total}')
+    if a.oracle or adversarial:
+        n_crit = 0 if critic is None else sum(
+            int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['critic']))
+        log(f'schedule: {P} seq2seq steps ({"oracular, b=%d mu=%g" % (a.beam_size, a.mu) if a.oracle else "MLE"})'
+            + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
+               f'{a.d_steps}, c={a.num_next}, critic {n_crit:,} parameters, lipschitz={a.lipschitz})'
+               if adversarial else ''))
 
     val_set = ds.eval_set('valid', config.max_eval_users)
     oracle_data = datasets.oracle_for(ds) is not None
@@ -183,73 +230,113 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         raise config_lib.ConfigError('config.select_by: nll_oracle needs the synthetic dataset '
                                      '(this dataset has no oracle)')
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
-    total = config.train_steps
-    acc = None
+    acc, acc_n = None, 0
     t_last, s_last, t_start = time.time(), start, time.time()
 
-    def flush(step):
+    def flush(step, phase):
         """Fetches the accumulated step metrics; raises if they are not finite."""
-        nonlocal acc, t_last, s_last
+        nonlocal acc, acc_n, t_last, s_last
         if acc is None:
             return
-        m = jax.device_get(acc)
-        acc = None
-        loss = float(m['loss_sum'] / max(m['tokens'], 1.0))
-        gn = float(m['grad_norm'] / max(step - s_last, 1))
-        if not (math.isfinite(loss) and math.isfinite(gn)):
+        m = _mean_metrics(jax.device_get(acc), acc_n, phase)
+        acc, acc_n = None, 0
+        bad = {k: v for k, v in m.items() if not math.isfinite(v)}
+        if bad:
             good = ck.latest_step()
             raise TrainingDivergedError(
-                f'training diverged: loss={loss} grad_norm={gn} between steps {s_last} and {step}; '
+                f'training diverged in the {phase} phase: {bad} between steps {s_last} and {step}; '
                 f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
-                'saved). Lower config.learning_rate or raise config.warmup_steps and rerun.')
+                'saved). Lower the learning rate (config.learning_rate, aos4rec.g_learning_rate, '
+                'aos4rec.d_learning_rate) or raise config.warmup_steps and rerun.')
         now = time.time()
         sps = (step - s_last) / max(now - t_last, 1e-9)
         eta = (total - step) / max(sps, 1e-9)
-        log(f'step {step}/{total} loss {loss:.4f} gnorm {gn:.3f} | {sps:.2f} steps/s '
-            f'{sps * config.batch_size:.0f} ex/s | ETA {_fmt_time(eta)}')
-        _append_jsonl(os.path.join(mdir, 'train.jsonl'),
-                      dict(step=step, loss=loss, grad_norm=gn, steps_per_s=sps,
-                           examples_per_s=sps * config.batch_size, epoch=step * config.batch_size / info.num_windows))
+        if phase == 'seq2seq':
+            shown = f'loss {m["loss"]:.4f} gnorm {m["grad_norm"]:.3f}' + (f' p {m["p"]:.3f}' if 'p' in m else '')
+        else:
+            keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll')
+            shown = ' '.join(f'{k} {m[k]:.4f}' for k in keys if k in m)
+        log(f'[{phase}] step {step}/{total} {shown} | {sps:.2f} steps/s | ETA {_fmt_time(eta)}')
+        rec = dict(step=step, phase=phase, **m, steps_per_s=sps)
+        if phase == 'seq2seq':
+            rec.update(examples_per_s=sps * config.batch_size,
+                       epoch=step * config.batch_size / info.num_windows)
+        _append_jsonl(os.path.join(mdir, 'train.jsonl'), rec)
         t_last, s_last = now, step
+
+    def validate(step, state):
+        nonlocal meta
+        t0 = time.time()
+        summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
+        ndcg = summ['sampled'][f'ndcg@{info.k}']
+        rec = dict(step=step, phase=ssrgan.phase_of(step - 1, config),
+                   **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
+                   **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
+        if oracle_data:
+            rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
+        _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
+        # higher is better: NDCG, minus the oracle NLL, or the step itself ('last')
+        score = {'ndcg': ndcg, 'nll_oracle': -rec.get('nll_oracle', math.inf),
+                 'last': float(step)}[config.select_by]
+        improved = score > meta['best_score']
+        log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
+            f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
+            f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
+            + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
+            + (' *best*' if improved else ''))
+        if improved:
+            meta = dict(meta, best_score=float(score), best_step=int(step))
+            ck.save_best(step, state['params'], meta)
+
+    def enter_ssrgan(state):
+        """The generator that starts the SSRGAN phase: this run's kept seq2seq parameters, or
+        init_from's; a fresh generator optimizer state; model selection starts again."""
+        nonlocal meta
+        if P > 0 and ck.best_step() is not None:
+            params, _ = ck.restore_best(abstract['params'])
+            src = f'this run, step {ck.best_step()} (best validation {config.select_by})'
+        elif a.init_from:
+            params = _load_init_from(config, ds, abstract['params'])
+            src = f'{a.init_from} (its kept parameters)'
+        else:
+            params = state['params']
+            src = 'this run, step %d%s' % (P, ' (untrained: no train_steps, no init_from)' if P == 0 else '')
+        opt_state = jax.jit(steps.g_tx.init, out_shardings=shardings['opt_state'])(params)
+        meta = {'best_score': -math.inf, 'best_step': -1, 'ssrgan_from': src,
+                'seq2seq_best': {k: meta.get(k) for k in ('best_score', 'best_step')}}
+        log(f'SSRGAN phase: generator copied from {src}; critic pretraining for {C} steps')
+        return dict(state, params=params, opt_state=opt_state)
 
     step = start
     try:
+        if adversarial and step == P and 'ssrgan_from' not in meta:
+            state = enter_ssrgan(state)
+            ck.save(step, state, meta)
         while step < total:
-            state, m = step_fn(state, data)
+            phase = ssrgan.phase_of(step, config)
+            state, m = step_fns[phase](state, data)
             step += 1
             acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
+            acc_n += 1
             last = step == total
-            do_eval = (config.eval_every and step % config.eval_every == 0) or last
+            boundary = ssrgan.phase_of(step, config) != phase or last
+            do_eval = phase != 'critic' and (
+                (config.eval_every and step % config.eval_every == 0) or boundary)
             do_ckpt = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
-            if step % config.log_every == 0 or do_eval or do_ckpt:
-                flush(step)
+            if step % config.log_every == 0 or do_eval or do_ckpt or boundary:
+                flush(step, phase)
             if do_eval:
-                t0 = time.time()
-                summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
-                ndcg = summ['sampled'][f'ndcg@{info.k}']
-                rec = dict(step=step, **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
-                           **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
-                if oracle_data:
-                    rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
-                _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
-                # higher is better: NDCG, minus the oracle NLL, or the step itself ('last')
-                score = {'ndcg': ndcg, 'nll_oracle': -rec.get('nll_oracle', math.inf),
-                         'last': float(step)}[config.select_by]
-                improved = score > meta['best_score']
-                log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
-                    f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
-                    f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
-                    + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
-                    + (' *best*' if improved else ''))
-                if improved:
-                    meta = {'best_score': float(score), 'best_step': int(step)}
-                    ck.save_best(step, state['params'], meta)
+                validate(step, state)
+            if adversarial and step == P and not last:
+                state = enter_ssrgan(state)
+                do_ckpt = True
             if do_ckpt:
                 ck.save(step, state, meta)
         ck.wait()
         log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
-            f'step {meta["best_step"]} (best validation by {config.select_by})')
-        if ck.best_step() is not None:
+            f'step {meta["best_step"]} (best validation by {config.select_by}'
+            + (', SSRGAN phase' if adversarial else '') + ')')
+        if ck.best_step() is not None and meta['best_step'] >= 0:
             params, _ = ck.restore_best(abstract['params'])
         else:
             params = state['params']
@@ -277,15 +364,24 @@ def _plot(workdir: str) -> None:
     tr, va = read('train.jsonl'), read('valid_history.jsonl')
     if not tr:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot([r['step'] for r in tr], [r['loss'] for r in tr])
-    axes[0].set(xlabel='step', ylabel='train loss (token NLL)', title='training loss')
+    s2s = [r for r in tr if 'loss' in r]
+    adv = [r for r in tr if r.get('phase') in ('critic', 'gan')]
+    fig, axes = plt.subplots(1, 3 if adv else 2, figsize=(15 if adv else 10, 3.8))
+    axes[0].plot([r['step'] for r in s2s], [r['loss'] for r in s2s])
+    axes[0].set(xlabel='step', ylabel='train loss (token NLL)', title='seq2seq training loss')
     if va:
         keys = [k for k in va[0] if k.startswith('sampled/')]
         for k in keys:
             axes[1].plot([r['step'] for r in va], [r[k] for r in va], marker='o', label=k)
         axes[1].legend(fontsize=7)
     axes[1].set(xlabel='step', title='validation (sampled protocol)')
+    if adv:
+        for k in ('wasserstein', 'td_loss', 'advantage'):
+            pts = [(r['step'], r[k]) for r in adv if k in r]
+            if pts:
+                axes[2].plot(*zip(*pts), label=k)
+        axes[2].legend(fontsize=7)
+        axes[2].set(xlabel='step', title='critic / SSRGAN')
     fig.tight_layout()
     path = os.path.join(workdir, 'plots', 'training.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -384,6 +480,9 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
     for key, v in FIELDS_ADDED_LATER.items():      # runs written before these fields existed
         if key not in config:
             config[key] = v
+    for key, v in config_lib.aos4rec_defaults().items():
+        if key not in config.aos4rec:
+            config.aos4rec[key] = v
     for key, v in (decode_overrides or {}).items():
         if v is not None:
             config.decode[key] = v

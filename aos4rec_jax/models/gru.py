@@ -79,24 +79,46 @@ class GRURec(layers.ItemTable, nn.Module):
         dec_h0 = jnp.tanh(self.bridge(h_final.reshape(h_final.shape[0], -1)))
         return values, keys, mask, dec_h0
 
-    def _attend_and_output(self, h: Array, keys: Array, values: Array, mask: Array,
-                           train: bool) -> Array:
-        """h [B, T, H] decoder states -> logits [B, T, V]."""
+    def attend(self, h: Array, keys: Array, values: Array, mask: Array, train: bool) -> Array:
+        """h [B, T, H] decoder states -> attentional outputs [B, T, E] (before the logits)."""
         scores = jnp.einsum('bth,blh->btl', h, keys, preferred_element_type=jnp.float32)
         weights = layers.masked_softmax(scores, mask[:, None, :])
         context = jnp.einsum('btl,bld->btd', weights.astype(values.dtype), values)
         out = jnp.tanh(self.combine(jnp.concatenate([h, context], axis=-1)))
-        out = self.drop(out, deterministic=not train)
-        return self._logits(out)
+        return self.drop(out, deterministic=not train)
+
+    def _attend_and_output(self, h: Array, keys: Array, values: Array, mask: Array,
+                           train: bool) -> Array:
+        """h [B, T, H] decoder states -> logits [B, T, V]."""
+        return self._logits(self.attend(h, keys, values, mask, train))
+
+    def embed_items(self, ids: Array) -> Array:
+        """Item ids -> their rows of the item table (the decoder's input embeddings)."""
+        return self._embed_items(ids)
+
+    def decoder_states(self, history: Array, dec_embeds: Array, train: bool = False):
+        """Teacher-forced decoder: dec_embeds [B, T, E] -> (states [B, T, H], encoder keys,
+        values, mask) for `attend`; state t has read inputs 0..t."""
+        values, keys, mask, h0 = self.encode(history, train)
+        x = self.drop(dec_embeds, deterministic=not train)
+        xp = self.decoder.project_inputs(x)                            # [B, T, 1, 3H]
+        hs, _ = self.decoder.scan(xp, h0[:, None, :])                  # [B, T, 1, H]
+        return hs[:, :, 0], keys, values, mask
+
+    def decoder_next_states(self, states: Array, next_embeds: Array) -> Array:
+        """One more decoder step from each of `states` [B, T, H] for each of the inputs
+        `next_embeds` [B, T, c, E] -> [B, T, c, H] (no dropout: used by the critic)."""
+        b, t, c, _ = next_embeds.shape
+        xp = self.decoder.project_inputs(next_embeds).reshape(b * t * c, 1, -1)
+        h = jnp.broadcast_to(states[:, :, None], (b, t, c, states.shape[-1]))
+        h = self.decoder.step(xp, h.reshape(b * t * c, 1, -1))
+        return h.reshape(b, t, c, -1)
 
     # -- model contract ---------------------------------------------------------------------------
     def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
         """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
-        values, keys, mask, h0 = self.encode(history, train)
-        x = self.drop(self._embed_items(dec_inputs), deterministic=not train)
-        xp = self.decoder.project_inputs(x)                            # [B, T, 1, 3H]
-        hs, _ = self.decoder.scan(xp, h0[:, None, :])                  # [B, T, 1, H]
-        return self._attend_and_output(hs[:, :, 0], keys, values, mask, train)
+        hs, keys, values, mask = self.decoder_states(history, self._embed_items(dec_inputs), train)
+        return self._attend_and_output(hs, keys, values, mask, train)
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
         """Encodes the history once. Returns {'values' [B, L, 2H], 'keys' [B, L, H],

@@ -131,13 +131,16 @@ class DecoderBlock(nn.Module):
         return x + self.drop(y, deterministic=deterministic)
 
     def __call__(self, x: Array, cross_k: Array, cross_v: Array, enc_mask: Array,
-                 deterministic: bool) -> Array:
-        """Teacher forcing. x [B, T, D]; enc_mask [B, 1, 1, L]."""
+                 deterministic: bool, self_mask: Optional[Array] = None) -> Array:
+        """Teacher forcing. x [B, T, D]; enc_mask [B, 1, 1, L]; self_mask [T, T] bool (query,
+        key; True = may attend) or None = causal."""
         t = x.shape[1]
-        causal = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
+        if self_mask is None:
+            self_mask = jnp.tril(jnp.ones((t, t), jnp.bool_))
         y = self.ln_self(x)
         q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)
-        y = layers.dot_product_attention(q, k, v, causal, self.attn_drop, deterministic)
+        y = layers.dot_product_attention(q, k, v, self_mask[None, None], self.attn_drop,
+                                         deterministic)
         x = x + self.drop(self.self_out(y), deterministic=deterministic)
         return self._cross_and_mlp(x, cross_k, cross_v, enc_mask, deterministic)
 
@@ -197,15 +200,29 @@ class TransformerRec(layers.ItemTable, nn.Module):
     # -- model contract ---------------------------------------------------------------------------
     def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
         """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
+        return self._logits(self.features(history, self.embed_items(dec_inputs), train=train))
+
+    def embed_items(self, ids: Array) -> Array:
+        """Item ids -> their rows of the item table (the decoder's input embeddings)."""
+        return self._embed_items(ids)
+
+    def features(self, history: Array, dec_embeds: Array, positions: Optional[Array] = None,
+                 self_mask: Optional[Array] = None, train: bool = False) -> Array:
+        """Decoder outputs before the output layer, [B, S, D].
+
+        dec_embeds [B, S, D]: input embeddings (`embed_items`); positions [S] int (default
+        0..S-1); self_mask [S, S] bool (default causal). The critic (aos4rec_jax/critic.py)
+        uses positions and mask to score several continuations of one prefix in one pass."""
         enc_out, mask = self.encode(history, train)
         enc_mask = mask[:, None, None, :]
-        t = dec_inputs.shape[1]
-        x = self._embed_items(dec_inputs) + self.dec_pos_embed(self._dec_positions(jnp.arange(t)))
+        if positions is None:
+            positions = jnp.arange(dec_embeds.shape[1])
+        x = dec_embeds + self.dec_pos_embed(self._dec_positions(positions))
         x = self.drop(x, deterministic=not train)
         for block in self.decoder_blocks:
             ck, cv = block.cross_kv(enc_out)
-            x = block(x, ck, cv, enc_mask, not train)
-        return self._logits(self.decoder_norm(x))
+            x = block(x, ck, cv, enc_mask, not train, self_mask)
+        return self.decoder_norm(x)
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
         """Encodes the history once. Returns {'enc_mask' [B, L] bool, 'layers': tuple per decoder

@@ -5,6 +5,8 @@ Every field has one comment. Values of -1 mean "take it from the prepared datase
 """
 import ml_collections
 
+from aos4rec_jax import config as config_lib
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -39,6 +41,11 @@ def get_config():
     c.max_eval_users = 0                # evaluate at most N users during training (0 = all)
     c.select_by = 'ndcg'                # parameters kept for the final evaluation: best validation
                                         # ndcg (sampled NDCG@K) | nll_oracle (synthetic data) | last
+
+    # AOS4Rec (paper Sec. 4; aos4rec_jax/ssrgan.py). Off by default: plain MLE seq2seq training.
+    # Schedule: train_steps seq2seq steps (MLE, or oracular with `oracle`), then with
+    # `adversarial`: critic_pretrain_steps critic updates, then gan_steps SSRGAN rounds.
+    c.aos4rec = ml_collections.ConfigDict(config_lib.aos4rec_defaults())  # fields: aos4rec_jax/config.py
 
     # Evaluation.
     c.eval_batch_size = 256             # users per evaluation batch
@@ -110,10 +117,12 @@ def quick(c):
 VARIANTS = {'tiny': tiny, 'quick': quick}
 
 
-def apply_variant(c, variant: str, file: str):
-    """Applies a named variant ('' = none); an unknown name fails with the known ones."""
-    if not variant:
-        return c
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r} of {file} (known: {", ".join(sorted(VARIANTS))})')
-    return VARIANTS[variant](c)
+def apply_variant(c, variant: str, file: str, extra: dict | None = None):
+    """Applies named variants, comma-separated ('' = none; e.g. 'tiny,oracle'); an unknown name
+    fails with the known ones. `extra`: the config file's own variants."""
+    known = {**VARIANTS, **(extra or {})}
+    for name in [v.strip() for v in variant.split(',') if v.strip()]:
+        if name not in known:
+            raise ValueError(f'unknown variant {name!r} of {file} (known: {", ".join(sorted(known))})')
+        c = known[name](c)
+    return c

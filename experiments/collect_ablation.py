@@ -1,0 +1,298 @@
+"""Collects the AOS4Rec ablation runs (paper Table 4) into Markdown tables, a JSON and a plot.
+
+  python -m experiments.collect_ablation --root runs/ablation --out docs/results [--split test]
+
+Input layout: ROOT/<dataset>/<model>/seed<S>/<row>/metrics/<split>.json, with model e.g.
+transformer or gru and row one of base, oracle, adver, both (see experiments/configs/aos4rec.py).
+The both folder may also hold metrics/<split>_beam1.json (the same run decoded with beam 1,
+`python -m aos4rec_jax.evaluate --tag beam1 --strategy greedy`): that is the row both_beam1.
+Missing folders or files are skipped; their cells read "n/a", and a cell with fewer seeds than
+the dataset has says how many it has, e.g. "0.3010 ± 0.0040 (2 seeds)".
+
+Writes, each through a temporary file and os.replace:
+  OUT/ablation_<dataset>.md  sampled and full protocol tables (Prec@K, NDCG@K, BLEU@K as mean ±
+                             sample std over seeds) and the NDCG@K change of each row vs base;
+  OUT/ablation.json          the aggregate: dataset -> protocol -> model -> row -> metric ->
+                             {mean, std, n, values, seeds} (std is null for a single seed; the
+                             metric 'users' is the number of evaluated users);
+  OUT/ablation.png           mean NDCG@K with std error bars, one subplot per (dataset, protocol).
+Exits with 2 when no run is found under ROOT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+ROWS = ('base', 'oracle', 'adver', 'both', 'both_beam1')
+ROW_LABELS = {
+    'base': 'AOS4Rec-base (seq2seq, MLE)',
+    'oracle': '+Oracle',
+    'adver': '+Adver.',
+    'both': '+both (AOS4Rec)',
+    'both_beam1': '+both, beam 1',
+}
+PROTOCOLS = ('sampled', 'full')
+MODEL_ORDER = ('transformer', 'gru')
+MODEL_LABELS = {'transformer': 'Transformer', 'gru': 'GRU'}
+TABLE_METRICS = (('prec', 'Prec'), ('ndcg', 'NDCG'), ('bleu', 'BLEU'))
+SEED_RE = re.compile(r'^seed(\d+)$')
+
+
+def _subdirs(path: str) -> list[str]:
+    """Names of the sub-folders of path, sorted; [] when path is not a folder."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+
+
+def _load(path: str) -> dict | None:
+    """The metrics JSON at path, or None when it is absent or unreadable (with a warning)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f'warning: skipping {path}: {e}', file=sys.stderr)
+        return None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _stats(values: list[float], seeds: list[int]) -> dict:
+    """{mean, std, n, values, seeds}; std is the sample std (ddof=1), None for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {'mean': mean, 'std': std, 'n': n, 'values': list(values), 'seeds': list(seeds)}
+
+
+def _model_key(model: str):
+    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
+
+
+def find_runs(root: str, split: str = 'test'):
+    """Yields (dataset, model, seed, row, metrics dict) for every metrics file found under root."""
+    for dataset in _subdirs(root):
+        for model in sorted(_subdirs(os.path.join(root, dataset)), key=_model_key):
+            seeds = []
+            for name in _subdirs(os.path.join(root, dataset, model)):
+                m = SEED_RE.match(name)
+                if m:
+                    seeds.append((int(m.group(1)), name))
+            for seed, name in sorted(seeds):
+                sdir = os.path.join(root, dataset, model, name)
+                for row in ROWS:
+                    folder, fname = ('both', f'{split}_beam1.json') if row == 'both_beam1' else (row, f'{split}.json')
+                    metrics = _load(os.path.join(sdir, folder, 'metrics', fname))
+                    if metrics is not None:
+                        yield dataset, model, seed, row, metrics
+
+
+def collect(root: str, split: str = 'test') -> dict:
+    """Aggregates the runs under root: dataset -> protocol -> model -> row -> metric -> stats.
+
+    stats is {mean, std, n, values, seeds} over the seeds found (values in seed order). Every
+    numeric entry of a protocol's dict is a metric (prec@K, ndcg@K, bleu@K, hr@K, mrr@K), plus
+    'users', the top-level users count of the metrics file. Orders are deterministic: datasets
+    sorted, protocols sampled then full, models transformer then gru then the rest, rows as ROWS.
+    """
+    raw: dict = {}
+    for dataset, model, seed, row, metrics in find_runs(root, split):
+        for protocol in PROTOCOLS:
+            block = metrics.get(protocol)
+            if not isinstance(block, dict):
+                continue
+            cell = raw.setdefault(dataset, {}).setdefault(protocol, {}).setdefault(model, {}).setdefault(row, {})
+            entries = [(k, v) for k, v in block.items() if _is_number(v)]
+            if _is_number(metrics.get('users')):
+                entries.append(('users', metrics['users']))
+            for k, v in entries:
+                cell.setdefault(k, []).append((seed, float(v) if k != 'users' else v))
+    agg: dict = {}
+    for dataset in sorted(raw):
+        for protocol in PROTOCOLS:
+            if protocol not in raw[dataset]:
+                continue
+            models = raw[dataset][protocol]
+            for model in sorted(models, key=_model_key):
+                for row in ROWS:
+                    if row not in models[model]:
+                        continue
+                    out = agg.setdefault(dataset, {}).setdefault(protocol, {}).setdefault(model, {}).setdefault(row, {})
+                    for metric in sorted(models[model][row]):
+                        pairs = models[model][row][metric]
+                        out[metric] = _stats([v for _, v in pairs], [s for s, _ in pairs])
+    return agg
+
+
+def _iter_cells(dagg: dict):
+    """Yields the metric dicts of every (protocol, model, row) of one dataset's aggregate."""
+    for protocol in dagg.values():
+        for model in protocol.values():
+            yield from model.values()
+
+
+def dataset_k(dagg: dict) -> str:
+    """The K of a dataset, read from its 'prec@K' metric names ('?' when there is none)."""
+    for cell in _iter_cells(dagg):
+        for metric in sorted(cell):
+            if metric.startswith('prec@'):
+                return metric.split('@', 1)[1]
+    return '?'
+
+
+def dataset_seeds(dagg: dict) -> list[int]:
+    """Every seed that has at least one run in the dataset, sorted."""
+    return sorted({s for cell in _iter_cells(dagg) for st in cell.values() for s in st['seeds']})
+
+
+def dataset_models(dagg: dict) -> list[str]:
+    """The models of a dataset: transformer and gru always (so missing ones show n/a), then others."""
+    found = {m for protocol in dagg.values() for m in protocol}
+    return sorted(found | set(MODEL_ORDER), key=_model_key)
+
+
+def _get(dagg: dict, protocol: str, model: str, row: str, metric: str) -> dict | None:
+    return dagg.get(protocol, {}).get(model, {}).get(row, {}).get(metric)
+
+
+def format_cell(st: dict | None, n_seeds: int) -> str:
+    """'mean ± std' with 4 decimals (just the mean for one seed), '(n seeds)' when seeds are missing."""
+    if st is None:
+        return 'n/a'
+    text = f"{st['mean']:.4f}" if st['std'] is None else f"{st['mean']:.4f} ± {st['std']:.4f}"
+    if st['n'] < n_seeds:
+        text += f" ({st['n']} seed{'s' if st['n'] != 1 else ''})"
+    return text
+
+
+def format_change(st: dict | None, base: dict | None) -> str:
+    """The change of st's mean vs base's mean in percent, e.g. '+1.2%'; 'n/a' when undefined."""
+    if st is None or base is None or base['mean'] == 0:
+        return 'n/a'
+    pct = 100.0 * (st['mean'] / base['mean'] - 1.0)
+    text = f'{pct:+.1f}%'
+    return '+0.0%' if text == '-0.0%' else text
+
+
+def _model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def render_dataset(dataset: str, dagg: dict, split: str = 'test') -> str:
+    """The Markdown page of one dataset (deterministic: same aggregate, same bytes)."""
+    K = dataset_k(dagg)
+    seeds = dataset_seeds(dagg)
+    models = dataset_models(dagg)
+    users = sorted({v for cell in _iter_cells(dagg) if 'users' in cell for v in cell['users']['values']})
+    lines = [f'# AOS4Rec ablation (paper Table 4): {dataset}', '',
+             f"Split: {split}. Seeds found: {', '.join(map(str, seeds)) or 'none'} ({len(seeds)}). "
+             f"Users: {', '.join(str(u) for u in users) or 'n/a'}.", '',
+             f'Cells: mean ± sample std over seeds; "(n seeds)" when a cell has fewer than {len(seeds)}.']
+    head = '| row | ' + ' | '.join(f'{_model_label(m)} {label}@{K}' for m in models for _, label in TABLE_METRICS) + ' |'
+    rule = '|---|' + '---|' * (len(models) * len(TABLE_METRICS))
+    for protocol in PROTOCOLS:
+        lines += ['', f'## {protocol.capitalize()} protocol', '', head, rule]
+        for row in ROWS:
+            cells = [format_cell(_get(dagg, protocol, m, row, f'{name}@{K}'), len(seeds))
+                     for m in models for name, _ in TABLE_METRICS]
+            lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    lines += ['', f'## NDCG@{K} change vs AOS4Rec-base', '',
+              '| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
+              '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
+    for row in ROWS[1:]:
+        cells = [format_change(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
+                 for m in models for p in PROTOCOLS]
+        lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def _write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def write_tables(agg: dict, out_dir: str, split: str = 'test') -> list[str]:
+    """Writes OUT/ablation_<dataset>.md for every dataset of agg; returns the paths."""
+    paths = []
+    for dataset in sorted(agg):
+        path = os.path.join(out_dir, f'ablation_{dataset}.md')
+        _write_text(path, render_dataset(dataset, agg[dataset], split))
+        paths.append(path)
+    return paths
+
+
+def write_json(agg: dict, out_dir: str) -> str:
+    """Writes OUT/ablation.json (the aggregate as collect returns it); returns the path."""
+    path = os.path.join(out_dir, 'ablation.json')
+    _write_text(path, json.dumps(agg, indent=2) + '\n')
+    return path
+
+
+def write_plot(agg: dict, out_dir: str) -> str:
+    """Writes OUT/ablation.png: a (datasets x protocols) grid of grouped NDCG@K bars; returns the path."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(agg)
+    fig, axes = plt.subplots(len(datasets), len(PROTOCOLS), figsize=(6.5 * len(PROTOCOLS), 4.0 * len(datasets)),
+                             squeeze=False)
+    for i, dataset in enumerate(datasets):
+        dagg = agg[dataset]
+        K = dataset_k(dagg)
+        models = dataset_models(dagg)
+        width = 0.8 / len(models)
+        for j, protocol in enumerate(PROTOCOLS):
+            ax = axes[i][j]
+            for k, model in enumerate(models):
+                xs, heights, errs = [], [], []
+                for x, row in enumerate(ROWS):
+                    st = _get(dagg, protocol, model, row, f'ndcg@{K}')
+                    if st is not None:
+                        xs.append(x - 0.4 + width * (k + 0.5))
+                        heights.append(st['mean'])
+                        errs.append(st['std'] or 0.0)
+                ax.bar(xs, heights, width, yerr=errs, capsize=3, label=_model_label(model))
+            ax.set_xticks(range(len(ROWS)))
+            ax.set_xticklabels([ROW_LABELS[r].replace(' (', '\n(') for r in ROWS], fontsize=8)
+            ax.set_ylabel(f'NDCG@{K}')
+            ax.set_title(f'{dataset}, {protocol} protocol')
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'ablation.png')
+    os.makedirs(out_dir or '.', exist_ok=True)
+    fig.savefig(path + '.tmp', format='png', dpi=120)
+    plt.close(fig)
+    os.replace(path + '.tmp', path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--root', required=True, help='ROOT/<dataset>/<model>/seed<S>/<row>/metrics/')
+    ap.add_argument('--out', required=True, help='folder for the tables, ablation.json and ablation.png')
+    ap.add_argument('--split', default='test', help='metrics file to read: test or valid')
+    a = ap.parse_args(argv)
+    agg = collect(a.root, a.split)
+    if not agg:
+        print(f'error: no ablation run found under {a.root!r} (expected '
+              f'{a.root}/<dataset>/<model>/seed<S>/<row>/metrics/{a.split}.json)', file=sys.stderr)
+        return 2
+    paths = write_tables(agg, a.out, a.split) + [write_json(agg, a.out), write_plot(agg, a.out)]
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

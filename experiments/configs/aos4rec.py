@@ -1,0 +1,62 @@
+"""AOS4Rec (IJCAI-20): seq2seq + oracular learning (Sec. 4.1), then SSRGAN (Sec. 4.2-4.3).
+
+python main.py --config=experiments/configs/aos4rec.py --workdir=/tmp/aos \
+    --config.data_dir=PREPARED_DIR
+
+Transformer by default; the GRU with --config.model=gru. The schedule (aos4rec_jax/ssrgan.py):
+train_steps seq2seq steps with the oracle, aos4rec.critic_pretrain_steps critic updates, then
+aos4rec.gan_steps rounds of g_steps generator and d_steps critic updates. Every part is a switch:
+
+  ablation row (paper Table 4)  variant     switches
+  base (seq2seq, MLE)           :base       aos4rec.oracle=False aos4rec.adversarial=False
+  +Oracle                       :oracle     aos4rec.oracle=True  aos4rec.adversarial=False
+  +Adver.                       :adver      aos4rec.oracle=False aos4rec.adversarial=True
+  +both (AOS4Rec, the default)  :both       aos4rec.oracle=True  aos4rec.adversarial=True
+  +both, beam 1 at evaluation   python -m aos4rec_jax.evaluate --workdir RUN --tag beam1 --strategy greedy
+
+Other knobs (documented in aos4rec_jax/config.py): aos4rec.beam_size (b), aos4rec.mu,
+aos4rec.num_next (c), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.lipschitz
+(gp | clip | none), aos4rec.g_learning_rate, aos4rec.d_learning_rate, aos4rec.init_from
+(start the SSRGAN phase from a finished run's generator, with train_steps=0: this is how
+experiments/ablation.sh shares one seq2seq run between a row and its adversarial row).
+Variants combine with commas: ':tiny' (every phase in about a minute on a CPU, for tests),
+':quick', e.g. --config=experiments/configs/aos4rec.py:tiny,adver.
+"""
+from experiments.configs import base
+
+
+def _row(oracle: bool, adversarial: bool):
+    def apply(c):
+        c.aos4rec.oracle = oracle
+        c.aos4rec.adversarial = adversarial
+        return c
+    return apply
+
+
+def tiny(c):
+    c = base.tiny(c)
+    c.train_steps = 30
+    c.eval_every = 15
+    c.checkpoint_every = 15
+    c.log_every = 5
+    c.aos4rec.beam_size = 3
+    c.aos4rec.critic_pretrain_steps = 6
+    c.aos4rec.gan_steps = 6
+    c.aos4rec.d_steps = 2
+    c.max_eval_users = 64
+    return c
+
+
+VARIANTS = {'base': _row(False, False), 'oracle': _row(True, False), 'adver': _row(False, True),
+            'both': _row(True, True), 'tiny': tiny}
+
+
+def get_config(variant=''):
+    c = base.get_config()
+    c.model = 'transformer'
+    c.train_steps = 5000
+    c.aos4rec.oracle = True
+    c.aos4rec.adversarial = True
+    c.aos4rec.critic_pretrain_steps = 500
+    c.aos4rec.gan_steps = 1000
+    return base.apply_variant(c, variant, 'aos4rec.py', VARIANTS)

@@ -1,0 +1,133 @@
+"""experiments/collect_ablation.py: the Table 4 ablation runs to Markdown, JSON and a plot."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import collect_ablation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(root, dataset, model, seed, row, ndcg, prec=0.1, bleu=0.01, K=10, users=100, fname='test.json'):
+    """One fake run's metrics file; the full protocol gets half the sampled numbers."""
+    mdir = root / dataset / model / f'seed{seed}' / row / 'metrics'
+    mdir.mkdir(parents=True, exist_ok=True)
+
+    def block(scale):
+        return {f'prec@{K}': prec * scale, f'ndcg@{K}': ndcg * scale, f'bleu@{K}': bleu * scale,
+                f'hr@{K}': 0.5 * scale, f'mrr@{K}': 0.25 * scale}
+
+    metrics = {'sampled': block(1.0), 'full': block(0.5), 'users': users,
+               'decode': {'strategy': 'beam', 'beam_size': 3}, 'ban_history': True}
+    (mdir / fname).write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    root = tmp_path / 'ablation'
+    ds = 'ml-1m-subset'
+    for seed, ndcg in ((0, 0.2), (1, 0.4)):
+        _write(root, ds, 'transformer', seed, 'base', ndcg, users=2096)
+        _write(root, ds, 'transformer', seed, 'oracle', 0.33, users=2096)
+        _write(root, ds, 'transformer', seed, 'adver', 0.27, users=2096)
+        _write(root, ds, 'transformer', seed, 'both', 0.36, users=2096)
+        _write(root, ds, 'transformer', seed, 'both', 0.3, prec=0.1234, users=2096, fname='test_beam1.json')
+        _write(root, ds, 'transformer', seed, 'base', 0.9, users=2096, fname='valid.json')
+    # GRU: base with one seed only, oracle folder without a metrics file, adver absent.
+    _write(root, ds, 'gru', 0, 'base', 0.25, users=2096)
+    (root / ds / 'gru' / 'seed1' / 'oracle' / 'metrics').mkdir(parents=True)
+    _write(root, ds, 'gru', 1, 'both', 0.3, users=2096)
+    # Second dataset with K = 6 and a single seed everywhere.
+    for model in ('transformer', 'gru'):
+        for row in ('base', 'oracle', 'adver', 'both'):
+            _write(root, 'yoochoose-100k', model, 3, row, 0.5 if row == 'base' else 0.49, K=6, users=777)
+    return root
+
+
+def _row(text, label, nth=0):
+    """The nth table line of text that starts with '| label |'."""
+    return [line for line in text.splitlines() if line.startswith(f'| {label} |')][nth]
+
+
+def test_collect_aggregates_over_seeds(fake_root):
+    agg = collect_ablation.collect(str(fake_root))
+    assert list(agg) == ['ml-1m-subset', 'yoochoose-100k']
+    st = agg['ml-1m-subset']['sampled']['transformer']['base']['ndcg@10']
+    assert st['n'] == 2 and st['seeds'] == [0, 1] and st['values'] == [0.2, 0.4]
+    assert st['mean'] == pytest.approx(0.3) and st['std'] == pytest.approx(0.141421356)
+    assert agg['ml-1m-subset']['full']['transformer']['base']['ndcg@10']['mean'] == pytest.approx(0.15)
+    assert agg['ml-1m-subset']['sampled']['transformer']['both_beam1']['prec@10']['mean'] == pytest.approx(0.1234)
+    assert agg['ml-1m-subset']['sampled']['gru']['base']['ndcg@10']['std'] is None
+    assert 'oracle' not in agg['ml-1m-subset']['sampled']['gru']
+    assert 'ndcg@6' in agg['yoochoose-100k']['sampled']['gru']['base']
+    valid = collect_ablation.collect(str(fake_root), split='valid')
+    assert valid['ml-1m-subset']['sampled']['transformer']['base']['ndcg@10']['mean'] == pytest.approx(0.9)
+
+
+def test_markdown_tables(fake_root, tmp_path):
+    agg = collect_ablation.collect(str(fake_root))
+    out = tmp_path / 'out'
+    paths = collect_ablation.write_tables(agg, str(out))
+    assert paths == [str(out / 'ablation_ml-1m-subset.md'), str(out / 'ablation_yoochoose-100k.md')]
+    text = (out / 'ablation_ml-1m-subset.md').read_text()
+    assert text.startswith('# AOS4Rec ablation (paper Table 4): ml-1m-subset\n')
+    assert 'Seeds found: 0, 1 (2). Users: 2096.' in text
+    assert '## Sampled protocol' in text and '## Full protocol' in text
+    labels = [line.split(' | ')[0][2:] for line in text.splitlines()
+              if line.startswith('| ') and not line.startswith('| row')]
+    assert labels[:5] == ['AOS4Rec-base (seq2seq, MLE)', '+Oracle', '+Adver.', '+both (AOS4Rec)', '+both, beam 1']
+    assert ('| row | Transformer Prec@10 | Transformer NDCG@10 | Transformer BLEU@10 '
+            '| GRU Prec@10 | GRU NDCG@10 | GRU BLEU@10 |') in text
+    # Sampled table: two seeds -> mean ± std; GRU base has one of two seeds; GRU oracle is missing.
+    assert _row(text, 'AOS4Rec-base (seq2seq, MLE)') == (
+        '| AOS4Rec-base (seq2seq, MLE) | 0.1000 ± 0.0000 | 0.3000 ± 0.1414 | 0.0100 ± 0.0000 '
+        '| 0.1000 (1 seed) | 0.2500 (1 seed) | 0.0100 (1 seed) |')
+    assert _row(text, '+Oracle') == '| +Oracle | 0.1000 ± 0.0000 | 0.3300 ± 0.0000 | 0.0100 ± 0.0000 | n/a | n/a | n/a |'
+    assert _row(text, '+both, beam 1') == (
+        '| +both, beam 1 | 0.1234 ± 0.0000 | 0.3000 ± 0.0000 | 0.0100 ± 0.0000 | n/a | n/a | n/a |')
+    # Full table (second occurrence): half the numbers.
+    assert '| 0.1500 ± 0.0707 |' in _row(text, 'AOS4Rec-base (seq2seq, MLE)', nth=1)
+    # NDCG change table: 0.33 / 0.30 - 1 = +10.0 %, 0.27 / 0.30 - 1 = -10.0 %, GRU 0.30 / 0.25 - 1 = +20.0 %.
+    assert '| row | Transformer sampled | Transformer full | GRU sampled | GRU full |' in text
+    assert _row(text, '+Oracle', nth=2) == '| +Oracle | +10.0% | +10.0% | n/a | n/a |'
+    assert _row(text, '+Adver.', nth=2) == '| +Adver. | -10.0% | -10.0% | n/a | n/a |'
+    assert _row(text, '+both (AOS4Rec)', nth=2) == '| +both (AOS4Rec) | +20.0% | +20.0% | +20.0% | +20.0% |'
+    # Single seed everywhere: just the mean, no seed count; K read from the keys.
+    yoo = (out / 'ablation_yoochoose-100k.md').read_text()
+    assert 'Transformer NDCG@6' in yoo and 'Seeds found: 3 (1). Users: 777.' in yoo
+    assert _row(yoo, 'AOS4Rec-base (seq2seq, MLE)').startswith('| AOS4Rec-base (seq2seq, MLE) | 0.1000 | 0.5000 | 0.0100 |')
+    assert _row(yoo, '+both, beam 1') == '| +both, beam 1 | n/a | n/a | n/a | n/a | n/a | n/a |'
+    assert _row(yoo, '+Oracle', nth=2) == '| +Oracle | -2.0% | -2.0% | -2.0% | -2.0% |'
+    # Deterministic: the same input gives the same bytes.
+    collect_ablation.write_tables(collect_ablation.collect(str(fake_root)), str(tmp_path / 'again'))
+    assert (tmp_path / 'again' / 'ablation_ml-1m-subset.md').read_bytes() == text.encode()
+
+
+def test_cli_writes_tables_json_and_plot(fake_root, tmp_path):
+    out = tmp_path / 'results'
+    r = subprocess.run([sys.executable, '-m', 'experiments.collect_ablation', '--root', str(fake_root),
+                        '--out', str(out)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ('ablation_ml-1m-subset.md', 'ablation_yoochoose-100k.md', 'ablation.json', 'ablation.png'):
+        assert str(out / name) in r.stdout
+        assert (out / name).is_file()
+    assert (out / 'ablation.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not [p for p in os.listdir(out) if p.endswith('.tmp')]
+    agg = json.loads((out / 'ablation.json').read_text())
+    st = agg['ml-1m-subset']['sampled']['transformer']['base']['ndcg@10']
+    assert set(st) == {'mean', 'std', 'n', 'values', 'seeds'} and st['n'] == 2
+
+
+def test_cli_exits_2_when_no_run(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    r = subprocess.run([sys.executable, '-m', 'experiments.collect_ablation', '--root', str(empty),
+                        '--out', str(tmp_path / 'out')], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert str(empty) in r.stderr and 'no ablation run found' in r.stderr
+    assert not (tmp_path / 'out').exists()

@@ -1,0 +1,264 @@
+"""SSRGAN: the critic (critic.py), the training steps (ssrgan.py) and the AOS4Rec schedule."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aos4rec_jax import checkpoint as ckpt_lib
+from aos4rec_jax import config as config_lib
+from aos4rec_jax import critic as critic_lib
+from aos4rec_jax import data as data_lib
+from aos4rec_jax import decoding
+from aos4rec_jax import seq2seq
+from aos4rec_jax import ssrgan
+from aos4rec_jax import trainer
+from experiments.configs import aos4rec as aos_cfg
+from tests.test_trainer import ROOT, assert_predictions_agree, read_json
+
+N_ITEMS, L, T = 20, 6, 4
+INFO = data_lib.DataInfo(num_items=N_ITEMS, num_users=10, k=T, target_len=T, history_len=L,
+                         ban_history=True, num_candidates=5, num_windows=100, profile='default',
+                         protocol='paper')
+
+
+def tiny_config(model='transformer', variant='tiny'):
+    c = aos_cfg.get_config(variant)
+    c.model = model
+    return c
+
+
+def make_critic(model):
+    c = tiny_config(model)
+    cr = critic_lib.build_critic(c, INFO)
+    return cr, critic_lib.init_critic(cr, INFO, jax.random.PRNGKey(0))
+
+
+def random_inputs(seed=1, batch=3, c=3):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    hist = jax.random.randint(k1, (batch, L), 0, N_ITEMS + 1)
+    seq = jax.random.randint(k2, (batch, T), 1, N_ITEMS + 1)
+    succ = jax.random.randint(k3, (batch, T, c), 1, N_ITEMS + 1)
+    return hist, seq, succ
+
+
+# ----------------------------------------------------------------------------- the critic
+def test_tree_mask_by_hand():
+    pos, mask = critic_lib.tree_mask(2, 1)       # prefix tokens BOS, y1, y2; successors of t=1, 2
+    np.testing.assert_array_equal(pos, [0, 1, 2, 1, 2])
+    np.testing.assert_array_equal(np.asarray(mask, int), [[1, 0, 0, 0, 0],
+                                                          [1, 1, 0, 0, 0],
+                                                          [1, 1, 1, 0, 0],
+                                                          [1, 0, 0, 1, 0],
+                                                          [1, 1, 0, 0, 1]])
+
+
+@pytest.mark.parametrize('model', ['transformer', 'gru'])
+def test_critic_scores_every_prefix_and_successor_in_one_pass(model):
+    """scores[:, t] = D(x, y_1:t) depends on y_1:t only; the successor scores equal the critic on
+    the plain sequences {y_1:t-1, y'} (Eq. 8's D(x, {y^_1:t-1, y'}))."""
+    cr, p = make_critic(model)
+    hist, seq, succ = random_inputs()
+    s, s_next = cr.apply({'params': p}, hist, seq, succ)
+    assert s.shape == (3, T + 1) and s_next.shape == (3, T, 3)
+    s_alone, none = cr.apply({'params': p}, hist, seq)
+    assert none is None
+    np.testing.assert_allclose(s, s_alone, atol=1e-5)
+    for t in range(1, T + 1):
+        changed = seq.at[:, t - 1].set(seq[:, t - 1] % N_ITEMS + 1)
+        s2, _ = cr.apply({'params': p}, hist, changed)
+        np.testing.assert_allclose(s2[:, :t], s[:, :t], atol=1e-5)      # the past is unchanged
+        assert np.abs(np.asarray(s2[:, t] - s[:, t])).max() > 1e-6       # the prefix t is scored
+        for k in range(3):
+            alt = seq.at[:, t - 1].set(succ[:, t - 1, k])
+            sa, _ = cr.apply({'params': p}, hist, alt)
+            np.testing.assert_allclose(s_next[:, t - 1, k], sa[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize('model', ['transformer', 'gru'])
+def test_gradient_penalty_is_per_user(model):
+    """GP = mean over users of (||grad of that user's mean prefix score wrt its interpolated
+    embedded inputs|| - 1)^2, recomputed user by user; users without a valid position skipped."""
+    cr, p = make_critic(model)
+    hist, real, fake = random_inputs(seed=2, batch=4, c=1)
+    fake = fake[..., 0]
+    mask = np.ones((4, T), bool)
+    mask[1, 2:] = False
+    mask[3] = False                              # no valid position: left out
+    key = jax.random.PRNGKey(7)
+    got = critic_lib.gradient_penalty(cr, p, hist, real, fake, mask, key)
+    a = jax.random.uniform(key, (4, 1, 1))
+    e_r = cr.apply({'params': p}, real, method=cr.embed)
+    e_f = cr.apply({'params': p}, fake, method=cr.embed)
+    e_hat = a * e_r + (1 - a) * e_f
+    terms = []
+    for u in range(3):
+        m = mask[u].astype(np.float32)
+
+        def f(e):
+            d = cr.apply({'params': p}, hist[u:u + 1], e[None], method=cr.score_embeds)[0, 1:]
+            return jnp.sum(d * m) / m.sum()
+        g = jax.grad(f)(e_hat[u])
+        terms.append((float(jnp.sqrt(jnp.sum(g ** 2))) - 1.0) ** 2)
+    assert float(got) == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- the steps
+def test_window_ban_mask_and_allowed_items_by_hand():
+    hist = jnp.array([[0, 0, 3, 1], [2, 2, 0, 4]])
+    ban = np.asarray(ssrgan.window_ban_mask(hist, 6))
+    np.testing.assert_array_equal(ban, [[0, 1, 0, 1, 0, 0], [0, 0, 1, 0, 1, 0]])
+    gen = jnp.array([[5, 2, 4]])
+    allowed = np.asarray(ssrgan.allowed_items(gen, 6, jnp.array([[0, 0, 0, 1, 0, 0]], bool)))
+    np.testing.assert_array_equal(allowed[0].astype(int), [[0, 1, 1, 0, 1, 1],
+                                                           [0, 1, 1, 0, 1, 0],
+                                                           [0, 1, 0, 0, 1, 0]])
+
+
+@pytest.mark.parametrize('model', ['transformer', 'gru'])
+def test_actor_log_probs_are_those_of_the_sampler(model):
+    """Eq. 4 uses log P_G of the lists the Gumbel-max sampler drew: same distribution (banned and
+    earlier items masked, dropout off), so the log-probabilities agree."""
+    c = tiny_config(model)
+    m = seq2seq.build_model(c, INFO)
+    params = seq2seq.init_params(m, INFO, jax.random.PRNGKey(0))
+    steps = ssrgan.Steps(c, m, None, INFO, 4, None)
+    hist, _, _ = random_inputs(seed=3, batch=4)
+    banned = ssrgan.window_ban_mask(hist, INFO.vocab_size)
+    fake = steps.generate(params, hist, banned, jax.random.PRNGKey(5))
+    assert fake.shape == (4, T)
+    seqs = np.asarray(fake)
+    for u in range(4):
+        assert len(set(seqs[u])) == T and not set(seqs[u]) & set(np.asarray(hist[u])) - {0}
+    state = m.apply({'params': params}, hist, T, method=m.init_decode_state)
+    ref = decoding.sample(seq2seq.make_step_fn(m, params), state, jax.random.PRNGKey(5),
+                          batch_size=4, vocab_size=INFO.vocab_size, length=T, bos_id=INFO.bos_id,
+                          method='gumbel', banned=banned)
+    np.testing.assert_array_equal(ref.sequences[:, 0], fake)
+    logp, _ = steps.log_probs(params, hist, fake, banned)
+    np.testing.assert_allclose(logp, ref.log_probs[:, 0], atol=1e-4)
+
+
+def test_schedule_and_phases():
+    c = tiny_config(variant='tiny')
+    c.train_steps, c.aos4rec.critic_pretrain_steps, c.aos4rec.gan_steps = 3, 2, 4
+    assert ssrgan.schedule(c) == (3, 2, 4)
+    assert [ssrgan.phase_of(s, c) for s in range(9)] == ['seq2seq'] * 3 + ['critic'] * 2 + ['gan'] * 4
+    c.aos4rec.adversarial = False
+    assert ssrgan.schedule(c) == (3, 0, 0)
+
+
+def test_ablation_variants_and_config_errors():
+    rows = {v: (aos_cfg.get_config(v).aos4rec.oracle, aos_cfg.get_config(v).aos4rec.adversarial)
+            for v in ('base', 'oracle', 'adver', 'both', '')}
+    assert rows == {'base': (False, False), 'oracle': (True, False), 'adver': (False, True),
+                    'both': (True, True), '': (True, True)}
+    c = aos_cfg.get_config('tiny,base')
+    assert c.train_steps == 30 and not c.aos4rec.oracle
+    with pytest.raises(ValueError, match='unknown variant'):
+        aos_cfg.get_config('tiny,nope')
+    c = tiny_config(variant='tiny,oracle')
+    c.aos4rec.init_from = '/somewhere'
+    with pytest.raises(config_lib.ConfigError, match='aos4rec.init_from'):
+        config_lib.validate(c)
+    c = tiny_config()
+    c.aos4rec.lipschitz = 'hope'
+    with pytest.raises(config_lib.ConfigError, match='aos4rec.lipschitz'):
+        config_lib.validate(c)
+    c = tiny_config()
+    c.aos4rec.d_steps = 0
+    with pytest.raises(config_lib.ConfigError, match='aos4rec.d_steps'):
+        config_lib.validate(c)
+    c = tiny_config()
+    c.model = 'poprec'
+    with pytest.raises(config_lib.ConfigError, match='aos4rec'):
+        config_lib.validate(c)
+
+
+# ----------------------------------------------------------------------------- whole runs
+def _phases(workdir):
+    return [json.loads(l)['phase'] for l in open(os.path.join(workdir, 'metrics', 'train.jsonl'))]
+
+
+def test_gru_tiny_run_goes_through_every_phase(tmp_path):
+    c = tiny_config('gru')
+    res = trainer.train_and_evaluate(c, str(tmp_path))
+    phases = _phases(str(tmp_path))
+    assert {'seq2seq', 'critic', 'gan'} == set(phases) and phases == sorted(
+        phases, key=['seq2seq', 'critic', 'gan'].index)
+    train = [json.loads(l) for l in open(tmp_path / 'metrics' / 'train.jsonl')]
+    assert all(0.9 < r['p'] < 12 / 13 + 1e-6 for r in train if r['phase'] == 'seq2seq')
+    gan = [r for r in train if r['phase'] == 'gan']
+    assert gan and all(np.isfinite([r['wasserstein'], r['td_loss'], r['gp'], r['advantage']]).all()
+                       for r in gan)
+    valid = [json.loads(l) for l in open(tmp_path / 'metrics' / 'valid_history.jsonl')]
+    assert [v['phase'] for v in valid] == ['seq2seq', 'seq2seq', 'gan']
+    assert res['test']['users'] > 0 and (tmp_path / 'plots' / 'training.png').exists()
+    assert_predictions_agree(str(tmp_path))
+
+    # SSRGAN started from this finished run's generator, in a new run (what the ablation does)
+    c2 = tiny_config('gru', 'tiny,adver')
+    c2.train_steps = 0
+    c2.aos4rec.init_from = str(tmp_path)
+    c2.aos4rec.gan_steps = 2
+    trainer.train_and_evaluate(c2, str(tmp_path / 'adver'))
+    ck = ckpt_lib.Checkpointer(str(tmp_path))
+    src_params = ck.restore_best(None)[0]
+    ck.close()
+    ck = ckpt_lib.Checkpointer(str(tmp_path / 'adver'))
+    start = ck.restore(0, None)[0]       # the state saved when the SSRGAN phase began
+    ck.close()
+    for a, b in zip(jax.tree_util.tree_leaves(src_params), jax.tree_util.tree_leaves(start['params'])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert set(_phases(str(tmp_path / 'adver'))) == {'critic', 'gan'}
+    c3 = tiny_config('transformer', 'tiny,adver')
+    c3.train_steps = 0
+    c3.aos4rec.init_from = str(tmp_path)
+    with pytest.raises(trainer.RunError, match='differs from this run in model'):
+        trainer.train_and_evaluate(c3, str(tmp_path / 'wrong'))
+
+
+def test_adversarial_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    """Killed in the SSRGAN phase and started again: the same generator, critic and metrics."""
+    args = ['--config=experiments/configs/aos4rec.py:tiny', '--config.train_steps=8',
+            '--config.aos4rec.critic_pretrain_steps=3', '--config.aos4rec.gan_steps=6',
+            '--config.checkpoint_every=2', '--config.log_every=1', '--config.eval_every=4',
+            f'--config.synthetic.cache_dir={tmp_path / "data"}']
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    main = [sys.executable, os.path.join(ROOT, 'main.py')]
+    full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = tmp_path / 'killed'
+    p = subprocess.Popen(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    for line in p.stdout:
+        if '[gan] step 15/17' in line:       # after the checkpoint at 14
+            p.send_signal(signal.SIGKILL)
+            break
+        assert time.time() - t0 < 400
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    again = subprocess.run(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'resumed from checkpoint step 1' in again.stdout     # 12 or 14 (async save)
+    states = []
+    for w in (tmp_path / 'full', killed):
+        ck = ckpt_lib.Checkpointer(str(w))
+        states.append(ck.restore(ck.latest_step(), None)[0])
+        ck.close()
+    assert int(states[0]['step']) == int(states[1]['step']) == 17
+    for key in ('params', 'critic', 'critic_opt_state', 'opt_state'):
+        for a, b in zip(jax.tree_util.tree_leaves(states[0][key]), jax.tree_util.tree_leaves(states[1][key])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert read_json(tmp_path / 'full' / 'metrics' / 'test.json') == read_json(killed / 'metrics' / 'test.json')
+    steps = [json.loads(l)['step'] for l in open(killed / 'metrics' / 'train.jsonl')]
+    assert steps == list(range(1, 18))
