@@ -39,3 +39,21 @@ def test_bench_seq2seq_smoke(tmp_path):
     else:                                               # no torch: the peer part says why
         assert 'skipped' in res['peer'] and 'skipped' in res['ratios']
     assert not [p for p in os.listdir(tmp_path) if p != 'bench.json']   # atomic: no temp left
+
+
+def test_bench_aos4rec_smoke(tmp_path):
+    out = tmp_path / 'bench.json'
+    cmd = [sys.executable, '-m', 'benchmarks.bench_aos4rec', '--out', str(out),
+           '--items', '40', '--width', '16', '--layers', '1', '--heads', '2', '--history', '6',
+           '--T', '3', '--beam', '2', '--batch', '8', '--steps', '2', '--warmup', '1',
+           '--rounds', '1', '--users', '30', '--d-steps', '2', '--models', 'gru']
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    cases = res['results']['gru']
+    assert set(cases) == {'mle', 'oracle', 'critic', 'gan'}
+    assert cases['mle']['ratio_to_mle'] == 1.0
+    for c in cases.values():
+        assert c['step_ms']['n'] == 2 and c['step_ms']['median'] > 0 and c['ratio_to_mle'] > 0
+    assert res['args']['d_steps'] == 2 and res['device']['platform'] == 'cpu'
