@@ -33,6 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANT = {'base': 'base', 'oracle': 'oracle', 'adver': 'adver', 'both': 'both'}
 START_FROM = {'adver': 'base', 'both': 'oracle', 'beam1': 'both'}
+ROWS = ('base', 'oracle', 'adver', 'both', 'beam1')
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ def build_jobs(args) -> list[Job]:
         for model in args.models.split(','):
             for seed in [int(s) for s in args.seeds.split(',')]:
                 base = os.path.join(args.out, name, model, f'seed{seed}')
-                for row in ('base', 'oracle', 'adver', 'both', 'beam1'):
+                for row in args.rows.split(','):
                     wd = os.path.join(base, 'both' if row == 'beam1' else row)
                     if row == 'beam1':
                         cmd = [sys.executable, '-m', 'aos4rec_jax.evaluate', f'--workdir={wd}',
@@ -147,11 +148,18 @@ def main(argv=None) -> int:
                     help='NAME=P,C,G: seq2seq steps, critic pretraining steps, SSRGAN rounds')
     ap.add_argument('--models', default='transformer,gru')
     ap.add_argument('--seeds', default='0,1,2')
+    ap.add_argument('--rows', default=','.join(ROWS),
+                    help='the rows to run (a row also needs the one it starts from)')
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--set', action='append', default=[],
                     help='extra config override for every run, e.g. model_kwargs.embed_dim=64')
     ap.add_argument('--dry_run', action='store_true', help='print the commands only')
     args = ap.parse_args(argv)
+    rows = args.rows.split(',')
+    bad = [r for r in rows if r not in ROWS or (r in START_FROM and START_FROM[r] not in rows)]
+    if bad:
+        raise SystemExit(f'ablation: error: --rows {args.rows}: {bad[0]!r} is not one of {ROWS} '
+                         'or lacks the row it starts from')
     jobs = build_jobs(args)
     if args.dry_run:
         for j in jobs:

@@ -73,6 +73,8 @@ def main(argv=None) -> int:
              '|---|---|---|---|---|']
     for row, label in ROWS:
         c = agg[row]
+        if not c['beam_full']:
+            continue
         lines.append(f'| {label} | {_cell(c["beam_sampled"])} | {_cell(c["beam_full"])} | '
                      f'{_cell(c["sample_full"])} | {_cell([100 * v for v in c["ndcg_sampled"]])} (x100) |')
     tgt = [v for r, _ in ROWS for v in agg[r]['target']]

@@ -23,7 +23,8 @@ def test_jobs_and_dependencies(tmp_path):
     import argparse
     jobs = ablation.build_jobs(argparse.Namespace(out=str(out), data=[f'ds={d}'],
                                                   steps=['ds=7,3,2'], models='gru', seeds='4',
-                                                  set=['model_kwargs.embed_dim=16']))
+                                                  set=['model_kwargs.embed_dim=16'],
+                                                  rows='base,oracle,adver,both,beam1'))
     by = {j.name.split('/')[-1]: j for j in jobs}
     assert list(by) == ['base', 'oracle', 'adver', 'both', 'beam1']
     assert by['base'].after is None and by['oracle'].after is None
@@ -40,6 +41,9 @@ def test_jobs_and_dependencies(tmp_path):
     assert by['beam1'].done_file.endswith('both/metrics/test_beam1.json')
     assert '--strategy=greedy' in by['beam1'].cmd
     assert ablation.main(args + ['--dry_run']) == 0
+    assert ablation.main(args + ['--dry_run', '--rows', 'base,adver']) == 0
+    with pytest.raises(SystemExit, match='lacks the row it starts from'):
+        ablation.main(args + ['--dry_run', '--rows', 'adver'])
 
 
 def test_bad_arguments_are_named(tmp_path, capsys):

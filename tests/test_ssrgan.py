@@ -226,11 +226,13 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
 
 def test_adversarial_sigkill_and_resume_equals_uninterrupted(tmp_path):
     """Killed in the SSRGAN phase and started again: the same generator, critic and metrics."""
-    args = ['--config=experiments/configs/aos4rec.py:tiny', '--config.train_steps=8',
+    args = ['--config=experiments/configs/aos4rec.py:tiny,adver', '--config.train_steps=8',
             '--config.aos4rec.critic_pretrain_steps=3', '--config.aos4rec.gan_steps=6',
             '--config.checkpoint_every=2', '--config.log_every=1', '--config.eval_every=4',
             f'--config.synthetic.cache_dir={tmp_path / "data"}']
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    # the three runs share compiled steps through JAX's persistent cache (same programs)
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'))
     main = [sys.executable, os.path.join(ROOT, 'main.py')]
     full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
                           capture_output=True, text=True)
