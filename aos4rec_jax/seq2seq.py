@@ -87,11 +87,17 @@ def make_generate_fn(model, info, decode_cfg):
     return generate_fn
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    warm = max(int(config.warmup_steps), 1)
-    sched = optax.join_schedules(
-        [optax.linear_schedule(config.learning_rate / warm, config.learning_rate, warm),
-         optax.constant_schedule(config.learning_rate)], [warm])
+def make_optimizer(config, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """Adam(W) with global-norm clipping. Without `learning_rate`: linear warm-up to
+    config.learning_rate, then constant; with it: that rate, constant (the SSRGAN generator). Both
+    are optax schedules, so the optimizer state has the same structure either way."""
+    if learning_rate is not None:
+        sched = optax.constant_schedule(float(learning_rate))
+    else:
+        warm = max(int(config.warmup_steps), 1)
+        sched = optax.join_schedules(
+            [optax.linear_schedule(config.learning_rate / warm, config.learning_rate, warm),
+             optax.constant_schedule(config.learning_rate)], [warm])
     parts = []
     if config.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip))

@@ -67,20 +67,6 @@ def allowed_items(generated: jax.Array, vocab_size: int, banned=None) -> jax.Arr
     return allowed
 
 
-def make_generator_optimizer(config, learning_rate: float) -> optax.GradientTransformation:
-    """Same structure as ``seq2seq.make_optimizer`` (so the state restores in every phase), at a
-    constant learning rate."""
-    sched = optax.constant_schedule(learning_rate)   # a schedule, as make_optimizer's
-    parts = []
-    if config.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(config.grad_clip))
-    if config.weight_decay > 0:
-        parts.append(optax.adamw(sched, weight_decay=config.weight_decay))
-    else:
-        parts.append(optax.adam(sched))
-    return optax.chain(*parts)
-
-
 def make_critic_optimizer(config) -> optax.GradientTransformation:
     """Adam(d_learning_rate, b1 = 0.5, b2 = 0.9), the WGAN-GP recipe's momentum settings."""
     return optax.adam(float(config.aos4rec.d_learning_rate), b1=0.5, b2=0.9)
@@ -126,7 +112,7 @@ class Steps:
         self.a = config.aos4rec
         self.batch_size, self.bsharding = batch_size, bsharding
         self.mle_tx = seq2seq.make_optimizer(config)
-        self.g_tx = make_generator_optimizer(config, float(self.a.g_learning_rate))
+        self.g_tx = seq2seq.make_optimizer(config, float(self.a.g_learning_rate))
         self.d_tx = make_critic_optimizer(config)
         self.L, self.T = info.history_len, info.target_len
 

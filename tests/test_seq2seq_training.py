@@ -1,10 +1,7 @@
 """MLE training of the seq2seq models: end to end, kill-and-resume, 8 devices vs 1."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -18,6 +15,7 @@ from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import trainer
 from experiments.configs import gru as gru_cfg
 from experiments.configs import transformer as tf_cfg
+from tests.helpers import run_full_then_killed_and_resumed
 from tests.test_trainer import ROOT, assert_predictions_agree, read_json
 
 CONFIGS = {'transformer': tf_cfg, 'gru': gru_cfg}
@@ -55,27 +53,10 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
             '--config.checkpoint_every=10', '--config.log_every=5', '--config.eval_every=40',
             f'--config.synthetic.cache_dir={tmp_path / "data"}']
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
-    main = [sys.executable, os.path.join(ROOT, 'main.py')]
-    full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr[-3000:]
-
     killed = tmp_path / 'killed'
-    p = subprocess.Popen(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    t0 = time.time()
-    for line in p.stdout:
-        if 'step 55/80' in line:       # between checkpoints 50 and 60, after a validation
-            p.send_signal(signal.SIGKILL)
-            break
-        assert time.time() - t0 < 300
-    p.wait()
-    assert p.returncode == -signal.SIGKILL
-    assert not (killed / 'metrics' / 'test.json').exists()
-    again = subprocess.run(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert 'resumed from checkpoint step' in again.stdout
+    # killed between checkpoints 50 and 60, after a validation
+    run_full_then_killed_and_resumed([sys.executable, os.path.join(ROOT, 'main.py')] + args, env,
+                                     str(tmp_path / 'full'), str(killed), 'step 55/80', ROOT)
 
     s1, p1 = _final_params(str(tmp_path / 'full'))
     s2, p2 = _final_params(str(killed))

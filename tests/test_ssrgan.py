@@ -1,10 +1,7 @@
 """SSRGAN: the critic (critic.py), the training steps (ssrgan.py) and the AOS4Rec schedule."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +17,7 @@ from aos4rec_jax import seq2seq
 from aos4rec_jax import ssrgan
 from aos4rec_jax import trainer
 from experiments.configs import aos4rec as aos_cfg
+from tests.helpers import run_full_then_killed_and_resumed
 from tests.test_trainer import ROOT, assert_predictions_agree, read_json
 
 N_ITEMS, L, T = 20, 6, 4
@@ -233,24 +231,10 @@ def test_adversarial_sigkill_and_resume_equals_uninterrupted(tmp_path):
     # the three runs share compiled steps through JAX's persistent cache (same programs)
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
                JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'))
-    main = [sys.executable, os.path.join(ROOT, 'main.py')]
-    full = subprocess.run(main + args + [f'--workdir={tmp_path / "full"}'], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr[-3000:]
     killed = tmp_path / 'killed'
-    p = subprocess.Popen(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    t0 = time.time()
-    for line in p.stdout:
-        if '[gan] step 15/17' in line:       # after the checkpoint at 14
-            p.send_signal(signal.SIGKILL)
-            break
-        assert time.time() - t0 < 400
-    p.wait()
-    assert p.returncode == -signal.SIGKILL
-    again = subprocess.run(main + args + [f'--workdir={killed}'], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_full_then_killed_and_resumed(
+        [sys.executable, os.path.join(ROOT, 'main.py')] + args, env, str(tmp_path / 'full'),
+        str(killed), '[gan] step 15/17', ROOT)      # after the checkpoint at 14
     assert 'resumed from checkpoint step 1' in again.stdout     # 12 or 14 (async save)
     states = []
     for w in (tmp_path / 'full', killed):
