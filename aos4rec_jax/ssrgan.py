@@ -22,6 +22,8 @@ of the distribution it sampled from: dropout off, banned and earlier items maske
 """
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -108,6 +110,9 @@ class Steps:
     """The step functions of one run (see the module docstring). Built once per run."""
 
     def __init__(self, config, model, critic, info, batch_size: int, bsharding):
+        # A snapshot: the steps are traced later (at their first call), and a caller that goes on
+        # to change its config for another run must not change what these steps compute.
+        config = copy.deepcopy(config)
         self.config, self.model, self.critic, self.info = config, model, critic, info
         self.a = config.aos4rec
         self.batch_size, self.bsharding = batch_size, bsharding

@@ -75,18 +75,25 @@ def parse_args(argv=None):
 
 
 def model_cases(args, name, dev_np, info) -> list[Case]:
-    config = seq2seq_run_config(args, name)
-    a = config.aos4rec
-    a.beam_size, a.num_next, a.d_steps, a.g_steps = args.beam, args.num_next, args.d_steps, args.g_steps
+    def case_config(case):
+        config = seq2seq_run_config(args, name)
+        a = config.aos4rec
+        a.beam_size, a.num_next = args.beam, args.num_next
+        a.d_steps, a.g_steps = args.d_steps, args.g_steps
+        a.oracle = case == 'oracle'
+        a.adversarial = case in ('critic', 'gan')
+        return config
+
+    config = case_config('mle')
     mesh = shard_lib.make_mesh(jax.devices()[:1])
     repl = shard_lib.replicated(mesh)
     model = seq2seq.build_model(config, info)
     critic = critic_lib.build_critic(config, info)
     cases = []
     for case in CASES:
-        a.oracle = case == 'oracle'
-        a.adversarial = case in ('critic', 'gan')
-        steps = ssrgan.Steps(config, model, critic if a.adversarial else None, info, args.batch,
+        config = case_config(case)
+        adversarial = config.aos4rec.adversarial
+        steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,
                              shard_lib.batch_sharding(mesh))
         init_fn, _, shardings, rng = trainer.create_train_state(
             config, model, steps.mle_tx, info, mesh, steps.critic, steps.d_tx)

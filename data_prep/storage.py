@@ -52,8 +52,9 @@ def check_output(out_dir, overwrite: bool) -> Path:
         if not _looks_like_dataset(out):
             raise DataPrepError(f"output {out} exists and does not look like a prepared dataset "
                                 f"(no protocol.json); refusing to replace it")
-    if not out.parent.exists():
-        raise DataPrepError(f"the parent folder of the output, {out.parent}, does not exist")
+    parent = next((q for q in (out.parent, *out.parent.parents) if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataPrepError(f"the output's parent {parent} exists and is not a folder")
     return out
 
 
@@ -66,6 +67,7 @@ def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> P
     out = check_output(out_dir, overwrite)
     p = prepared
     U = p.num_users
+    out.parent.mkdir(parents=True, exist_ok=True)  # missing parents are made once the data parsed
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

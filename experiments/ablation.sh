@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The AOS4Rec ablation (paper Table 4) as run for docs/results/ on a 2-core CPU, then its tables.
 #   bash experiments/ablation.sh [OUT] [WORKERS]          (defaults: runs/ablation, 2)
-# Sizes: width 64, 1 layer (Transformer) / hidden 64 (GRU), batch 128. Steps (P seq2seq, C critic
-# pretraining, G SSRGAN rounds): YOOCHOOSE 300, 30, 30 (about 6 epochs of seq2seq), 3 seeds;
-# ml-1m-subset 400, 20, 15 (0.17 epoch), seed 0 only: the CPU time of this task allowed no more.
-# On a GPU raise them (e.g. ML 5000, 500, 1000 and --seeds 0,1,2).
+# Sizes: width 64, 1 layer (Transformer) / hidden 64 (GRU), batch 128, 3 seeds. Steps (P seq2seq,
+# C critic pretraining, G SSRGAN rounds): YOOCHOOSE 1000, 100, 100 (20 epochs of seq2seq);
+# ml-1m-subset 1000, 50, 40 (0.43 epoch): what the CPU time of this task allowed.
+# On a GPU raise them (e.g. ML 20000, 500, 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/ablation}
@@ -18,7 +18,7 @@ SIZES=(--set model_kwargs.embed_dim=64 --set model_kwargs.mlp_dim=256 --set mode
        --set model_kwargs.num_layers=1 --set max_eval_users=300 --set eval_every=100
        --set log_every=20 --set checkpoint_every=100)
 python -m experiments.ablation --out "$OUT" --data yoochoose-100k=data/yoochoose-100k \
-  --steps yoochoose-100k=300,30,30 --seeds 0,1,2 --workers "$WORKERS" "${SIZES[@]}"
+  --steps yoochoose-100k=1000,100,100 --seeds 0,1,2 --workers "$WORKERS" "${SIZES[@]}"
 python -m experiments.ablation --out "$OUT" --data ml-1m-subset=data/ml-1m-subset \
-  --steps ml-1m-subset=400,20,15 --seeds 0 --workers "$WORKERS" "${SIZES[@]}"
+  --steps ml-1m-subset=1000,50,40 --seeds 0,1,2 --workers "$WORKERS" "${SIZES[@]}"
 python -m experiments.collect_ablation --root "$OUT" --out docs/results

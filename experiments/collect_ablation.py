@@ -195,7 +195,8 @@ def render_dataset(dataset: str, dagg: dict, split: str = 'test') -> str:
     lines = [f'# AOS4Rec ablation (paper Table 4): {dataset}', '',
              f"Split: {split}. Seeds found: {', '.join(map(str, seeds)) or 'none'} ({len(seeds)}). "
              f"Users: {', '.join(str(u) for u in users) or 'n/a'}.", '',
-             f'Cells: mean ± sample std over seeds; "(n seeds)" when a cell has fewer than {len(seeds)}.']
+             (f'Cells: mean ± sample std over seeds; "(n seeds)" when a cell has fewer than {len(seeds)}.'
+              if len(seeds) > 1 else 'Cells: one seed, so no spread is shown.')]
     head = '| row | ' + ' | '.join(f'{_model_label(m)} {label}@{K}' for m in models for _, label in TABLE_METRICS) + ' |'
     rule = '|---|' + '---|' * (len(models) * len(TABLE_METRICS))
     for protocol in PROTOCOLS:

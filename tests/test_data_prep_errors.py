@@ -184,6 +184,23 @@ def test_existing_output_refused_without_overwrite(tmp_path, capsys):
     assert (other / "thesis.tex").exists()
 
 
+def test_missing_parent_folders_are_made_only_on_success(tmp_path, capsys):
+    src = _make(tmp_path, "r.dat", tiny_text("movielens"))
+    bad = _make(tmp_path, "bad.dat", "1::2::3\n")
+    rc, _, err = run_cli(["--format", "movielens", "--input", bad, "--output",
+                          tmp_path / "data" / "sub" / "out", "--quiet", *TINY_ARGS], capsys)
+    _assert_failed(rc, err, tmp_path, [src, bad], ["4 fields"], bad, 1)   # no data/ left behind
+    out = tmp_path / "data" / "sub" / "out"
+    rc, _, err = run_cli(["--format", "movielens", "--input", src, "--output", out, "--quiet",
+                          *TINY_ARGS], capsys)
+    assert rc == 0, err
+    assert (out / "protocol.json").exists() and sorted(os.listdir(out.parent)) == ["out"]
+    blocker = _make(tmp_path, "afile", "x")                # a parent that is a file
+    rc, _, err = run_cli(["--format", "movielens", "--input", src, "--output",
+                          blocker / "out", "--quiet", *TINY_ARGS], capsys)
+    assert rc == 2 and "is not a folder" in err and str(blocker) in err
+
+
 def test_bad_flags(tmp_path, capsys):
     src = _make(tmp_path, "r.dat", tiny_text("movielens"))
     base = ["--format", "movielens", "--input", src, "--output", tmp_path / "out", "--quiet"]

@@ -143,6 +143,17 @@ def test_actor_log_probs_are_those_of_the_sampler(model):
     np.testing.assert_allclose(logp, ref.log_probs[:, 0], atol=1e-4)
 
 
+def test_steps_keep_the_settings_they_were_built_with():
+    """The steps are traced at their first call; changing the config afterwards (as a driver that
+    builds several runs from one config would) must not change what they compute."""
+    c = tiny_config('gru')
+    c.aos4rec.oracle, c.aos4rec.beam_size = True, 3
+    m = seq2seq.build_model(c, INFO)
+    steps = ssrgan.Steps(c, m, None, INFO, 4, None)
+    c.aos4rec.oracle, c.aos4rec.beam_size = False, 7
+    assert steps.a.oracle is True and steps.a.beam_size == 3
+
+
 def test_schedule_and_phases():
     c = tiny_config(variant='tiny')
     c.train_steps, c.aos4rec.critic_pretrain_steps, c.aos4rec.gan_steps = 3, 2, 4
