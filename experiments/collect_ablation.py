@@ -11,7 +11,9 @@ the dataset has says how many it has, e.g. "0.3010 ± 0.0040 (2 seeds)".
 
 Writes, each through a temporary file and os.replace:
   OUT/ablation_<dataset>.md  sampled and full protocol tables (Prec@K, NDCG@K, BLEU@K as mean ±
-                             sample std over seeds) and the NDCG@K change of each row vs base;
+                             sample std over seeds), the schedule the runs used (their
+                             config.json), the NDCG@K change of each row vs base, and the paired
+                             per-seed NDCG@K difference vs base (mean ± std, seeds up);
   OUT/ablation.json          the aggregate: dataset -> protocol -> model -> row -> metric ->
                              {mean, std, n, values, seeds} (std is null for a single seed; the
                              metric 'users' is the number of evaluated users);
@@ -186,7 +188,7 @@ def _model_label(model: str) -> str:
     return MODEL_LABELS.get(model, model)
 
 
-def render_dataset(dataset: str, dagg: dict, split: str = 'test') -> str:
+def render_dataset(dataset: str, dagg: dict, split: str = 'test', schedule: dict | None = None) -> str:
     """The Markdown page of one dataset (deterministic: same aggregate, same bytes)."""
     K = dataset_k(dagg)
     seeds = dataset_seeds(dagg)
@@ -205,6 +207,9 @@ def render_dataset(dataset: str, dagg: dict, split: str = 'test') -> str:
             cells = [format_cell(_get(dagg, protocol, m, row, f'{name}@{K}'), len(seeds))
                      for m in models for name, _ in TABLE_METRICS]
             lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    sched = schedule_line(schedule)
+    if sched:
+        lines += ['', sched]
     lines += ['', f'## NDCG@{K} change vs AOS4Rec-base', '',
               '| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
               '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
@@ -212,7 +217,76 @@ def render_dataset(dataset: str, dagg: dict, split: str = 'test') -> str:
         cells = [format_change(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
                  for m in models for p in PROTOCOLS]
         lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    if len(seeds) > 1:
+        lines += ['', f'## Paired NDCG@{K} difference vs AOS4Rec-base, seed by seed', '',
+                  'Each seed\'s row minus the same seed\'s base (+Adver. starts from that very base run, '
+                  '+both from that seed\'s +Oracle run): mean ± sample std over seeds, then how many '
+                  'seeds went up.', '',
+                  '| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
+                  '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
+        for row in ROWS[1:]:
+            cells = [format_paired(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
+                     for m in models for p in PROTOCOLS]
+            lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
+
+
+def paired_differences(st: dict | None, base: dict | None) -> list[float]:
+    """row - base for every seed that both have (in seed order)."""
+    if st is None or base is None:
+        return []
+    b = dict(zip(base['seeds'], base['values']))
+    return [v - b[s] for s, v in zip(st['seeds'], st['values']) if s in b]
+
+
+def format_paired(st: dict | None, base: dict | None) -> str:
+    """'+0.0012 ± 0.0030 (2/3 up)': the mean and sample std of the per-seed differences."""
+    d = paired_differences(st, base)
+    if not d:
+        return 'n/a'
+    mean = sum(d) / len(d)
+    text = f'{mean:+.4f}'
+    if len(d) > 1:
+        text += f' ± {math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)):.4f}'
+    return text + f' ({sum(x > 0 for x in d)}/{len(d)} up)'
+
+
+def collect_schedules(root: str) -> dict:
+    """dataset -> model -> set of schedule descriptions, read from the runs' config.json files.
+
+    A description is 'P seq2seq steps (batch B, width W, N layer(s))' for the base and oracle
+    rows and 'C critic + G SSRGAN rounds (g-steps g, d-steps d, lipschitz X)' for the adversarial
+    rows, so a table says what its runs were; runs without a config.json are left out."""
+    out: dict = {}
+    for dataset in _subdirs(root):
+        for model in _subdirs(os.path.join(root, dataset)):
+            for name in _subdirs(os.path.join(root, dataset, model)):
+                if not SEED_RE.match(name):
+                    continue
+                for row in ('base', 'oracle', 'adver', 'both'):
+                    cfg = _load(os.path.join(root, dataset, model, name, row, 'config.json'))
+                    if not cfg:
+                        continue
+                    a, mk = cfg.get('aos4rec', {}), cfg.get('model_kwargs', {})
+                    if row in ('base', 'oracle'):
+                        width = mk.get('embed_dim') if model != 'gru' else mk.get('hidden_dim')
+                        text = (f"{cfg.get('train_steps')} seq2seq steps (batch {cfg.get('batch_size')}, "
+                                f"width {width}, {mk.get('num_layers')} layer(s))")
+                    else:
+                        text = (f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
+                                f"{a.get('gan_steps')} SSRGAN rounds (g-steps {a.get('g_steps')}, "
+                                f"d-steps {a.get('d_steps')}, lipschitz {a.get('lipschitz')})")
+                    out.setdefault(dataset, {}).setdefault(model, set()).add(text)
+    return out
+
+
+def schedule_line(sched: dict | None) -> str:
+    """'Schedule (...): Transformer: ...; GRU: ...' for one dataset, '' when nothing is known."""
+    sched = sched or {}
+    parts = []
+    for model in sorted(sched, key=_model_key):
+        parts.append(f'{_model_label(model)}: ' + ', '.join(sorted(sched[model])))
+    return ('Schedule (read from the runs\' config.json): ' + '; '.join(parts) + '.') if parts else ''
 
 
 def _write_text(path: str, text: str) -> None:
@@ -222,12 +296,12 @@ def _write_text(path: str, text: str) -> None:
     os.replace(path + '.tmp', path)
 
 
-def write_tables(agg: dict, out_dir: str, split: str = 'test') -> list[str]:
+def write_tables(agg: dict, out_dir: str, split: str = 'test', schedules: dict | None = None) -> list[str]:
     """Writes OUT/ablation_<dataset>.md for every dataset of agg; returns the paths."""
     paths = []
     for dataset in sorted(agg):
         path = os.path.join(out_dir, f'ablation_{dataset}.md')
-        _write_text(path, render_dataset(dataset, agg[dataset], split))
+        _write_text(path, render_dataset(dataset, agg[dataset], split, (schedules or {}).get(dataset)))
         paths.append(path)
     return paths
 
@@ -289,7 +363,8 @@ def main(argv=None) -> int:
         print(f'error: no ablation run found under {a.root!r} (expected '
               f'{a.root}/<dataset>/<model>/seed<S>/<row>/metrics/{a.split}.json)', file=sys.stderr)
         return 2
-    paths = write_tables(agg, a.out, a.split) + [write_json(agg, a.out), write_plot(agg, a.out)]
+    paths = (write_tables(agg, a.out, a.split, collect_schedules(a.root))
+             + [write_json(agg, a.out), write_plot(agg, a.out)])
     for path in paths:
         print(path)
     return 0

@@ -131,3 +131,27 @@ def test_cli_exits_2_when_no_run(tmp_path):
     assert r.returncode == 2
     assert str(empty) in r.stderr and 'no ablation run found' in r.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_paired_differences_and_schedule_line(fake_root, tmp_path):
+    """Per-seed differences vs the same seed's base, by hand; the schedule comes from config.json."""
+    # transformer base: seed 0 -> 0.2, seed 1 -> 0.4; oracle 0.33 for both (full: half of each).
+    # sampled: +0.13, -0.07 -> mean +0.03, sample std sqrt(2 * 0.1^2 / 1) = 0.1414, 1 of 2 up.
+    text = collect_ablation.render_dataset('ml-1m-subset', collect_ablation.collect(str(fake_root))['ml-1m-subset'])
+    assert _row(text, '+Oracle', nth=3).startswith('| +Oracle | +0.0300 ± 0.1414 (1/2 up) | +0.0150 ± 0.0707 (1/2 up) |')
+    # GRU: only seed 0 has a base, only seed 1 a +both run: no seed in common.
+    assert _row(text, '+both (AOS4Rec)', nth=3).endswith('| n/a | n/a |')
+    assert 'Schedule' not in text  # the fake runs have no config.json
+    for row, cfg in (('base', {'train_steps': 600, 'batch_size': 128,
+                               'model_kwargs': {'embed_dim': 64, 'num_layers': 1}}),
+                     ('adver', {'train_steps': 0, 'aos4rec': {'critic_pretrain_steps': 40, 'gan_steps': 30,
+                                                              'g_steps': 1, 'd_steps': 5, 'lipschitz': 'gp'}})):
+        (fake_root / 'ml-1m-subset' / 'transformer' / 'seed0' / row / 'config.json').write_text(json.dumps(cfg))
+    sched = collect_ablation.collect_schedules(str(fake_root))
+    assert sched == {'ml-1m-subset': {'transformer': {
+        '600 seq2seq steps (batch 128, width 64, 1 layer(s))',
+        '40 critic pretraining steps + 30 SSRGAN rounds (g-steps 1, d-steps 5, lipschitz gp)'}}}
+    paths = collect_ablation.write_tables(collect_ablation.collect(str(fake_root)), str(tmp_path / 'o'), schedules=sched)
+    md = open(paths[0]).read()
+    assert ("Schedule (read from the runs' config.json): Transformer: 40 critic pretraining steps + 30 SSRGAN "
+            "rounds (g-steps 1, d-steps 5, lipschitz gp), 600 seq2seq steps (batch 128, width 64, 1 layer(s)).") in md
