@@ -285,7 +285,8 @@ def schedule_line(sched: dict | None) -> str:
     sched = sched or {}
     parts = []
     for model in sorted(sched, key=_model_key):
-        parts.append(f'{_model_label(model)}: ' + ', '.join(sorted(sched[model])))
+        # the seq2seq phase first, then the adversarial phases
+        parts.append(f'{_model_label(model)}: ' + ', '.join(sorted(sched[model], key=lambda t: ('critic' in t, t))))
     return ('Schedule (read from the runs\' config.json): ' + '; '.join(parts) + '.') if parts else ''
 
 

@@ -153,5 +153,5 @@ def test_paired_differences_and_schedule_line(fake_root, tmp_path):
         '40 critic pretraining steps + 30 SSRGAN rounds (g-steps 1, d-steps 5, lipschitz gp)'}}}
     paths = collect_ablation.write_tables(collect_ablation.collect(str(fake_root)), str(tmp_path / 'o'), schedules=sched)
     md = open(paths[0]).read()
-    assert ("Schedule (read from the runs' config.json): Transformer: 40 critic pretraining steps + 30 SSRGAN "
-            "rounds (g-steps 1, d-steps 5, lipschitz gp), 600 seq2seq steps (batch 128, width 64, 1 layer(s)).") in md
+    assert ("Schedule (read from the runs' config.json): Transformer: 600 seq2seq steps (batch 128, width 64, "
+            "1 layer(s)), 40 critic pretraining steps + 30 SSRGAN rounds (g-steps 1, d-steps 5, lipschitz gp).") in md
