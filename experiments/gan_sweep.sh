@@ -5,7 +5,8 @@
 # e.g. bash experiments/gan_sweep.sh runs/ablation/yoochoose-100k/transformer/seed0/base \
 #        runs/gan_sweep 30 30 2
 # Variants of the ablation's settings (g lr 1e-4, gradient penalty, d-steps 5, G rounds): a 10x
-# generator learning rate, weight clipping instead of the penalty, d-steps 1, 4x more rounds.
+# and a 0.1x generator learning rate, weight clipping instead of the penalty, d-steps 1, 4x more
+# rounds, and the MLE loss added to the generator's (gan_mle_weight 1; not in the paper).
 # Writes OUT/sweep.md (test metrics of each variant, with the base run for reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ declare -A VARIANTS=(
   [clip]="--config.aos4rec.gan_steps=$G --config.aos4rec.lipschitz=clip"
   [d_steps_1]="--config.aos4rec.gan_steps=$G --config.aos4rec.d_steps=1"
   [rounds_x4]="--config.aos4rec.gan_steps=$((4 * G))"
+  [g_lr_1e-5]="--config.aos4rec.gan_steps=$G --config.aos4rec.g_learning_rate=1e-5"
+  [mle_mix_1]="--config.aos4rec.gan_steps=$G --config.aos4rec.gan_mle_weight=1.0"
 )
 mkdir -p "$OUT"
 run() {
@@ -35,7 +38,7 @@ run() {
 if [ "$WORKERS" -gt 1 ]; then
   export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 fi
-names=(g_lr_1e-3 clip d_steps_1 rounds_x4)
+names=(g_lr_1e-3 g_lr_1e-5 clip d_steps_1 rounds_x4 mle_mix_1)
 i=0
 for n in "${names[@]}"; do
   run "$n" &
