@@ -3,8 +3,8 @@
 #   bash experiments/ablation.sh [OUT] [WORKERS]          (defaults: runs/ablation, 2)
 # Sizes: width 64, 1 layer (Transformer) / hidden 64 (GRU), batch 128, 3 seeds. Steps (P seq2seq,
 # C critic pretraining, G SSRGAN rounds): YOOCHOOSE 600, 60, 60 (12.8 epochs of seq2seq);
-# ml-1m-subset 600, 40, 40 (0.26 epoch): what the CPU time of this task allowed (about an hour
-# of a 2-core CPU for all 60 jobs).
+# ml-1m-subset 600, 40, 40 (0.26 epoch): what the CPU time of one session allowed (30 jobs each:
+# YOOCHOOSE 34 min, ml-1m-subset 73 min on a 2-core CPU that other runs shared).
 # On a GPU raise them (e.g. ML 20000, 500, 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
