@@ -38,6 +38,8 @@ def aos4rec_defaults() -> dict:
         'clip_value': 0.01,                # weight clipping bound (lipschitz=clip)
         'critic_dropout': 0.0,             # dropout inside the critic
         'gan_mle_weight': 0.0,             # MLE loss mixed into generator updates (paper: none)
+        'gan_adv_weight': 1.0,             # weight of Eq. 4 in generator updates (0 with
+                                           # gan_mle_weight > 0: the MLE-only control)
     }
 
 
@@ -88,8 +90,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _check(int(a[f]) >= 0, f'aos4rec.{f}', f'must be >= 0, got {a[f]}')
     for f in ('mu', 'temperature', 'g_learning_rate', 'd_learning_rate', 'clip_value'):
         _check(a[f] > 0, f'aos4rec.{f}', f'must be > 0, got {a[f]}')
-    for f in ('gamma', 'td_weight', 'gp_weight', 'gan_mle_weight'):
+    for f in ('gamma', 'td_weight', 'gp_weight', 'gan_mle_weight', 'gan_adv_weight'):
         _check(a[f] >= 0, f'aos4rec.{f}', f'must be >= 0, got {a[f]}')
+    _check(a.gan_adv_weight > 0 or a.gan_mle_weight > 0, 'aos4rec.gan_adv_weight',
+           'is 0 and so is aos4rec.gan_mle_weight: the generator would get no gradient')
     _check(0 <= a.critic_dropout < 1, 'aos4rec.critic_dropout', f'must be in [0, 1), got {a.critic_dropout}')
     _check(a.lipschitz in LIPSCHITZ, 'aos4rec.lipschitz', f'{a.lipschitz!r} is not one of {LIPSCHITZ}')
     if c.model == 'poprec':

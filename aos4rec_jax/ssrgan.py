@@ -216,8 +216,10 @@ class Steps:
 
     # -- the generator (actor) --------------------------------------------------------------------
     def generator_update(self, state, data, key):
-        """One actor update with Eq. 4: A_t = gamma D(x, y^_1:t) - D(x, y^_1:t-1), plus
-        ``gan_mle_weight`` times the MLE loss of the real continuation (0 in the paper)."""
+        """One actor update: ``gan_adv_weight`` (1) times Eq. 4's loss, with A_t = gamma D(x, y^_1:t)
+        - D(x, y^_1:t-1), plus ``gan_mle_weight`` (0 in the paper) times the MLE loss of the real
+        continuation. Weights 0 and 1 give the "MLE only" control: the same schedule, updates and
+        model selection, with no signal from the critic."""
         k_batch, k_gen, k_drop = jax.random.split(key, 3)
         b = self.batch(data, k_batch)
         banned = self.banned(b.history)
@@ -229,7 +231,7 @@ class Steps:
         def loss_fn(params):
             logp, _ = self.log_probs(params, b.history, fake, banned)
             adv_loss = aos4rec.generator_loss_eq4(logp, d_fake, mask, gamma=float(a.gamma))
-            total = adv_loss
+            total = adv_loss if a.gan_adv_weight == 1 else a.gan_adv_weight * adv_loss
             if a.gan_mle_weight > 0:
                 dec_in = seq2seq.decoder_inputs(b.target, self.info.bos_id)
                 s, n = seq2seq.mle_loss(params, self.model, b.history, b.target, dec_in, k_drop)

@@ -71,8 +71,8 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         return
     with open(path) as f:
         old = json.load(f)
-    old = {**FIELDS_ADDED_LATER, **old}
-    a, b = _flatten(old), _flatten(cfg)
+    # fields added since the run was made take their defaults (nested: aos4rec.* one by one)
+    a, b = {**_flatten(FIELDS_ADDED_LATER), **_flatten(old)}, _flatten(cfg)
     resumable = set(RESUMABLE_CHANGES)
     if cfg.get('aos4rec', {}).get('adversarial'):
         # the phases follow train_steps: only the last one (SSRGAN rounds) may be extended

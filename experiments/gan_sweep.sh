@@ -6,7 +6,8 @@
 #        runs/gan_sweep 30 30 2
 # Variants of the ablation's settings (g lr 1e-4, gradient penalty, d-steps 5, G rounds): a 10x
 # and a 0.1x generator learning rate, weight clipping instead of the penalty, d-steps 1, 4x more
-# rounds, and the MLE loss added to the generator's (gan_mle_weight 1; not in the paper).
+# rounds, the MLE loss added to the generator's (gan_mle_weight 1; not in the paper), and its
+# control: the MLE loss alone, the critic's signal off (gan_adv_weight 0).
 # Writes OUT/sweep.md (test metrics of each variant, with the base run for reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ declare -A VARIANTS=(
   [rounds_x4]="--config.aos4rec.gan_steps=$((4 * G))"
   [g_lr_1e-5]="--config.aos4rec.gan_steps=$G --config.aos4rec.g_learning_rate=1e-5"
   [mle_mix_1]="--config.aos4rec.gan_steps=$G --config.aos4rec.gan_mle_weight=1.0"
+  [mle_only]="--config.aos4rec.gan_steps=$G --config.aos4rec.gan_mle_weight=1.0 --config.aos4rec.gan_adv_weight=0"
 )
 mkdir -p "$OUT"
 run() {
@@ -38,7 +40,7 @@ run() {
 if [ "$WORKERS" -gt 1 ]; then
   export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 fi
-names=(g_lr_1e-3 g_lr_1e-5 clip d_steps_1 rounds_x4 mle_mix_1)
+names=(g_lr_1e-3 g_lr_1e-5 clip d_steps_1 rounds_x4 mle_mix_1 mle_only)
 i=0
 for n in "${names[@]}"; do
   run "$n" &

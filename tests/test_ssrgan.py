@@ -259,3 +259,38 @@ def test_adversarial_sigkill_and_resume_equals_uninterrupted(tmp_path):
     assert read_json(tmp_path / 'full' / 'metrics' / 'test.json') == read_json(killed / 'metrics' / 'test.json')
     steps = [json.loads(l)['step'] for l in open(killed / 'metrics' / 'train.jsonl')]
     assert steps == list(range(1, 18))
+
+
+def test_generator_update_weights_and_the_mle_only_control():
+    """gan_adv_weight 0 with gan_mle_weight 1 (the MLE-only control) updates the generator without
+    looking at the critic; the default (Eq. 4 only) depends on it; both 0 is refused."""
+    c = tiny_config('gru')
+    m = seq2seq.build_model(c, INFO)
+    params = seq2seq.init_params(m, INFO, jax.random.PRNGKey(0))
+    cr = critic_lib.build_critic(c, INFO)
+    critics = [critic_lib.init_critic(cr, INFO, jax.random.PRNGKey(k)) for k in (1, 2)]
+    # one user whose train part is items 1..12: 11 windows
+    data = data_lib.DeviceData(items=jnp.arange(1, 13, dtype=jnp.int32), offsets=jnp.array([0, 12]),
+                               n_train=jnp.array([12]), window_cum=jnp.array([0, 11]))
+
+    def updated(adv_w, mle_w, cp):
+        c.aos4rec.gan_adv_weight, c.aos4rec.gan_mle_weight = adv_w, mle_w
+        config_lib.validate(c)
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+        steps = ssrgan.Steps(c, m, cr, INFO, 4, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        state = dict(step=jnp.int32(0), rng=jax.random.PRNGKey(3), params=params,
+                     opt_state=steps.g_tx.init(params), critic=cp, critic_opt_state=steps.d_tx.init(cp))
+        new, _ = jax.jit(steps.generator_update)(state, data, jax.random.PRNGKey(4))
+        return jax.tree_util.tree_leaves(new['params'])
+
+    def same(x, y):
+        return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(x, y))
+
+    start = jax.tree_util.tree_leaves(params)
+    control = [updated(0.0, 1.0, cp) for cp in critics]
+    assert same(*control) and not same(control[0], start)
+    paper = [updated(1.0, 0.0, cp) for cp in critics]
+    assert not same(*paper) and not same(paper[0], start)
+    c.aos4rec.gan_adv_weight, c.aos4rec.gan_mle_weight = 0.0, 0.0
+    with pytest.raises(config_lib.ConfigError, match='aos4rec.gan_adv_weight'):
+        config_lib.validate(c)

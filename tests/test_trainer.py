@@ -94,3 +94,17 @@ def test_poprec_real_data_via_cli(tmp_path):
     assert set(test['sampled']) == {f'{m}@6' for m in ('prec', 'ndcg', 'bleu', 'hr', 'mrr')}
     assert 'nll_oracle' not in test
     assert_predictions_agree(str(tmp_path / 'run'))
+
+
+def test_resume_check_fills_fields_added_later_one_by_one(tmp_path):
+    """A run made before a field existed (here aos4rec.gan_adv_weight, and select_by) resumes with
+    the field's default; a changed training setting is still refused, naming the field."""
+    from experiments.configs import aos4rec as aos_cfg
+    cfg = aos_cfg.get_config('tiny').to_dict()
+    old = json.loads(json.dumps(cfg))
+    del old['aos4rec']['gan_adv_weight'], old['select_by']
+    (tmp_path / 'config.json').write_text(json.dumps(old))
+    trainer._check_resume_config(str(tmp_path), cfg)          # no error
+    cfg['aos4rec']['gan_adv_weight'] = 0.5
+    with pytest.raises(trainer.RunError, match='aos4rec.gan_adv_weight'):
+        trainer._check_resume_config(str(tmp_path), cfg)
