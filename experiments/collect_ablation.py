@@ -79,8 +79,9 @@ def _model_key(model: str):
     return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
 
 
-def find_runs(root: str, split: str = 'test'):
-    """Yields (dataset, model, seed, row, metrics dict) for every metrics file found under root."""
+def _seed_dirs(root: str):
+    """Yields (dataset, model, seed, folder) for every ROOT/<dataset>/<model>/seed<S> folder, in
+    the tables' order: datasets sorted, models transformer, gru, then the rest, seeds ascending."""
     for dataset in _subdirs(root):
         for model in sorted(_subdirs(os.path.join(root, dataset)), key=_model_key):
             seeds = []
@@ -89,12 +90,17 @@ def find_runs(root: str, split: str = 'test'):
                 if m:
                     seeds.append((int(m.group(1)), name))
             for seed, name in sorted(seeds):
-                sdir = os.path.join(root, dataset, model, name)
-                for row in ROWS:
-                    folder, fname = ('both', f'{split}_beam1.json') if row == 'both_beam1' else (row, f'{split}.json')
-                    metrics = _load(os.path.join(sdir, folder, 'metrics', fname))
-                    if metrics is not None:
-                        yield dataset, model, seed, row, metrics
+                yield dataset, model, seed, os.path.join(root, dataset, model, name)
+
+
+def find_runs(root: str, split: str = 'test'):
+    """Yields (dataset, model, seed, row, metrics dict) for every metrics file found under root."""
+    for dataset, model, seed, sdir in _seed_dirs(root):
+        for row in ROWS:
+            folder, fname = ('both', f'{split}_beam1.json') if row == 'both_beam1' else (row, f'{split}.json')
+            metrics = _load(os.path.join(sdir, folder, 'metrics', fname))
+            if metrics is not None:
+                yield dataset, model, seed, row, metrics
 
 
 def collect(root: str, split: str = 'test') -> dict:
@@ -210,25 +216,27 @@ def render_dataset(dataset: str, dagg: dict, split: str = 'test', schedule: dict
     sched = schedule_line(schedule)
     if sched:
         lines += ['', sched]
-    lines += ['', f'## NDCG@{K} change vs AOS4Rec-base', '',
-              '| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
-              '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
-    for row in ROWS[1:]:
-        cells = [format_change(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
-                 for m in models for p in PROTOCOLS]
-        lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    lines += ['', f'## NDCG@{K} change vs AOS4Rec-base', '']
+    lines += _vs_base_table(dagg, K, models, format_change)
     if len(seeds) > 1:
         lines += ['', f'## Paired NDCG@{K} difference vs AOS4Rec-base, seed by seed', '',
                   'Each seed\'s row minus the same seed\'s base (+Adver. starts from that very base run, '
                   '+both from that seed\'s +Oracle run): mean ± sample std over seeds, then how many '
-                  'seeds went up.', '',
-                  '| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
-                  '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
-        for row in ROWS[1:]:
-            cells = [format_paired(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
-                     for m in models for p in PROTOCOLS]
-            lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+                  'seeds went up.', '']
+        lines += _vs_base_table(dagg, K, models, format_paired)
     return '\n'.join(lines) + '\n'
+
+
+def _vs_base_table(dagg: dict, K: str, models: list[str], fmt) -> list[str]:
+    """Header, rule and one line per row after base: fmt(row's NDCG@K stats, base's) per model and
+    protocol."""
+    lines = ['| row | ' + ' | '.join(f'{_model_label(m)} {p}' for m in models for p in PROTOCOLS) + ' |',
+             '|---|' + '---|' * (len(models) * len(PROTOCOLS))]
+    for row in ROWS[1:]:
+        cells = [fmt(_get(dagg, p, m, row, f'ndcg@{K}'), _get(dagg, p, m, 'base', f'ndcg@{K}'))
+                 for m in models for p in PROTOCOLS]
+        lines.append(f'| {ROW_LABELS[row]} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def paired_differences(st: dict | None, base: dict | None) -> list[float]:
@@ -244,10 +252,8 @@ def format_paired(st: dict | None, base: dict | None) -> str:
     d = paired_differences(st, base)
     if not d:
         return 'n/a'
-    mean = sum(d) / len(d)
-    text = f'{mean:+.4f}'
-    if len(d) > 1:
-        text += f' ± {math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)):.4f}'
+    ds = _stats(d, [])
+    text = f"{ds['mean']:+.4f}" + ('' if ds['std'] is None else f" ± {ds['std']:.4f}")
     return text + f' ({sum(x > 0 for x in d)}/{len(d)} up)'
 
 
@@ -258,25 +264,21 @@ def collect_schedules(root: str) -> dict:
     rows and 'C critic + G SSRGAN rounds (g-steps g, d-steps d, lipschitz X)' for the adversarial
     rows, so a table says what its runs were; runs without a config.json are left out."""
     out: dict = {}
-    for dataset in _subdirs(root):
-        for model in _subdirs(os.path.join(root, dataset)):
-            for name in _subdirs(os.path.join(root, dataset, model)):
-                if not SEED_RE.match(name):
-                    continue
-                for row in ('base', 'oracle', 'adver', 'both'):
-                    cfg = _load(os.path.join(root, dataset, model, name, row, 'config.json'))
-                    if not cfg:
-                        continue
-                    a, mk = cfg.get('aos4rec', {}), cfg.get('model_kwargs', {})
-                    if row in ('base', 'oracle'):
-                        width = mk.get('embed_dim') if model != 'gru' else mk.get('hidden_dim')
-                        text = (f"{cfg.get('train_steps')} seq2seq steps (batch {cfg.get('batch_size')}, "
-                                f"width {width}, {mk.get('num_layers')} layer(s))")
-                    else:
-                        text = (f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
-                                f"{a.get('gan_steps')} SSRGAN rounds (g-steps {a.get('g_steps')}, "
-                                f"d-steps {a.get('d_steps')}, lipschitz {a.get('lipschitz')})")
-                    out.setdefault(dataset, {}).setdefault(model, set()).add(text)
+    for dataset, model, _, sdir in _seed_dirs(root):
+        for row in ('base', 'oracle', 'adver', 'both'):
+            cfg = _load(os.path.join(sdir, row, 'config.json'))
+            if not cfg:
+                continue
+            a, mk = cfg.get('aos4rec', {}), cfg.get('model_kwargs', {})
+            if row in ('base', 'oracle'):
+                width = mk.get('embed_dim') if model != 'gru' else mk.get('hidden_dim')
+                text = (f"{cfg.get('train_steps')} seq2seq steps (batch {cfg.get('batch_size')}, "
+                        f"width {width}, {mk.get('num_layers')} layer(s))")
+            else:
+                text = (f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
+                        f"{a.get('gan_steps')} SSRGAN rounds (g-steps {a.get('g_steps')}, "
+                        f"d-steps {a.get('d_steps')}, lipschitz {a.get('lipschitz')})")
+            out.setdefault(dataset, {}).setdefault(model, set()).add(text)
     return out
 
 
