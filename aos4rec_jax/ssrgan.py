@@ -231,7 +231,7 @@ class Steps:
         def loss_fn(params):
             logp, _ = self.log_probs(params, b.history, fake, banned)
             adv_loss = aos4rec.generator_loss_eq4(logp, d_fake, mask, gamma=float(a.gamma))
-            total = adv_loss if a.gan_adv_weight == 1 else a.gan_adv_weight * adv_loss
+            total = float(a.gan_adv_weight) * adv_loss
             if a.gan_mle_weight > 0:
                 dec_in = seq2seq.decoder_inputs(b.target, self.info.bos_id)
                 s, n = seq2seq.mle_loss(params, self.model, b.history, b.target, dec_in, k_drop)
