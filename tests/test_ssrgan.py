@@ -14,6 +14,7 @@ from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import decoding
 from aos4rec_jax import seq2seq
+from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
 from aos4rec_jax import trainer
 from experiments.configs import aos4rec as aos_cfg
@@ -276,8 +277,8 @@ def test_generator_update_weights_and_the_mle_only_control():
     def updated(adv_w, mle_w, cp):
         c.aos4rec.gan_adv_weight, c.aos4rec.gan_mle_weight = adv_w, mle_w
         config_lib.validate(c)
-        mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
-        steps = ssrgan.Steps(c, m, cr, INFO, 4, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        bsharding = shard_lib.batch_sharding(shard_lib.make_mesh(jax.devices()[:1]))
+        steps = ssrgan.Steps(c, m, cr, INFO, 4, bsharding)
         state = dict(step=jnp.int32(0), rng=jax.random.PRNGKey(3), params=params,
                      opt_state=steps.g_tx.init(params), critic=cp, critic_opt_state=steps.d_tx.init(cp))
         new, _ = jax.jit(steps.generator_update)(state, data, jax.random.PRNGKey(4))
