@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import peer_gpt2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_bench_seq2seq_smoke(tmp_path):
     out = tmp_path / 'bench.json'
     cmd = [sys.executable, '-m', 'benchmarks.bench_seq2seq', '--out', str(out),
@@ -41,6 +44,7 @@ def test_bench_seq2seq_smoke(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p != 'bench.json']   # atomic: no temp left
 
 
+@pytest.mark.slow
 def test_bench_aos4rec_smoke(tmp_path):
     out = tmp_path / 'bench.json'
     cmd = [sys.executable, '-m', 'benchmarks.bench_aos4rec', '--out', str(out),

@@ -1,0 +1,214 @@
+"""Hand mutation testing: apply each listed bug to a copy of the tree and run the tests that must
+notice it.
+
+    python -m tests.mutation_check                 # every mutation (about 15-25 min on 2 cores)
+    python -m tests.mutation_check --only M2a M5   # some of them
+    python -m tests.mutation_check --list          # the list, one line each
+    python -m tests.mutation_check --json out.json # also write the outcome as JSON
+
+A mutation is (id, what it breaks, file, the exact text to replace, its replacement, the tests
+that must fail). For each one the tree is copied (the files git tracks plus untracked files that
+are not ignored) to a temporary folder, the text is replaced there (it must occur exactly once:
+tests/test_mutation_list.py checks that on every run of the suite, so the list cannot silently go
+stale when code moves), and pytest runs the named tests in the copy. "killed" means at least one
+of them failed; "survived" is a hole in the test suite. The clean tree is never modified.
+
+Why hand mutations and not mutmut: mutmut generates hundreds of mutants per module and runs the
+tests for each; a test of the layer that produces reported numbers trains a tiny model (10-60 s
+on the CI machine), so a mutmut run over trainer/evaluation/ssrgan would take days here. The list
+below is the set of wiring bugs an audit (issue 17) found unguarded, plus the ones met since.
+docs/testing.md explains how to add one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    id: str
+    what: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS: list[Mutation] = [
+    # ---- the seven of the issue-17 audit ------------------------------------------------------
+    Mutation('M1a', "critic: the sign of Eq. 7's term flipped (the critic prefers generated lists)",
+             'aos4rec_jax/ssrgan.py',
+             'total = w + a.td_weight * td + a.gp_weight * gp',
+             'total = -w + a.td_weight * td + a.gp_weight * gp',
+             ('tests/test_guard_ssrgan.py::test_critic_learns_to_score_real_lists_above_generated',)),
+    Mutation('M1b', 'critic: the gradient penalty dropped from the loss',
+             'aos4rec_jax/ssrgan.py',
+             'total = w + a.td_weight * td + a.gp_weight * gp',
+             'total = w + a.td_weight * td',
+             ('tests/test_guard_ssrgan.py::test_gradient_penalty_pulls_the_input_gradient_norm_to_one',)),
+    Mutation('M1c', "generator: the sign of Eq. 4's loss flipped (it descends the critic)",
+             'aos4rec_jax/ssrgan.py',
+             'total = float(a.gan_adv_weight) * adv_loss',
+             'total = -float(a.gan_adv_weight) * adv_loss',
+             ('tests/test_guard_ssrgan.py::test_generator_update_raises_the_item_a_fixed_critic_rewards',)),
+    Mutation('M2a', 'evaluation: history items no longer banned',
+             'aos4rec_jax/evaluation.py',
+             'max_hist, ban = ds.max_history, info.ban_history',
+             'max_hist, ban = ds.max_history, False',
+             ('tests/test_guard_runs.py::test_no_generated_item_is_in_the_history',)),
+    Mutation('M2b', 'recommend: history items no longer banned',
+             'aos4rec_jax/recommend.py',
+             'if info.ban_history:',
+             'if False:',
+             ('tests/test_guard_runs.py::test_recommend_bans_the_input_history',)),
+    Mutation('M3a', 'seq2seq: the sampled protocol ignores the candidate lists',
+             'aos4rec_jax/seq2seq.py',
+             "step_fn, state, r1, candidates=batch['candidates'], **common)",
+             'step_fn, state, r1, candidates=None, **common)',
+             ('tests/test_guard_runs.py::test_sampled_lists_come_from_the_candidates',)),
+    Mutation('M3b', 'PopRec: the sampled protocol ignores the candidate lists',
+             'aos4rec_jax/baselines/poprec.py',
+             "scores, info.k, candidates=batch['candidates'], banned=batch['banned'])",
+             "scores, info.k, candidates=None, banned=batch['banned'])",
+             ('tests/test_guard_runs.py::test_sampled_lists_come_from_the_candidates',
+              'tests/test_guard_runs.py::test_poprec_lists_are_the_most_popular_items')),
+    Mutation('M4a', 'model selection keeps the worst validation NDCG',
+             'aos4rec_jax/trainer.py',
+             "score = {'ndcg': ndcg,",
+             "score = {'ndcg': -ndcg,",
+             ('tests/test_guard_runs.py::test_kept_parameters_are_the_best_validation_step',)),
+    Mutation('M4b', 'select_by=nll_oracle keeps the highest oracle NLL',
+             'aos4rec_jax/trainer.py',
+             "'nll_oracle': -rec.get('nll_oracle', math.inf)",
+             "'nll_oracle': rec.get('nll_oracle', -math.inf)",
+             ('tests/test_guard_runs.py::test_select_by_nll_oracle_keeps_the_lowest',)),
+    Mutation('M5', 'PopRec ranks the least popular items first',
+             'aos4rec_jax/baselines/poprec.py',
+             "scores = params['counts']",
+             "scores = -params['counts']",
+             ('tests/test_guard_runs.py::test_poprec_lists_are_the_most_popular_items',)),
+    Mutation('M6', 'NLL_oracle ignores the history (prefix zeroed)',
+             'aos4rec_jax/datasets.py',
+             'prefix = to_token[prefix]',
+             'prefix = 0 * to_token[prefix]',
+             ('tests/test_guard_runs.py::test_oracle_nll_on_a_two_state_oracle',)),
+    Mutation('M7', "Eq. 8's successors also ban the item at the current position",
+             'aos4rec_jax/aos4rec.py',
+             'earlier = jnp.cumsum(seen, axis=1) - seen',
+             'earlier = jnp.cumsum(seen, axis=1)',
+             ('tests/test_guard_ssrgan.py::test_successors_may_repeat_the_current_item',)),
+]
+
+
+def tracked_files(root: str) -> list[str]:
+    out = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard', '-z'],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    return [p for p in out.split('\0') if p and os.path.isfile(os.path.join(root, p))]
+
+
+def copy_tree(root: str, dest: str) -> None:
+    for rel in tracked_files(root):
+        src, dst = os.path.join(root, rel), os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(src, dst)
+
+
+def check_applies(m: Mutation, root: str = ROOT) -> str | None:
+    """None if `m.old` occurs exactly once in `m.file` and the named test files exist, else why."""
+    path = os.path.join(root, m.file)
+    if not os.path.exists(path):
+        return f'{m.id}: {m.file} does not exist'
+    with open(path) as f:
+        n = f.read().count(m.old)
+    if n != 1:
+        return f'{m.id}: {m.old!r} occurs {n} times in {m.file} (must be exactly once)'
+    for t in m.tests:
+        test_file, _, name = t.partition('::')
+        if not os.path.exists(os.path.join(root, test_file)):
+            return f'{m.id}: test file {test_file} does not exist'
+        with open(os.path.join(root, test_file)) as f:
+            if f'def {name.split("[")[0]}(' not in f.read():
+                return f'{m.id}: {t} is not defined'
+    return None
+
+
+def run_one(m: Mutation, workdir: str, timeout: int) -> dict:
+    dest = os.path.join(workdir, m.id)
+    copy_tree(ROOT, dest)
+    path = os.path.join(dest, m.file)
+    with open(path) as f:
+        text = f.read()
+    with open(path, 'w') as f:
+        f.write(text.replace(m.old, m.new, 1))
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONDONTWRITEBYTECODE='1')
+    # the copy's package must be the one imported, not the editable install of the clean tree
+    env['PYTHONPATH'] = dest + os.pathsep + env.get('PYTHONPATH', '')
+    t0 = time.time()
+    try:
+        r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider',
+                            *m.tests], cwd=dest, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+        code, tail = r.returncode, (r.stdout + r.stderr)[-1500:]
+    except subprocess.TimeoutExpired:
+        code, tail = -1, f'timed out after {timeout} s'
+    shutil.rmtree(dest, ignore_errors=True)
+    # pytest: 1 = some test failed (killed); 0 = all passed (survived); else an error
+    outcome = {0: 'survived', 1: 'killed'}.get(code, 'error')
+    return dict(id=m.id, what=m.what, file=m.file, tests=list(m.tests), outcome=outcome,
+                seconds=round(time.time() - t0, 1), exit_code=code,
+                **({'tail': tail} if outcome != 'killed' else {}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description='Apply each hand mutation to a copy; its tests must fail.')
+    ap.add_argument('--only', nargs='*', help='mutation ids (default: all)')
+    ap.add_argument('--list', action='store_true', help='list the mutations and exit')
+    ap.add_argument('--json', help='write the outcome here')
+    ap.add_argument('--timeout', type=int, default=900, help='seconds per mutation')
+    a = ap.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not a.only or m.id in a.only]
+    if a.only and len(chosen) != len(set(a.only)):
+        known = {m.id for m in MUTATIONS}
+        print(f'error: unknown mutation id(s): {sorted(set(a.only) - known)}', file=sys.stderr)
+        return 2
+    if a.list:
+        for m in chosen:
+            print(f'{m.id:5s} {m.file:34s} {m.what}')
+        return 0
+    problems = [p for p in (check_applies(m) for m in chosen) if p]
+    if problems:
+        print('\n'.join(f'error: {p}' for p in problems), file=sys.stderr)
+        return 2
+    results = []
+    with tempfile.TemporaryDirectory(prefix='mutation_check_') as tmp:
+        for i, m in enumerate(chosen, 1):
+            r = run_one(m, tmp, a.timeout)
+            results.append(r)
+            print(f'[{i}/{len(chosen)}] {m.id:5s} {r["outcome"]:8s} {r["seconds"]:6.1f}s  {m.what}',
+                  flush=True)
+            if r['outcome'] != 'killed':
+                print('      ' + r['tail'].replace('\n', '\n      '), flush=True)
+    if a.json:
+        tmp = a.json + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(dict(date=time.strftime('%Y-%m-%d'), results=results), f, indent=2)
+            f.write('\n')
+        os.replace(tmp, a.json)
+    survived = [r['id'] for r in results if r['outcome'] != 'killed']
+    print(f'{len(results) - len(survived)} killed, {len(survived)} not killed'
+          + (f': {", ".join(survived)}' if survived else ''))
+    return 1 if survived else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
