@@ -165,19 +165,33 @@ def test_empty_target_is_zero_and_invalid():
     assert all(v == 0.0 for v in metrics_ref.compute([1, 2, 3], []).values())
 
 
-def test_individual_functions_match_compute_metrics():
-    rng = np.random.default_rng(1)
-    g = rng.integers(0, 6, (16, 5)).astype(np.int32)
-    t = rng.integers(1, 6, (16, 4)).astype(np.int32)
-    t[:, 3:] = 0
-    t[0] = 0
+# Two hand cases of the tests above, as one batch (targets padded to width 4), plus a user with
+# an empty target: the expected values come from the arithmetic in those tests' comments.
+HAND_G = [[3, 3, 5, 7], [1, 1, 2, 2], [1, 2, 3, 4]]
+HAND_T = [[3, 5, 9, 0], [2, 0, 0, 0], [0, 0, 0, 0]]
+HAND = {
+    "prec": [2 / 3, 1.0, 0.0],
+    "ndcg": [1.5 / (1 + 1 / L2(3) + 0.5), 0.5, 0.0],
+    "bleu": [(0.5 * (1 / 3) * 0.05 * 0.1) ** 0.25, (0.25 * (0.1 / 3) * 0.05 * 0.1) ** 0.25, 0.0],
+    "hr": [1.0, 1.0, 0.0],
+    "mrr": [1.0, 1 / 3, 0.0],
+}
+
+
+def test_individual_functions_on_hand_values():
+    """Each public metric function, and compute_metrics, on a batch of hand-computed users
+    (independent expectations; the functions used to be checked against compute_metrics, which
+    calls them)."""
+    g, t = jnp.asarray(HAND_G, jnp.int32), jnp.asarray(HAND_T, jnp.int32)
     out = metrics.compute_metrics(g, t)
     for name, fn in (("prec", metrics.precision), ("ndcg", metrics.ndcg), ("bleu", metrics.bleu),
                      ("hr", metrics.hit_rate), ("mrr", metrics.mrr)):
         val = fn(g, t)
-        assert val.shape == (16,) and val.dtype == jnp.float32
-        np.testing.assert_array_equal(np.asarray(val), np.asarray(out[name]))
-    np.testing.assert_array_equal(np.asarray(out["valid"]), (t != 0).any(-1))
+        assert val.shape == (3,) and val.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(val), HAND[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(np.asarray(out[name]), HAND[name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+    np.testing.assert_array_equal(np.asarray(out["valid"]), [True, True, False])
 
 
 # ----------------------------------------------------------------------------- vs reference
@@ -210,10 +224,11 @@ def test_jit_and_vmap():
     rng = np.random.default_rng(2)
     g = jnp.asarray(rng.integers(0, 5, (4, 8, 6)), jnp.int32)
     t = jnp.asarray(rng.integers(0, 5, (4, 8, 3)), jnp.int32)
-    eager = metrics.compute_metrics(g[0], t[0])
-    jitted = jax.jit(metrics.compute_metrics)(g[0], t[0])
+    # jit against the hand values (not against the same function run eagerly)
+    jitted = jax.jit(metrics.compute_metrics)(jnp.asarray(HAND_G, jnp.int32),
+                                              jnp.asarray(HAND_T, jnp.int32))
     for name in NAMES:
-        np.testing.assert_allclose(np.asarray(jitted[name]), np.asarray(eager[name]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(jitted[name]), HAND[name], rtol=1e-5, atol=1e-7)
     vmapped = jax.vmap(metrics.compute_metrics)(g, t)
     batched = metrics.compute_metrics(g, t)  # leading dims [4, 8] directly
     for name in NAMES + ("valid",):
@@ -262,11 +277,18 @@ def test_summarize_predictions_and_cli(tmp_path, capsys):
     assert summary["users"] == 3  # u3 has an empty target
     assert set(summary) == {"sampled", "full", "users"}
     assert set(summary["sampled"]) == {f"{n}@3" for n in NAMES}
-    for section, column in (("sampled", "generated"), ("full", "generated_full")):
-        per_user = [metrics_ref.compute(g, t) for g, t in zip(rows[column], rows["target"]) if t]
-        for name in NAMES:
-            mean = sum(u[name] for u in per_user) / 3
-            assert summary[section][f"{name}@3"] == pytest.approx(mean)
+    # NDCG@3 by hand (IDCG over min(K, m) positions): sampled u1 hits a (rank 1) and b (rank 3):
+    # (1 + 1/log2 4) / (1 + 1/log2 3 + 1/log2 4); u2 hits x at rank 3 (the repeated y scores once):
+    # (1/log2 4) / 1; u4 nothing. Full: u1 1; u2 1; u4 b, a at ranks 1, 2 of m = 2: 1.
+    idcg3 = 1 + 1 / L2(3) + 1 / L2(4)
+    assert summary["sampled"]["ndcg@3"] == pytest.approx(((1 + 0.5) / idcg3 + 0.5 + 0) / 3)
+    assert summary["full"]["ndcg@3"] == pytest.approx(1.0)
+    assert summary["full"]["mrr@3"] == pytest.approx(1.0)
+    # BLEU@3 of the full lists (orders 1..3, smoothing 0.1 / count, BP 1 as K >= m): u1 exact = 1;
+    # u2 [x a b] vs [x]: p1 1/3, p2 0.1/2, p3 0.1/1; u4 [b a q] vs [a b]: p1 2/3, p2 0.1/2, p3 0.1/1
+    bleu_u2 = (1 / 3 * 0.05 * 0.1) ** (1 / 3)
+    bleu_u4 = (2 / 3 * 0.05 * 0.1) ** (1 / 3)
+    assert summary["full"]["bleu@3"] == pytest.approx((1 + bleu_u2 + bleu_u4) / 3)
     # Hand check: sampled hits u1 (a at rank 1) and u2 (x at rank 3), misses u4.
     assert summary["sampled"]["hr@3"] == pytest.approx(2 / 3)
     assert summary["sampled"]["mrr@3"] == pytest.approx((1 + 1 / 3 + 0) / 3)

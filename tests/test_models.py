@@ -348,9 +348,16 @@ def test_bfloat16_compute(name):
     out = forward(model16, params, hist, dec)
     assert out.dtype == jnp.float32 and out.shape == ref.shape
     assert np.isfinite(np.asarray(out)).all()
-    assert np.abs(np.asarray(out - ref)).max() < 0.1 * max(1.0, float(np.abs(ref).max()))
-    stepped = scan_decode(model16, params, hist, dec)
-    assert np.abs(np.asarray(stepped - out)).max() < 0.1 * max(1.0, float(np.abs(ref).max()))
+    # Bounds relative to the SPREAD of the fp32 logits (GRU: std 0.088, max |logit| 0.41), not to
+    # max(1, |logit|): that old bound (0.1) exceeded the GRU's spread, so a bf16 path returning a
+    # constant passed. Measured: max error 0.026 (transformer) / 0.0021 (GRU) = 3% / 2.4% of std.
+    ref, out = np.asarray(ref), np.asarray(out)
+    spread = float(ref.std())
+    assert np.abs(out - ref).max() < 0.1 * spread
+    assert np.corrcoef(ref.ravel(), out.ravel())[0, 1] > 0.999
+    assert np.mean(ref.argmax(-1) == out.argmax(-1)) >= 0.9
+    stepped = np.asarray(scan_decode(model16, params, hist, dec))
+    assert np.abs(stepped - out).max() < 0.1 * spread
 
 
 @pytest.mark.parametrize('name,tie_output', [('transformer', False), ('gru', True)])

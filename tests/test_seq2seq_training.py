@@ -47,6 +47,7 @@ def _final_params(workdir):
     return step, r['state']['params']
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     """A run killed with SIGKILL mid-training and started again ends where an uninterrupted run ends."""
     args = ['--config=experiments/configs/transformer.py:tiny', '--config.train_steps=80',
@@ -72,10 +73,13 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
 def test_eight_devices_equal_one(tmp_path, shard_items):
     """A train step on 8 (fake CPU) devices gives the loss and parameters of 1 device.
 
-    With SGD the parameters must agree to float32 rounding. With the real optimizer (Adam) they
-    agree to within the size of an Adam update: Adam divides by sqrt(v), so a parameter whose
+    With SGD the parameters must agree to float32 rounding. With the real optimizer (Adam) almost
+    all of them agree to rounding too; the exception: Adam divides by sqrt(v), so a parameter whose
     gradient is pure rounding noise (~1e-9, e.g. a bias nothing depends on) still moves by about
-    lr per step, in a direction the summation order decides.
+    lr_t per step, in a direction the summation order decides. So: at least 99% of the elements
+    agree to 1e-6 (a different update on 8 devices, e.g. a gradient summed instead of averaged,
+    moves most elements), and none differs by more than two Adam trajectories of these 3
+    warm-up steps can (2 * sum of lr_t = 1.14 lr here; the old bound, 3 lr, let anything pass).
     """
     assert jax.device_count() == 8
     config = tf_cfg.get_config('tiny')
@@ -83,7 +87,9 @@ def test_eight_devices_equal_one(tmp_path, shard_items):
     config.mesh.shard_items = shard_items
     ds = datasets.get_dataset(config, str(tmp_path), log=lambda m: None)
     model = seq2seq.build_model(config, ds.info)
-    for tx, atol in ((optax.sgd(0.5), 1e-6), (seq2seq.make_optimizer(config), 3 * config.learning_rate)):
+    warm = config.warmup_steps
+    lr_sum = sum(config.learning_rate * min(1.0, (t + 1) / warm) for t in range(3))   # >= 0.57 lr
+    for name, tx in (('sgd', optax.sgd(0.5)), ('adam', seq2seq.make_optimizer(config))):
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
             mesh = shard_lib.make_mesh(devices)
@@ -94,6 +100,7 @@ def test_eight_devices_equal_one(tmp_path, shard_items):
                                                    shard_lib.batch_sharding(mesh)),
                            in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
             state = init_fn(rng)
+            init = jax.device_get(state['params'])
             if shard_items and len(devices) == 8:
                 emb = state['params']['item_embed']['embedding']
                 assert emb.sharding.spec[0] == 'data'
@@ -105,5 +112,13 @@ def test_eight_devices_equal_one(tmp_path, shard_items):
             results.append((losses, jax.device_get(state['params'])))
         (l1, p1), (l8, p8) = results
         np.testing.assert_allclose(l1, l8, rtol=1e-5)
-        for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p8)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
+        a = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(p1)])
+        b = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(p8)])
+        a0 = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(init)])
+        assert np.mean(np.abs(a - a0) > 1e-5) > 0.5, name        # the steps moved the parameters
+        diff = np.abs(a - b)
+        if name == 'sgd':
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        else:
+            assert np.mean(diff <= 1e-6 + 1e-5 * np.abs(a)) >= 0.99, np.mean(diff <= 1e-6)
+            assert diff.max() <= 2 * lr_sum * 1.01, (diff.max(), lr_sum)
