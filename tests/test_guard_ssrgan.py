@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from aos4rec_jax import aos4rec
@@ -208,3 +209,66 @@ def test_successors_may_repeat_the_current_item():
         freq = np.bincount(draws[:, t], minlength=V) / n
         # 5 standard errors per item: banning y^_t (p about 0.2-0.33) moves its frequency to 0
         np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
+
+
+# ------------------------------------------------------------------------------ the switches
+def one_critic_update(**aos):
+    """The critic parameters after one `critic_step` from a fixed start, for these settings."""
+    c = make_config(**aos)
+    critic = critic_lib.build_critic(c, INFO)
+    cp = critic_lib.init_critic(critic, INFO, jax.random.PRNGKey(5))
+    model, steps = make_steps(c, critic)
+    state = init_state(model, steps, cp)
+    new, m = jax.jit(steps.critic_step)(state, walks(range(20)))
+    return jax.device_get(cp), jax.device_get(new['critic']), jax.device_get(m)
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_lipschitz_gp_td_weight_and_clip_switches():
+    """Each critic switch changes what it names, and nothing else:
+    lipschitz='none' is the gradient-penalty update with weight 0 (bit for bit); the penalty
+    (gp_weight 10) and the TD term (td_weight) each change the update; 'clip' leaves every
+    critic parameter in [-clip_value, clip_value], with the large initial weights at the bound."""
+    start, gp10, _ = one_critic_update(gp_weight=10.0)
+    _, gp0, _ = one_critic_update(gp_weight=0.0)
+    _, none, m_none = one_critic_update(lipschitz='none', gp_weight=10.0)
+    _, td0, _ = one_critic_update(gp_weight=10.0, td_weight=0.0)
+    _, clip, _ = one_critic_update(lipschitz='clip', clip_value=0.01)
+    for a, b in zip(leaves(none), leaves(gp0)):
+        np.testing.assert_array_equal(a, b)
+    assert float(m_none['gp']) == 0.0
+    differs = lambda x, y: any(not np.array_equal(a, b) for a, b in zip(leaves(x), leaves(y)))
+    assert differs(gp10, gp0) and differs(gp10, td0) and differs(gp10, start)
+    flat = np.concatenate([a.ravel() for a in leaves(clip)])
+    assert np.abs(flat).max() <= 0.01 + 1e-7
+    big = np.concatenate([a.ravel() for a in leaves(start)])
+    assert np.mean(np.abs(big) > 0.011) > 0.5 and np.mean(np.isclose(np.abs(flat), 0.01)) > 0.4
+
+
+def adam_counts(opt_state):
+    """The update counts of every Adam in an optax state (one per chained Adam)."""
+    found = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    return [int(x.count) for x in found if isinstance(x, optax.ScaleByAdamState)]
+
+
+@pytest.mark.parametrize('g_steps,d_steps', [(2, 3)])
+def test_a_round_makes_g_steps_generator_and_d_steps_critic_updates(g_steps, d_steps):
+    """One SSRGAN round with g_steps=2, d_steps=3 applies exactly 2 generator and 3 critic
+    optimizer updates (counted by their Adam states), and moves both networks."""
+    c = make_config(g_steps=g_steps, d_steps=d_steps)
+    critic = critic_lib.build_critic(c, INFO)
+    cp = critic_lib.init_critic(critic, INFO, jax.random.PRNGKey(5))
+    model, steps = make_steps(c, critic)
+    state = init_state(model, steps, cp)
+    before = jax.device_get(state)
+    new, _ = jax.jit(steps.gan_round)(state, walks(range(20)))
+    new = jax.device_get(new)
+    assert adam_counts(before['opt_state']) and set(adam_counts(before['opt_state'])) == {0}
+    assert set(adam_counts(new['opt_state'])) == {g_steps}
+    assert set(adam_counts(new['critic_opt_state'])) == {d_steps}
+    assert int(new['step']) == 1
+    for key in ('params', 'critic'):
+        assert any(not np.array_equal(a, b) for a, b in zip(leaves(before[key]), leaves(new[key])))
