@@ -274,3 +274,159 @@ def test_oracle_nll_on_a_two_state_oracle(tmp_path):
     assert got == pytest.approx(np.mean(want), rel=1e-5)
     # one list of padding only scores 0 nats: empty slots are not scored
     assert datasets.oracle_nll(ds, es, np.zeros((3, 3), np.int32)) == 0.0
+
+
+# ------------------------------------------------------------------------------ evaluate / recommend
+def test_evaluate_params_last_best_and_splits(tf_run):
+    """`evaluate --params last` decodes the latest checkpoint's parameters and `--params best` the
+    kept ones: their validation figures equal the validation history at the last step and at the
+    argmax step (same users, beam search); `--splits` writes only the splits it names."""
+    from aos4rec_jax import evaluate as evaluate_cli
+    hist = _history(tf_run)
+    key = f'sampled/ndcg@{K}'
+    best = hist[int(np.argmax([r[key] for r in hist]))]
+    last = hist[-1]
+    assert best['step'] != last['step'], 'precondition: the kept step is not the last one'
+    for which, want in (('last', last), ('best', best)):
+        assert evaluate_cli.main(['--workdir', tf_run, '--tag', which, '--params', which,
+                                  '--splits', 'valid']) == 0
+        got = read_json(os.path.join(tf_run, 'metrics', f'valid_{which}.json'))
+        for proto in ('sampled', 'full'):
+            for name, v in got[proto].items():
+                assert v == pytest.approx(want[f'{proto}/{name}'], abs=1e-9), (which, proto, name)
+        assert not os.path.exists(os.path.join(tf_run, 'metrics', f'test_{which}.json'))
+    assert evaluate_cli.main(['--workdir', tf_run, '--tag', 'bad', '--splits', 'valid,train']) == 2
+
+
+@pytest.mark.parametrize('strategy', ['sample', 'gumbel', 'multi_rra', 'multi_ra'])
+def test_sampling_strategies_through_evaluate_and_recommend(ban_data, tf_run, tmp_path, strategy):
+    """Every decoder through the CLIs: valid lists (K distinct items, none from the history, the
+    sampled protocol within the candidates), the decoder recorded, the figures equal to the
+    predictions file's, the same seed the same lists and another seed other lists."""
+    from aos4rec_jax import evaluate as evaluate_cli
+    from aos4rec_jax import metrics_ref
+    users, raw_of = read_folder(ban_data)
+    lists = {}
+    for seed in (0, 0, 1):
+        tag = f'{strategy}_{seed}'
+        assert evaluate_cli.main(['--workdir', tf_run, '--tag', tag, '--strategy', strategy,
+                                  '--splits', 'test', '--seed', str(seed),
+                                  '--num-sequences', '4']) == 0
+        m = read_json(os.path.join(tf_run, 'metrics', f'test_{tag}.json'))
+        assert m['decode']['strategy'] == strategy and m['decode']['num_sequences'] == 4
+        path = os.path.join(tf_run, 'predictions', f'test_{tag}.parquet')
+        ref = metrics_ref.summarize_predictions(path)
+        for proto in ('sampled', 'full'):
+            for name, v in ref[proto].items():
+                assert m[proto][name] == pytest.approx(v, abs=1e-6)
+        p = pq.read_table(path).to_pydict()
+        for u, gen, full in zip(p['user'], p['generated'], p['generated_full']):
+            cands = {raw_of[i] for i in users[u]['candidates'] if i > 0}
+            assert len(set(full)) == K and not set(full) & users[u]['history_raw']
+            got = [x for x in gen if x is not None]
+            assert len(set(got)) == len(got) and set(got) <= cands
+        lists.setdefault(seed, []).append(p['generated_full'])
+    assert lists[0][0] == lists[0][1]
+    assert lists[0][0] != lists[1][0]
+    inp = tmp_path / 'h.jsonl'
+    hist = [str(101 + i) for i in range(12)]
+    inp.write_text(json.dumps({'user': 'a', 'history': hist}) + '\n')
+    out = tmp_path / 'r.jsonl'
+    assert recommend_cli.main(['--workdir', tf_run, '--input', str(inp), '--output', str(out),
+                               '--strategy', strategy]) == 0
+    rec = json.loads(out.read_text())
+    assert len(set(rec['items'])) == K and not set(rec['items']) & set(hist)
+
+
+def test_sample_at_a_tiny_temperature_is_greedy(tf_run):
+    from aos4rec_jax import evaluate as evaluate_cli
+    for tag, args in (('t0', ['--strategy', 'sample', '--temperature', '1e-6']),
+                      ('greedy', ['--strategy', 'greedy'])):
+        assert evaluate_cli.main(['--workdir', tf_run, '--tag', tag, '--splits', 'test'] + args) == 0
+    a = pq.read_table(os.path.join(tf_run, 'predictions', 'test_t0.parquet')).to_pydict()
+    b = pq.read_table(os.path.join(tf_run, 'predictions', 'test_greedy.parquet')).to_pydict()
+    assert a['generated'] == b['generated'] and a['generated_full'] == b['generated_full']
+
+
+# ------------------------------------------------------------------------------ training options
+def test_divergence_stops_the_run_without_results(tmp_path):
+    """A learning rate of 1e39 makes the loss non-finite: the run stops with an error that names
+    the phase and the last good checkpoint, and writes no result files."""
+    c = tf_cfg.get_config('tiny')
+    c.learning_rate, c.warmup_steps = 1e39, 0
+    c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 2, 10, 2
+    c.synthetic.num_users, c.synthetic.vocab_size = 100, 60
+    with pytest.raises(trainer.TrainingDivergedError, match='seq2seq phase.*last good checkpoint'):
+        trainer.train_and_evaluate(c, str(tmp_path))
+    assert not (tmp_path / 'metrics' / 'test.json').exists()
+    assert not (tmp_path / 'metrics' / 'valid.json').exists()
+
+
+@pytest.mark.parametrize('model', ['transformer', 'gru'])
+def test_bfloat16_training_learns_with_float32_master_weights(ban_data, tmp_path, model):
+    """compute_dtype=bfloat16: finite losses that fall (first vs last logged mean loss), the
+    parameters kept float32, and the results written."""
+    from aos4rec_jax import checkpoint as ckpt_lib
+    from experiments.configs import gru as gru_cfg
+    c = (tf_cfg if model == 'transformer' else gru_cfg).get_config('tiny')
+    c.data_dir, c.compute_dtype = ban_data, 'bfloat16'
+    c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = 60, 10, 60, 60
+    trainer.train_and_evaluate(c, str(tmp_path))
+    with open(tmp_path / 'metrics' / 'train.jsonl') as f:
+        losses = [json.loads(l)['loss'] for l in f]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05, losses
+    ck = ckpt_lib.Checkpointer(str(tmp_path))
+    state, _ = ck.restore(ck.latest_step(), None)
+    ck.close()
+    assert {np.asarray(x).dtype for x in jax_leaves(state['params'])} == {np.dtype('float32')}
+    assert (tmp_path / 'metrics' / 'test.json').exists()
+
+
+def jax_leaves(tree):
+    import jax
+    return jax.tree_util.tree_leaves(tree)
+
+
+def test_leave_one_out_end_to_end(tmp_path):
+    """`data_prep --protocol loo` then PopRec and a tiny Transformer through main.py's trainer: the
+    test target is each user's last item, the 101 candidates hold it and 100 items the user never
+    touched, and the figures equal the predictions file's."""
+    import subprocess
+    import sys
+    from aos4rec_jax import metrics_ref
+    rng = np.random.default_rng(3)
+    rows = ['user,item,time']
+    seqs = {}
+    for u in range(40):
+        items = rng.permutation(150)[:20] + 1
+        seqs[str(u)] = [str(i) for i in items]
+        rows += [f'{u},{i},{t}' for t, i in enumerate(items)]
+    (tmp_path / 'log.csv').write_text('\n'.join(rows) + '\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, '-m', 'data_prep', '--format', 'csv', '--input',
+                        str(tmp_path / 'log.csv'), '--output', str(tmp_path / 'loo'),
+                        '--protocol', 'loo', '--k-core', '1', '--quiet'],
+                       cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    proto = read_json(tmp_path / 'loo' / 'protocol.json')
+    assert proto['protocol'] == 'loo' and proto['num_candidates'] == 101 and proto['k'] == 10
+    users, raw_of = read_folder(str(tmp_path / 'loo'))
+    for u, v in users.items():
+        cands = [raw_of[i] for i in v['candidates']]
+        assert len(cands) == 101 and len(set(cands)) == 101 and seqs[u][-1] in cands
+        assert not set(cands) & set(seqs[u][:-1])
+    for name, cfg in (('pop', poprec_cfg), ('tf', tf_cfg)):
+        c = cfg.get_config('tiny')
+        c.data_dir = str(tmp_path / 'loo')
+        c.train_steps, c.eval_every, c.checkpoint_every = 20, 20, 20
+        trainer.train_and_evaluate(c, str(tmp_path / name))
+        p = predictions(str(tmp_path / name))
+        assert sorted(p['user']) == sorted(seqs)
+        for u, tgt, gen in zip(p['user'], p['target'], p['generated']):
+            assert tgt == [seqs[u][-1]] and len(gen) == 10
+        m = read_json(tmp_path / name / 'metrics' / 'test.json')
+        ref = metrics_ref.summarize_predictions(tmp_path / name / 'predictions' / 'test.parquet')
+        assert set(m['sampled']) >= {'hr@10', 'ndcg@10'}
+        for proto_ in ('sampled', 'full'):
+            for k, v in ref[proto_].items():
+                assert m[proto_][k] == pytest.approx(v, abs=1e-6)
