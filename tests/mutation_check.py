@@ -143,7 +143,7 @@ MUTATIONS: list[Mutation] = [
              'g_keys = jax.random.split(jax.random.fold_in(key, 0), int(self.a.g_steps))',
              'g_keys = jax.random.split(jax.random.fold_in(key, 0), 1)',
              ('tests/test_guard_ssrgan.py::test_a_round_makes_g_steps_generator_and_d_steps_critic_updates',)),
-    Mutation('M15', 'NDCG discounts by log2(i) instead of log2(i + 1)',
+    Mutation('M15', 'NDCG discounts by log2(i + 0.5) instead of log2(i + 1)',
              'aos4rec_jax/metrics.py',
              'discount = 1.0 / jnp.log2(jnp.arange(k, dtype=jnp.float32) + 2.0)',
              'discount = 1.0 / jnp.log2(jnp.arange(k, dtype=jnp.float32) + 1.5)',

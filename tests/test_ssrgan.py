@@ -62,29 +62,39 @@ def test_tree_mask_by_hand():
 @pytest.mark.parametrize('model', ['transformer', 'gru'])
 def test_critic_scores_every_prefix_and_successor_in_one_pass(model):
     """scores[:, t] = D(x, y_1:t) depends on y_1:t only; the successor scores equal the critic on
-    the plain sequences {y_1:t-1, y'} (Eq. 8's D(x, {y^_1:t-1, y'}))."""
+    the plain sequences {y_1:t-1, y'} (Eq. 8's D(x, {y^_1:t-1, y'})). Every variant sequence is
+    scored in one batch by one jitted call (no Python loop over apply)."""
     cr, p = make_critic(model)
     hist, seq, succ = random_inputs()
-    s, s_next = cr.apply({'params': p}, hist, seq, succ)
-    assert s.shape == (3, T + 1) and s_next.shape == (3, T, 3)
-    s_alone, none = cr.apply({'params': p}, hist, seq)
+    b, c = seq.shape[0], succ.shape[2]
+    apply = jax.jit(lambda h, y, s=None: cr.apply({'params': p}, h, y, s))
+    s, s_next = apply(hist, seq, succ)
+    assert s.shape == (b, T + 1) and s_next.shape == (b, T, c)
+    s_alone, none = apply(hist, seq)
     assert none is None
     np.testing.assert_allclose(s, s_alone, atol=1e-5)
+    # variants: position t-1 changed (t = 1..T), then position t-1 set to each successor (t, k)
+    changed = [seq.at[:, t - 1].set(seq[:, t - 1] % N_ITEMS + 1) for t in range(1, T + 1)]
+    alts = [seq.at[:, t - 1].set(succ[:, t - 1, k]) for t in range(1, T + 1) for k in range(c)]
+    variants = jnp.concatenate(changed + alts, axis=0)              # [(T + T c) b, T]
+    scores = np.asarray(apply(jnp.tile(hist, (T + T * c, 1)), variants)[0])
+    scores = scores.reshape(T + T * c, b, T + 1)
+    s, s_next = np.asarray(s), np.asarray(s_next)
     for t in range(1, T + 1):
-        changed = seq.at[:, t - 1].set(seq[:, t - 1] % N_ITEMS + 1)
-        s2, _ = cr.apply({'params': p}, hist, changed)
+        s2 = scores[t - 1]
         np.testing.assert_allclose(s2[:, :t], s[:, :t], atol=1e-5)      # the past is unchanged
-        assert np.abs(np.asarray(s2[:, t] - s[:, t])).max() > 1e-6       # the prefix t is scored
-        for k in range(3):
-            alt = seq.at[:, t - 1].set(succ[:, t - 1, k])
-            sa, _ = cr.apply({'params': p}, hist, alt)
-            np.testing.assert_allclose(s_next[:, t - 1, k], sa[:, t], atol=1e-5)
+        assert np.abs(s2[:, t] - s[:, t]).max() > 1e-6                   # the prefix t is scored
+        for k in range(c):
+            np.testing.assert_allclose(s_next[:, t - 1, k], scores[T + (t - 1) * c + k][:, t],
+                                       atol=1e-5)
 
 
 @pytest.mark.parametrize('model', ['transformer', 'gru'])
 def test_gradient_penalty_is_per_user(model):
     """GP = mean over users of (||grad of that user's mean prefix score wrt its interpolated
-    embedded inputs|| - 1)^2, recomputed user by user; users without a valid position skipped."""
+    embedded inputs|| - 1)^2; users without a valid position skipped. The reference takes each
+    user's gradient in FORWARD mode (jax.jacfwd, one user at a time under vmap) instead of the
+    module's reverse-mode gradient of the batch sum, in one jitted call."""
     cr, p = make_critic(model)
     hist, real, fake = random_inputs(seed=2, batch=4, c=1)
     fake = fake[..., 0]
@@ -92,21 +102,25 @@ def test_gradient_penalty_is_per_user(model):
     mask[1, 2:] = False
     mask[3] = False                              # no valid position: left out
     key = jax.random.PRNGKey(7)
-    got = critic_lib.gradient_penalty(cr, p, hist, real, fake, mask, key)
+    got = jax.jit(lambda: critic_lib.gradient_penalty(cr, p, hist, real, fake, mask, key))()
     a = jax.random.uniform(key, (4, 1, 1))
-    e_r = cr.apply({'params': p}, real, method=cr.embed)
-    e_f = cr.apply({'params': p}, fake, method=cr.embed)
-    e_hat = a * e_r + (1 - a) * e_f
-    terms = []
-    for u in range(3):
-        m = mask[u].astype(np.float32)
+    m = jnp.asarray(mask, jnp.float32)
 
-        def f(e):
-            d = cr.apply({'params': p}, hist[u:u + 1], e[None], method=cr.score_embeds)[0, 1:]
-            return jnp.sum(d * m) / m.sum()
-        g = jax.grad(f)(e_hat[u])
-        terms.append((float(jnp.sqrt(jnp.sum(g ** 2))) - 1.0) ** 2)
-    assert float(got) == pytest.approx(np.mean(terms), rel=1e-4)
+    @jax.jit
+    def norms():
+        e_r = cr.apply({'params': p}, real, method=cr.embed)
+        e_f = cr.apply({'params': p}, fake, method=cr.embed)
+        e_hat = a * e_r + (1 - a) * e_f
+
+        def user_mean(e, h, mu):
+            d = cr.apply({'params': p}, h[None], e[None], method=cr.score_embeds)[0, 1:]
+            return jnp.sum(d * mu) / jnp.maximum(jnp.sum(mu), 1.0)
+
+        g = jax.vmap(jax.jacfwd(user_mean))(e_hat, hist, m)
+        return jnp.sqrt(jnp.sum(g ** 2, axis=(1, 2)))
+
+    n = np.asarray(norms(), np.float64)[:3]
+    assert float(got) == pytest.approx(np.mean((n - 1.0) ** 2), rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- the steps
