@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +18,7 @@ from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
 from aos4rec_jax import trainer
 from experiments.configs import aos4rec as aos_cfg
-from tests.helpers import run_full_then_killed_and_resumed
-from tests.test_trainer import ROOT, assert_predictions_agree, read_json
+from tests.test_trainer import assert_predictions_agree, read_json
 
 N_ITEMS, L, T = 20, 6, 4
 INFO = data_lib.DataInfo(num_items=N_ITEMS, num_users=10, k=T, target_len=T, history_len=L,
@@ -262,33 +260,7 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
         trainer.train_and_evaluate(c3, str(tmp_path / 'wrong'))
 
 
-@pytest.mark.slow
-def test_adversarial_sigkill_and_resume_equals_uninterrupted(tmp_path):
-    """Killed in the SSRGAN phase and started again: the same generator, critic and metrics."""
-    args = ['--config=experiments/configs/aos4rec.py:tiny,adver', '--config.train_steps=8',
-            '--config.aos4rec.critic_pretrain_steps=3', '--config.aos4rec.gan_steps=6',
-            '--config.checkpoint_every=2', '--config.log_every=1', '--config.eval_every=4',
-            f'--config.synthetic.cache_dir={tmp_path / "data"}']
-    # the three runs share compiled steps through JAX's persistent cache (same programs)
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'))
-    killed = tmp_path / 'killed'
-    again = run_full_then_killed_and_resumed(
-        [sys.executable, os.path.join(ROOT, 'main.py')] + args, env, str(tmp_path / 'full'),
-        str(killed), '[gan] step 15/17', ROOT)      # after the checkpoint at 14
-    assert 'resumed from checkpoint step 1' in again.stdout     # 12 or 14 (async save)
-    states = []
-    for w in (tmp_path / 'full', killed):
-        ck = ckpt_lib.Checkpointer(str(w))
-        states.append(ck.restore(ck.latest_step(), None)[0])
-        ck.close()
-    assert int(states[0]['step']) == int(states[1]['step']) == 17
-    for key in ('params', 'critic', 'critic_opt_state', 'opt_state'):
-        for a, b in zip(jax.tree_util.tree_leaves(states[0][key]), jax.tree_util.tree_leaves(states[1][key])):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert read_json(tmp_path / 'full' / 'metrics' / 'test.json') == read_json(killed / 'metrics' / 'test.json')
-    steps = [json.loads(l)['step'] for l in open(killed / 'metrics' / 'train.jsonl')]
-    assert steps == list(range(1, 18))
+# Killed and resumed in every AOS4Rec phase: tests/test_guard_resume.py.
 
 
 def test_generator_update_weights_and_the_mle_only_control():
