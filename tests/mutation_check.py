@@ -106,7 +106,8 @@ MUTATIONS: list[Mutation] = [
              'aos4rec_jax/aos4rec.py',
              'earlier = jnp.cumsum(seen, axis=1) - seen',
              'earlier = jnp.cumsum(seen, axis=1)',
-             ('tests/test_guard_ssrgan.py::test_successors_may_repeat_the_current_item',)),
+             ('tests/test_aos4rec.py::test_successors_may_repeat_the_current_item',
+              'tests/test_aos4rec.py::test_successor_frequencies_follow_the_allowed_softmax')),
     # ---- met while writing the guards (issue 17) -----------------------------------------------
     Mutation('M8', 'oracular learning: p stays at its epoch-0 value (no decay)',
              'aos4rec_jax/ssrgan.py',
@@ -173,6 +174,21 @@ MUTATIONS: list[Mutation] = [
              r'"tab": "\t"',
              '"tab": ","',
              ('tests/test_guard_data_prep.py::test_tab_delimiter',)),
+    Mutation('M21', 'the oracle is the beam with the LOWEST BLEU',
+             'aos4rec_jax/aos4rec.py',
+             'best = jnp.argmax(scores, axis=-1)',
+             'best = jnp.argmin(scores, axis=-1)',
+             ('tests/test_aos4rec.py::test_oracle_context_bans_and_picks_bleu_oracle',)),
+    Mutation('M22', "Eq. 4's loss function without its minus sign",
+             'aos4rec_jax/aos4rec.py',
+             'return -_masked_mean(advantage * log_probs.astype(jnp.float32), mask)',
+             'return _masked_mean(advantage * log_probs.astype(jnp.float32), mask)',
+             ('tests/test_aos4rec.py::test_generator_loss_eq4_by_hand',)),
+    Mutation('M23', "Eq. 7's loss function without its minus sign",
+             'aos4rec_jax/aos4rec.py',
+             'return -_masked_mean(diff, mask)',
+             'return _masked_mean(diff, mask)',
+             ('tests/test_aos4rec.py::test_critic_loss_eq7_by_hand',)),
 ]
 
 

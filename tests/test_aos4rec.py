@@ -93,8 +93,36 @@ def tiny():
     history, target, banned = jnp.asarray(history), jnp.asarray(target), jnp.asarray(banned)
     params = jax.jit(lambda k: model.init({'params': k, 'dropout': k}, history, target,
                                           train=False)['params'])(jax.random.PRNGKey(0))
-    rng = jax.random.PRNGKey(7)
+    # key 8: the p = 0.5 coins of user 0 at positions 3, 4 (where the oracle differs from y*) are
+    # tails, heads, so the mixed context takes one oracle item and keeps one ground-truth item
+    rng = jax.random.PRNGKey(8)
     k_mix, k_drop = jax.random.split(rng)
+
+    @jax.jit
+    def search(prm):
+        state = model.apply({'params': prm}, history, T, method=model.init_decode_state)
+        return decoding.beam_search(seq2seq.make_step_fn(model, prm), state, batch_size=3,
+                                    vocab_size=V, length=T, bos_id=BOS, beam_size=5,
+                                    banned=banned).sequences
+
+    # The search does not see the target, so the targets of users 0 and 1 are built from their
+    # beams: the first two items of a beam j > 0, then items that are in no beam. With random
+    # targets every beam scores the same smoothed BLEU and the oracle is always beam 0, so a
+    # search that picked the lowest BLEU (argmin) would go unnoticed.
+    ref_cands = np.asarray(search(params))
+    target = np.asarray(target).copy()
+    for i in (0, 1):
+        unused = [v for v in range(1, V) if v not in ref_cands[i]]
+        for j in (4, 3, 2, 1):
+            row = target[i].copy()
+            row[:2] = ref_cands[i, j, :2]
+            row[2:] = np.where(row[2:] > 0, unused[:T - 2], 0)
+            if _ref_oracle_index(ref_cands[i], row) == j:
+                target[i] = row
+                break
+        else:
+            raise AssertionError(f'no beam of user {i} can be made the unique BLEU oracle')
+    target = jnp.asarray(target)
 
     def oracle(prm, p):
         s, n = aos4rec.oracle_loss(prm, model, history, target, rng, p=p, bos_id=BOS,
@@ -107,16 +135,13 @@ def tiny():
         context, orc, cands = aos4rec.oracle_context(
             prm, model, history, target, k_mix, p=p, bos_id=BOS, vocab_size=V, beam_size=5,
             banned=banned)
-        state = model.apply({'params': prm}, history, T, method=model.init_decode_state)
-        ref_cands = decoding.beam_search(seq2seq.make_step_fn(model, prm), state, batch_size=3,
-                                         vocab_size=V, length=T, bos_id=BOS, beam_size=5,
-                                         banned=banned).sequences
         s_mle, _ = seq2seq.mle_loss(prm, model, history, target,
                                     seq2seq.decoder_inputs(target, BOS), k_drop, train=True)
         return dict(s=s, n=n, grads=grads, context=context, oracle=orc, cands=cands,
-                    ref_cands=ref_cands, s_mle=s_mle)
+                    s_mle=s_mle)
 
-    out = {p: jax.device_get(run(params, jnp.float32(p))) for p in (0.0, 0.5, 1.0)}
+    out = {p: dict(jax.device_get(run(params, jnp.float32(p))), ref_cands=ref_cands)
+           for p in (0.0, 0.5, 1.0)}
     out['setup'] = dict(model=model, params=params, history=history, k_mix=k_mix, k_drop=k_drop)
     return np.asarray(target), np.asarray(banned), out
 
@@ -131,6 +156,7 @@ def test_oracle_context_bans_and_picks_bleu_oracle(tiny):
         assert not banned[i][cands[i]].any() and (cands[i] > 0).all()
         assert all(len(set(c)) == T for c in cands[i].tolist())
         np.testing.assert_array_equal(oracle[i], cands[i, _ref_oracle_index(cands[i], target[i])])
+    assert (oracle[:2] != cands[:2, 0]).any(-1).all()  # users 0, 1: not the first beam
     np.testing.assert_array_equal(context, np.where(target > 0, oracle, 0))  # p = 0
 
 
@@ -161,17 +187,17 @@ def test_oracle_loss_equals_mle_at_p1_and_gradient_skips_search(tiny):
                              rngs={'dropout': st['k_drop']})
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
         picked = jnp.take_along_axis(logp, jnp.asarray(target)[..., None], -1)[..., 0]
-        return -jnp.sum(jnp.where(jnp.asarray(target) > 0, picked, 0.0))
+        return -jnp.sum(jnp.where(jnp.asarray(target) > 0, picked, 0.0)), logits
 
-    logits = np.asarray(model.apply({'params': st['params']}, st['history'], dec_in, train=True,
-                                    rngs={'dropout': st['k_drop']}), np.float64)
+    # one compile for the model's logits on the hand-built inputs and the reference gradient
+    (_, logits), g_ref = jax.jit(jax.value_and_grad(ref_loss, has_aux=True))(st['params'])
+    logits = np.asarray(logits, np.float64)
     logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
     nll = logz - np.take_along_axis(logits, target[..., None], -1)[..., 0]
     np.testing.assert_allclose(r5['s'], (nll * (target > 0)).sum(), rtol=1e-5)
     assert float(r5['n']) == float((target > 0).sum())
     # the gradient of the loss per token is that of this cross entropy: nothing flows through
     # the search
-    g_ref = jax.grad(ref_loss)(st['params'])
     for a, b in zip(jax.tree_util.tree_leaves(r5['grads']), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(a, np.asarray(b) / float(r5['n']), rtol=1e-4, atol=1e-7)
     assert any(np.abs(g).max() > 0 for g in jax.tree_util.tree_leaves(r5['grads']))
@@ -218,11 +244,12 @@ def test_td0_loss_eq8_by_hand_and_semi_gradient():
 
 def test_generator_loss_eq4_by_hand():
     d_fake = np.array([[0., 1., 3., 2.], [1., 1., 0., 5.], [0., 9., 9., 9.]], np.float32)
-    log_probs = np.array([[-1., -2., -0.5], [-1., -3., -7.], [-1., -1., -1.]], np.float32)
+    log_probs = np.array([[-1., -2., -0.5], [-1., -5., -7.], [-1., -1., -1.]], np.float32)
     # A: row 0 = (1, 2, -1), row 1 = (0, -1, masked)
-    row0 = (1 * -1. + 2 * -2. + -1 * -0.5) / 3.0
-    row1 = (0 * -1. + -1 * -3.) / 2.0
-    want = -(row0 + row1) / 2.0
+    row0 = (1 * -1. + 2 * -2. + -1 * -0.5) / 3.0   # -1.5
+    row1 = (0 * -1. + -1 * -5.) / 2.0              # 2.5
+    want = -(row0 + row1) / 2.0                    # -0.5: not 0, so a lost minus sign shows
+    assert want == -0.5
     loss = aos4rec.generator_loss_eq4(log_probs, d_fake, MASK)
     assert float(loss) == pytest.approx(want, rel=1e-6)
     g_lp, g_d = jax.grad(aos4rec.generator_loss_eq4, argnums=(0, 1))(
@@ -260,3 +287,59 @@ def test_sample_next_items_distinct_allowed():
             assert not earlier & set(real.tolist())
     out2 = np.asarray(fn(jax.random.PRNGKey(5), logits, c=c))  # no bans: only padding masked
     assert (out2 > 0).all() and all(len(set(r)) == c for r in out2.reshape(-1, c).tolist())
+
+
+# Eq. 8's successors y' at step t are draws from P_G(. | x, y^_1:t-1) restricted to the items not
+# in y^_1:t-1 (and not banned, never padding): y^_t itself IS allowed. These two tests hold whether
+# the c successors are distinct (Gumbel-top-k, today) or c independent draws (with replacement):
+# they only use "y^_t is among the c draws" and the c = 1 marginal, a categorical in both cases.
+SUCC_V = 8
+SUCC_GENERATED = np.array([[3, 5, 2, 7], [6, 1, 4, 0]], np.int32)  # row 1: a shorter list
+SUCC_BANNED = np.zeros((2, SUCC_V), bool)
+SUCC_BANNED[0, 4] = SUCC_BANNED[1, 2] = True  # banned items outside the generated lists
+
+
+@pytest.mark.parametrize('c', [1, 3])
+def test_successors_may_repeat_the_current_item(c):
+    # A policy that puts almost all its mass on y^_t at position t (logit 10 against -10: every
+    # other item together has probability about 1e-8) must return y^_t among the successors.
+    # Banning y^_t too (M7: `earlier` counting position t itself) returns something else.
+    gen = SUCC_GENERATED
+    logits = np.full((2, 4, SUCC_V), -10.0, np.float32)
+    logits[np.arange(2)[:, None], np.arange(4)[None, :], gen] = 10.0
+    out = np.asarray(jax.jit(aos4rec.sample_next_items, static_argnames='c')(
+        jax.random.PRNGKey(0), logits, c=c, banned=SUCC_BANNED, generated=gen))
+    for b in range(2):
+        for t in range(4):
+            if gen[b, t] > 0:
+                assert gen[b, t] in out[b, t].tolist(), (b, t, out[b, t])
+
+
+def test_successor_frequencies_follow_the_allowed_softmax():
+    # c = 1 over 4,000 keys (one jit, vmapped over the keys). Expected by numpy: softmax of the
+    # position's logits over the allowed items = not padding, not banned, not in y^_1:t-1;
+    # y^_t allowed. The logits favour y^_t (+1.5), so under M7 (y^_t banned) its frequency falls
+    # from p = 0.25-0.78 to 0, i.e. by more than 30 standard errors (0.007 at p = 0.25).
+    rs = np.random.RandomState(6)
+    gen = SUCC_GENERATED
+    logits = rs.randn(2, 4, SUCC_V).astype(np.float32) * 0.7
+    logits[np.arange(2)[:, None], np.arange(4)[None, :], gen] += 1.5
+    n = 4000
+    keys = jax.random.split(jax.random.PRNGKey(9), n)
+    draws = jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(
+        k, logits, c=1, banned=SUCC_BANNED, generated=gen)))(keys)
+    draws = np.asarray(draws)[..., 0]  # [n, 2, 4]
+    for b in range(2):
+        for t in range(4):
+            allowed = np.ones(SUCC_V, bool)
+            allowed[0] = False                       # padding
+            allowed[SUCC_BANNED[b]] = False
+            allowed[gen[b, :t]] = False              # y^_1:t-1 (a 0 entry bans only padding)
+            w = np.where(allowed, np.exp(logits[b, t].astype(np.float64)), 0.0)
+            p = w / w.sum()
+            if gen[b, t] > 0:
+                assert p[gen[b, t]] > 0.15  # the check below can see y^_t being banned
+            freq = np.bincount(draws[:, b, t], minlength=SUCC_V) / n
+            # 5 standard errors of each item's own frequency; p = 0 items must never be drawn
+            np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9,
+                                         err_msg=f'user {b}, position {t}')

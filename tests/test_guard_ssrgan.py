@@ -1,10 +1,10 @@
-"""Guards of the directions of SSRGAN's updates, on hand-made data (docs/testing.md, M1 and M7).
+"""Guards of the directions of SSRGAN's updates, on hand-made data (docs/testing.md, M1, M12-M14).
 
 The loss functions of Eqs. 4, 7 and 8 are checked against hand values in test_aos4rec.py; these
 tests check what the WIRED-UP updates do: a critic trained on real lists against generated ones
 learns to score the real ones higher (M1a), its gradient penalty holds the input-gradient norm
 near 1 (M1b), a generator update against a fixed critic that rewards one item makes that item
-more likely (M1c), and Eq. 8's successors may repeat the current item (M7).
+more likely (M1c). (Eq. 8's successors, M7: test_aos4rec.py.)
 
 All access to the training steps goes through `make_steps` / `init_state` below: the refactor
 that moves the steps into a method module changes those two functions only.
@@ -16,7 +16,6 @@ import numpy as np
 import optax
 import pytest
 
-from aos4rec_jax import aos4rec
 from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import seq2seq
@@ -180,35 +179,6 @@ def test_generator_update_raises_the_item_a_fixed_critic_rewards():
     after = first_item_probability(model, state['params'], hist, REWARDED)
     assert 0.02 < before < 0.1
     assert after > 2 * before, (before, after)
-
-
-# ------------------------------------------------------------------------------ Eq. 8 successors
-def test_successors_may_repeat_the_current_item():
-    """M7: the successors y' of Eq. 8's step t are draws from P_G(. | x, y^_1:t-1): the items
-    y^_1:t-1 are excluded, but y^_t itself is not (it is one of the draws P_G can make).
-    A policy that puts almost all its mass on y^_t must return it; and with c = 1 the successor's
-    distribution is softmax over the allowed items (checked over 4,000 keys)."""
-    V = 6
-    generated = jnp.array([[2, 3, 4]], jnp.int32)
-    peaked = jnp.full((1, 3, V), -10.0).at[0, jnp.arange(3), generated[0]].set(10.0)
-    got = aos4rec.sample_next_items(jax.random.PRNGKey(0), peaked, c=1, generated=generated)
-    np.testing.assert_array_equal(np.asarray(got)[0, :, 0], [2, 3, 4])
-
-    logits = jnp.log(jnp.array([1.0, 1.0, 2.0, 3.0, 4.0, 5.0]))      # index 0 = padding
-    logits = jnp.broadcast_to(logits, (1, 3, V))
-    n = 4000
-    keys = jax.random.split(jax.random.PRNGKey(1), n)
-    draws = jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(k, logits, c=1,
-                                                                 generated=generated)))(keys)
-    draws = np.asarray(draws)[:, 0, :, 0]                        # [n, T]
-    weights = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
-    for t in range(3):
-        allowed = weights.copy()
-        allowed[np.asarray(generated[0, :t])] = 0.0               # earlier items only
-        p = allowed / allowed.sum()
-        freq = np.bincount(draws[:, t], minlength=V) / n
-        # 5 standard errors per item: banning y^_t (p about 0.2-0.33) moves its frequency to 0
-        np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
 
 
 # ------------------------------------------------------------------------------ the switches

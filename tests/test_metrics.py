@@ -269,39 +269,63 @@ def _write_predictions(path):
     return rows
 
 
+# The summary of the _write_predictions file by hand (K = 3; u3 has an empty target and is left
+# out, so every mean is over u1, u2, u4). BLEU@3: orders 1..3, smoothing 0.1 / count, BP = 1
+# throughout (K = 3 >= m).
+#   sampled  u1 [a z b] vs [a b c]: Prec {a,b} / 3; NDCG hits at ranks 1, 3 over IDCG of
+#            min(3, 3) = 3 positions; BLEU p1 2/3, p2 (a,z),(z,b) none -> 0.1/2, p3 0.1/1; MRR 1.
+#            u2 [y y x] vs [x]: Prec 1 / min(3, 1); NDCG x at rank 3 over IDCG of 1 position
+#            (1/log2 4) / 1 = 0.5 (an IDCG over K = 3 positions would give 0.5 / 2.13);
+#            BLEU p1 1/3, p2 0.1/2, p3 0.1/1; MRR 1/3.
+#            u4 [q r s] vs [a b]: 0 everywhere but BLEU: p1 0.1/3, p2 0.1/2, p3 0.1/1.
+#   full     u1 [a b c] = y*: 1 everywhere.
+#            u2 [x a b] vs [x]: Prec, NDCG, HR, MRR 1; BLEU p1 1/3, p2 0.1/2, p3 0.1/1.
+#            u4 [b a q] vs [a b]: Prec 2 / min(3, 2) = 1; NDCG (1 + 1/log2 3) / same = 1; MRR 1;
+#            BLEU p1 2/3, p2 (b,a),(a,q) vs (a,b) -> 0.1/2, p3 0.1/1.
+_IDCG3 = 1 + 1 / L2(3) + 1 / L2(4)
+_B_ONE_THIRD = (1 / 3 * 0.05 * 0.1) ** (1 / 3)   # p1 = 1/3, p2, p3 smoothed
+_B_TWO_THIRDS = (2 / 3 * 0.05 * 0.1) ** (1 / 3)  # p1 = 2/3, p2, p3 smoothed
+_B_NONE = (0.1 / 3 * 0.05 * 0.1) ** (1 / 3)      # nothing matches
+SUMMARY_BY_HAND = {
+    "sampled": {
+        "prec@3": (2 / 3 + 1 + 0) / 3,
+        "ndcg@3": ((1 + 1 / L2(4)) / _IDCG3 + 0.5 + 0) / 3,
+        "bleu@3": (_B_TWO_THIRDS + _B_ONE_THIRD + _B_NONE) / 3,
+        "hr@3": (1 + 1 + 0) / 3,
+        "mrr@3": (1 + 1 / 3 + 0) / 3,
+    },
+    "full": {
+        "prec@3": 1.0,
+        "ndcg@3": 1.0,
+        "bleu@3": (1 + _B_ONE_THIRD + _B_TWO_THIRDS) / 3,
+        "hr@3": 1.0,
+        "mrr@3": 1.0,
+    },
+    "users": 3,
+}
+
+
+def _assert_summary_by_hand(summary):
+    assert set(summary) == {"sampled", "full", "users"}
+    assert summary["users"] == SUMMARY_BY_HAND["users"]
+    for section in ("sampled", "full"):
+        assert set(summary[section]) == set(SUMMARY_BY_HAND[section])
+        for name, want in SUMMARY_BY_HAND[section].items():
+            assert summary[section][name] == pytest.approx(want, rel=1e-9, abs=1e-12), (
+                section, name, summary[section][name], want)
+
+
 def test_summarize_predictions_and_cli(tmp_path, capsys):
     path = tmp_path / "predictions" / "test.parquet"
     path.parent.mkdir()
-    rows = _write_predictions(path)
+    _write_predictions(path)
     summary = metrics_ref.summarize_predictions(path)
-    assert summary["users"] == 3  # u3 has an empty target
-    assert set(summary) == {"sampled", "full", "users"}
-    assert set(summary["sampled"]) == {f"{n}@3" for n in NAMES}
-    # NDCG@3 by hand (IDCG over min(K, m) positions): sampled u1 hits a (rank 1) and b (rank 3):
-    # (1 + 1/log2 4) / (1 + 1/log2 3 + 1/log2 4); u2 hits x at rank 3 (the repeated y scores once):
-    # (1/log2 4) / 1; u4 nothing. Full: u1 1; u2 1; u4 b, a at ranks 1, 2 of m = 2: 1.
-    idcg3 = 1 + 1 / L2(3) + 1 / L2(4)
-    assert summary["sampled"]["ndcg@3"] == pytest.approx(((1 + 0.5) / idcg3 + 0.5 + 0) / 3)
-    assert summary["full"]["ndcg@3"] == pytest.approx(1.0)
-    assert summary["full"]["mrr@3"] == pytest.approx(1.0)
-    # BLEU@3 of the full lists (orders 1..3, smoothing 0.1 / count, BP 1 as K >= m): u1 exact = 1;
-    # u2 [x a b] vs [x]: p1 1/3, p2 0.1/2, p3 0.1/1; u4 [b a q] vs [a b]: p1 2/3, p2 0.1/2, p3 0.1/1
-    bleu_u2 = (1 / 3 * 0.05 * 0.1) ** (1 / 3)
-    bleu_u4 = (2 / 3 * 0.05 * 0.1) ** (1 / 3)
-    assert summary["full"]["bleu@3"] == pytest.approx((1 + bleu_u2 + bleu_u4) / 3)
-    # Hand check: sampled hits u1 (a at rank 1) and u2 (x at rank 3), misses u4.
-    assert summary["sampled"]["hr@3"] == pytest.approx(2 / 3)
-    assert summary["sampled"]["mrr@3"] == pytest.approx((1 + 1 / 3 + 0) / 3)
-    # Prec: u1 {a,b} / 3, u2 {x} / 1, u4 0 / 2.
-    assert summary["sampled"]["prec@3"] == pytest.approx((2 / 3 + 1 + 0) / 3)
-    # Full: u1 perfect, u2 first item hits, u4 both targets within the first 2.
-    assert summary["full"]["hr@3"] == pytest.approx(1.0)
-    assert summary["full"]["prec@3"] == pytest.approx(1.0)
+    _assert_summary_by_hand(summary)
 
     out_json = tmp_path / "summary.json"
     assert metrics_ref.main([str(path), "--json", str(out_json)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(json.dumps(summary))
+    _assert_summary_by_hand(printed)
     assert json.loads(out_json.read_text()) == printed
 
 
@@ -314,6 +338,4 @@ def test_cli_module_entry_point(tmp_path):
         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.run([sys.executable, "-m", "aos4rec_jax.metrics_ref", str(path)],
                           capture_output=True, text=True, env=env, timeout=60, check=True)
-    result = json.loads(proc.stdout)
-    assert result["users"] == 3
-    assert result == json.loads(json.dumps(metrics_ref.summarize_predictions(path)))
+    _assert_summary_by_hand(json.loads(proc.stdout))
