@@ -279,6 +279,38 @@ def test_max_len_and_split_sizes():
     assert data_prep.split_sizes(np.array([36, 500]), 80)[2].tolist() == [8, 80]
 
 
+def test_max_len_flag_over_a_profile_maximum(tmp_path, capsys):
+    """--max-len on the CLI against a profile that has a maximum (yoochoose: 200, the profile of
+    session-tsv). docs/data_prep.md, step 3: users with min_len <= n <= max_len are kept whole,
+    longer ones dropped whole (never cut). `--max-len none` / `inf` lift the maximum: it must not
+    read as "no override" and leave the profile's 200 (tests/test_guard_data_prep.py only tries
+    'none' on the default profile, whose maximum is already none)."""
+    long_items = [str(100 + k % 50) for k in range(201)]      # session 7: 201 clicks, repeats
+    rows = ([(7, it, k) for k, it in enumerate(long_items)]
+            + [(3, "900", 1), (3, "901", 2), (3, "100", 3), (3, "902", 4)]
+            + [(5, "901", 9), (5, "903", 8), (5, "900", 7)])
+    src = _write(tmp_path / "s.tsv", "SessionId\tItemId\tTime\n" + "".join(
+        f"{u}\t{i}\t{1396437466.5 + t}\n" for u, i, t in rows))
+    short = {"3": ["900", "901", "100", "902"], "5": ["900", "903", "901"]}   # by time
+
+    def prep(name, extra):
+        out = tmp_path / name
+        rc, _, err = run_cli(["--format", "session-tsv", "--input", src, "--output", out,
+                              "--quiet", *TINY_ARGS, *extra], capsys)
+        assert rc == 0, err
+        p = load_dataset(out)
+        seqs = {u: [p.item_raw[i] for i in p.sequence(k)] for k, u in enumerate(p.raw_users)}
+        return json.loads((out / "protocol.json").read_text())["max_len"], seqs
+
+    for name, extra, want_max, kept in (
+            ("profile", [], 200, False), ("200", ["--max-len", "200"], 200, False),
+            ("201", ["--max-len", "201"], 201, True),        # n == max_len is kept
+            ("none", ["--max-len", "none"], None, True), ("inf", ["--max-len", "inf"], None, True)):
+        max_len, seqs = prep(name, extra)
+        assert max_len == want_max, name
+        assert seqs == ({**short, "7": long_items} if kept else short), name
+
+
 def _random_log(seed=0, users=40, items=120, lo=12, hi=60):
     rng = np.random.default_rng(seed)
     u, i, t = [], [], []
