@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import ml_collections
 
-MODELS = ('poprec', 'transformer', 'gru')
-STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra')
+STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'topk')
 DTYPES = ('float32', 'bfloat16')
 LIPSCHITZ = ('gp', 'clip', 'none')
 
@@ -54,7 +53,9 @@ def _check(cond: bool, field: str, msg: str):
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first invalid field."""
-    _check(c.model in MODELS, 'model', f'{c.model!r} is not one of {MODELS}')
+    from aos4rec_jax import methods          # the registry imports this module
+    known = methods.names()
+    _check(c.model in known, 'model', f'{c.model!r} is not one of {known}')
     for f in ('train_steps', 'log_every', 'eval_every', 'checkpoint_every', 'max_eval_users'):
         _check(int(c[f]) >= 0, f, f'must be >= 0, got {c[f]}')
     for f in ('batch_size', 'eval_batch_size', 'keep_checkpoints'):
@@ -96,11 +97,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
            'is 0 and so is aos4rec.gan_mle_weight: the generator would get no gradient')
     _check(0 <= a.critic_dropout < 1, 'aos4rec.critic_dropout', f'must be in [0, 1), got {a.critic_dropout}')
     _check(a.lipschitz in LIPSCHITZ, 'aos4rec.lipschitz', f'{a.lipschitz!r} is not one of {LIPSCHITZ}')
-    if c.model == 'poprec':
-        _check(not (a.oracle or a.adversarial), 'aos4rec', 'oracle / adversarial training needs a '
-               'seq2seq model (transformer or gru), not poprec')
     if a.init_from:
         _check(a.adversarial, 'aos4rec.init_from', 'only the SSRGAN phase starts from another run; '
                'set aos4rec.adversarial=True')
         _check(int(c.train_steps) == 0, 'aos4rec.init_from',
                f'the generator comes from {a.init_from}; set train_steps=0 (got {c.train_steps})')
+    methods.get(c.model).validate_config(c)

@@ -180,7 +180,8 @@ def eval_batches(es: EvalSet, batch_size: int):
         real = int(min(batch_size, n - lo))
         idx = np.where(idx < n, idx, 0)
         yield dict(history=es.history[idx], target=es.target[idx], candidates=es.candidates[idx],
-                   hist_start=es.hist_start[idx], hist_len=es.hist_len[idx]), real
+                   hist_start=es.hist_start[idx], hist_len=es.hist_len[idx],
+                   users=es.users[idx].astype(np.int32)), real
 
 
 def sample_windows(data: DeviceData, key: jax.Array, batch_size: int, history_len: int,
@@ -194,6 +195,12 @@ def sample_windows(data: DeviceData, key: jax.Array, batch_size: int, history_le
     Returns:
       Batch(history [B, L], target [B, T]) int32, 0 = padding.
     """
+    return sample_windows_of_users(data, key, batch_size, history_len, target_len)[1]
+
+
+def sample_windows_of_users(data: DeviceData, key: jax.Array, batch_size: int, history_len: int,
+                            target_len: int):
+    """`sample_windows` that also returns each window's user row: (users [B] int32, Batch)."""
     total = data.window_cum[-1]
     w = jax.random.randint(key, (batch_size,), 0, total, dtype=jnp.int32)
     user = jnp.searchsorted(data.window_cum, w, side='right') - 1
@@ -204,7 +211,7 @@ def sample_windows(data: DeviceData, key: jax.Array, batch_size: int, history_le
     history = jnp.where(hpos >= 0, data.items[start[:, None] + jnp.maximum(hpos, 0)], 0)
     tpos = i[:, None] + jnp.arange(target_len)[None, :]
     target = jnp.where(tpos < n[:, None], data.items[start[:, None] + jnp.minimum(tpos, n[:, None] - 1)], 0)
-    return Batch(history=history.astype(jnp.int32), target=target.astype(jnp.int32))
+    return user.astype(jnp.int32), Batch(history=history.astype(jnp.int32), target=target.astype(jnp.int32))
 
 
 def history_ban_mask(items: jax.Array, hist_start: jax.Array, hist_len: jax.Array,
@@ -220,3 +227,37 @@ def history_ban_mask(items: jax.Array, hist_start: jax.Array, hist_len: jax.Arra
     mask = jnp.zeros((B, vocab_size), bool)
     mask = mask.at[jnp.arange(B)[:, None], vals].set(True)
     return mask.at[:, 0].set(False)
+
+
+def sample_user_sequences(data: DeviceData, key: jax.Array, batch_size: int, seq_len: int):
+    """Draws `batch_size` users uniformly (with replacement) among those with >= 2 train items and
+    returns each one's last `seq_len + 1` train items as next-item training sequences (SASRec's
+    batches). Jit-compatible.
+
+    Returns (users [B] int32, inputs [B, L] int32, targets [B, L] int32): inputs = train items
+    t_{n-L-1}..t_{n-2} left-padded with 0, targets = the items one step later (t_{n-L}..t_{n-1});
+    a position whose input is padding has target 0 (the first train item is never a target).
+    """
+    windows = data.window_cum[1:] - data.window_cum[:-1]        # n_train - 1 (0: unusable user)
+    eligible = (windows > 0).astype(jnp.float32)
+    user = jax.random.choice(key, eligible.shape[0], (batch_size,), p=eligible / jnp.sum(eligible))
+    user = user.astype(jnp.int32)
+    n = data.n_train[user]
+    start = data.offsets[user]
+    # target position j of row b is train item n - L + j (0-based); its input is the item before
+    tpos = n[:, None] - seq_len + jnp.arange(seq_len)[None, :]
+    ipos = tpos - 1
+    targets = jnp.where(ipos >= 0, data.items[start[:, None] + jnp.maximum(tpos, 0)], 0)
+    inputs = jnp.where(ipos >= 0, data.items[start[:, None] + jnp.maximum(ipos, 0)], 0)
+    return user, inputs.astype(jnp.int32), targets.astype(jnp.int32)
+
+
+def sample_interactions(data: DeviceData, key: jax.Array, batch_size: int):
+    """Draws `batch_size` (user, item) train interactions uniformly (BPR's positives).
+    Jit-compatible. Returns (users [B] int32, items [B] int32)."""
+    n_total = jnp.sum(data.n_train)
+    cum = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(data.n_train)])
+    w = jax.random.randint(key, (batch_size,), 0, n_total, dtype=jnp.int32)
+    user = jnp.searchsorted(cum, w, side='right') - 1
+    item = data.items[data.offsets[user] + (w - cum[user])]
+    return user.astype(jnp.int32), item.astype(jnp.int32)

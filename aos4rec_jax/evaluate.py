@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         print(f'error: --tag {a.tag!r} may hold only letters, digits, _ . -', file=sys.stderr)
         return 2
     try:
-        config, ds, model, params, gen = trainer.load_run(
+        config, ds, method, params, gen = trainer.load_run(
             a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature,
                             num_sequences=a.num_sequences), which=a.params)
     except (FileNotFoundError, ValueError) as e:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ev = evaluation.Evaluator(gen, ds, config.eval_batch_size)
     for split in splits:
         trainer.evaluate_split(ev, params, ds, split, jax.random.PRNGKey(a.seed), a.workdir,
-                               decode=config.decode.to_dict() if model is not None else 'top-k scores',
+                               decode=method.decode_description(),
                                tag=a.tag)
     return 0
 

@@ -64,7 +64,8 @@ class Evaluator:
     """Generates and scores lists for the users of an EvalSet; jit-compiled once per run.
 
     `generate_fn(params, batch, rng)` receives `batch` with keys history [B, L], target [B, T],
-    candidates [B, C], banned bool [B, V] (all False when the profile allows history items).
+    candidates [B, C], banned bool [B, V] (all False when the profile allows history items),
+    users [B] (the dataset's user rows).
     """
 
     def __init__(self, generate_fn: Callable, ds: data_lib.Dataset, batch_size: int,
@@ -81,7 +82,8 @@ class Evaluator:
                                                    max_hist, info.vocab_size)
             else:
                 banned = jnp.zeros((b['history'].shape[0], info.vocab_size), bool)
-            batch = dict(history=b['history'], target=b['target'], candidates=b['candidates'], banned=banned)
+            batch = dict(history=b['history'], target=b['target'], candidates=b['candidates'],
+                         banned=banned, users=b['users'])
             sampled, full = generate_fn(params, batch, rng)
             return sampled, full, metrics_lib.compute_metrics(sampled, b['target']), \
                 metrics_lib.compute_metrics(full, b['target'])

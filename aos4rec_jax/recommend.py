@@ -20,6 +20,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from aos4rec_jax import trainer
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
 
 
 def _run(a) -> int:
-    config, ds, model, params, gen = trainer.load_run(
+    config, ds, method, params, gen = trainer.load_run(
         a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature), k=a.k)
     info = ds.info
 
@@ -122,7 +123,9 @@ def _run(a) -> int:
 
     @jax.jit
     def run(params, history, banned, rng):
-        batch = dict(history=history, banned=banned, candidates=None)
+        # users -1: a history given here, not a user row of the dataset (BPR-MF folds it in)
+        batch = dict(history=history, banned=banned, candidates=None,
+                     users=jnp.full((history.shape[0],), -1, jnp.int32))
         return gen(params, batch, rng)[1]   # the full-protocol list: every item may be recommended
 
     out_lines = []

@@ -22,14 +22,14 @@ import numpy as np
 
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
-from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import datasets
 from aos4rec_jax import evaluation
-from aos4rec_jax import seq2seq
+from aos4rec_jax import methods as methods_lib
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
-from aos4rec_jax.baselines import poprec
+from aos4rec_jax.methods import aos4rec as aos4rec_method
+from aos4rec_jax.methods.base import PhaseContext, RunError
 
 # Config fields that may change between a run and its resumption (they do not change the result
 # of the training steps already taken).
@@ -39,10 +39,6 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
 
 # Config fields added after runs were already written; older config.json files get these values.
 FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults()}
-
-
-class RunError(ValueError):
-    """The workdir or the data cannot be used for this run; the message says why."""
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -73,10 +69,7 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         old = json.load(f)
     # fields added since the run was made take their defaults (nested: aos4rec.* one by one)
     a, b = {**_flatten(FIELDS_ADDED_LATER), **_flatten(old)}, _flatten(cfg)
-    resumable = set(RESUMABLE_CHANGES)
-    if cfg.get('aos4rec', {}).get('adversarial'):
-        # the phases follow train_steps: only the last one (SSRGAN rounds) may be extended
-        resumable = (resumable - {'train_steps'}) | {'aos4rec.gan_steps'}
+    resumable = methods_lib.get(cfg['model']).resumable_changes(cfg, set(RESUMABLE_CHANGES))
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                   and k.split('.')[0] not in resumable and k not in resumable)
     if diff:
@@ -114,20 +107,8 @@ def _fmt_time(s: float) -> str:
 make_train_step = ssrgan.make_mle_step      # the MLE step (benchmarks and tests use it by this name)
 
 
-def create_train_state(config, model, tx, info, mesh, critic=None, critic_tx=None):
-    """(jitted init producing a sharded state, abstract state with shardings, rng).
-
-    With a critic the state also holds `critic` and `critic_opt_state` (ssrgan.py).
-    """
-    def init(rng):
-        p_rng, s_rng = jax.random.split(rng)
-        params = seq2seq.init_params(model, info, p_rng)
-        state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
-        if critic is not None:
-            cp = critic_lib.init_critic(critic, info, jax.random.fold_in(p_rng, 1))
-            state.update(critic=cp, critic_opt_state=critic_tx.init(cp))
-        return state
-
+def sharded_init(init, config, mesh):
+    """(jitted `init` producing a sharded state, abstract state with shardings, shardings, rng)."""
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(init, rng)
     shardings = shard_lib.state_shardings(abstract, mesh, config.mesh.shard_items)
@@ -137,65 +118,54 @@ def create_train_state(config, model, tx, info, mesh, critic=None, critic_tx=Non
     return init_fn, abstract, shardings, rng
 
 
-def _load_init_from(config, ds, abstract_params):
-    """The kept generator parameters of the run in config.aos4rec.init_from (checked to match)."""
-    src = config.aos4rec.init_from
-    cfg_path, ds_path = os.path.join(src, 'config.json'), os.path.join(src, 'dataset.json')
-    if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
-        raise RunError(f'config.aos4rec.init_from: {src} is not a run folder of main.py '
-                       '(no config.json/dataset.json)')
-    with open(cfg_path) as f:
-        other = json.load(f)
-    with open(ds_path) as f:
-        other_dir = json.load(f)['data_dir']
-    mine = config.to_dict()
-    diff = [k for k in ('model', 'model_kwargs', 'history_len', 'target_len', 'compute_dtype')
-            if other.get(k) != mine.get(k)]
-    if not mine['data_dir'] and not other.get('data_dir'):       # both synthetic: same oracle data?
-        if {k: v for k, v in other.get('synthetic', {}).items() if k != 'cache_dir'} != \
-                {k: v for k, v in mine['synthetic'].items() if k != 'cache_dir'}:
-            diff.append('synthetic')
-    elif os.path.abspath(other_dir) != os.path.abspath(ds.data_dir):
-        diff.append(f'data ({other_dir} vs {ds.data_dir})')
-    if diff:
-        raise RunError(f'config.aos4rec.init_from: {src} differs from this run in {", ".join(diff)}')
-    params = ckpt_lib.restore_params_only(src, abstract_params, 'best')
-    shardings = jax.tree_util.tree_map(lambda a: a.sharding, abstract_params)
-    return jax.device_put(params, shardings)
+def create_train_state(config, model, tx, info, mesh, critic=None, critic_tx=None):
+    """The seq2seq method's state, sharded: (init_fn, abstract, shardings, rng) (see sharded_init).
+
+    With a critic the state also holds `critic` and `critic_opt_state` (ssrgan.py).
+    """
+    return sharded_init(aos4rec_method.init_state_fn(model, tx, info, critic, critic_tx), config, mesh)
 
 
-def _mean_metrics(m: dict, n: int, phase: str) -> dict:
-    """Step metrics summed over n steps -> the logged values."""
-    if phase == 'seq2seq':
-        out = dict(loss=float(m['loss_sum'] / max(m['tokens'], 1.0)),
-                   grad_norm=float(m['grad_norm'] / max(n, 1)))
-        if 'p' in m:
-            out['p'] = float(m['p'] / max(n, 1))
-        return out
-    return {k: float(v / max(n, 1)) for k, v in m.items()}
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
-def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
-    """Runs (or resumes) the training schedule (ssrgan.py). Returns the parameters to evaluate."""
+class Schedule:
+    """The method's phases laid end to end on the step axis."""
+
+    def __init__(self, phases):
+        self.phases = list(phases)
+        self.starts, pos = [], 0
+        for ph in self.phases:
+            self.starts.append(pos)
+            pos += int(ph.steps)
+        self.total = pos
+
+    def at(self, step: int):
+        """The phase of the update that takes the state from `step` to `step + 1`."""
+        for ph, s in zip(self.phases, self.starts):
+            if s <= step < s + ph.steps:
+                return ph
+        return self.phases[-1]
+
+    def starting_at(self, step: int):
+        """Phases whose first step is `step` (a phase of 0 steps included), in order."""
+        return [ph for ph, s in zip(self.phases, self.starts) if s == step]
+
+
+def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
+    """Runs (or resumes) the method's phases. Returns the parameters to evaluate."""
     info = ds.info
-    a = config.aos4rec
-    P, C, G = ssrgan.schedule(config)
-    total = P + C + G
-    adversarial = bool(a.adversarial)
-    shard_lib.check_batch_size(config.batch_size, mesh)
-    critic = critic_lib.build_critic(config, info) if adversarial else None
-    steps = ssrgan.Steps(config, model, critic, info, config.batch_size, shard_lib.batch_sharding(mesh))
-    init_fn, abstract, shardings, rng = create_train_state(config, model, steps.mle_tx, info, mesh,
-                                                           critic, steps.d_tx)
+    sched = Schedule(method.phases(mesh))
+    total = sched.total
+    init_fn, abstract, shardings, rng = sharded_init(method.init_state, config, mesh)
     repl = shard_lib.replicated(mesh)
     data = ds.device_data(repl)
 
     def jit_step(f):
         return jax.jit(f, in_shardings=(shardings, repl), out_shardings=(shardings, repl),
                        donate_argnums=0)
-    step_fns = {'seq2seq': jit_step(steps.seq2seq_step)}
-    if adversarial:
-        step_fns.update(critic=jit_step(steps.critic_step), gan=jit_step(steps.gan_round))
+    step_fns = {ph.name: jit_step(ph.step_fn) for ph in sched.phases}
 
     ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     latest = ck.latest_step()
@@ -208,21 +178,16 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         state = init_fn(rng)
         ck.prune_best_after(0)
     start = int(state['step'])
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['params']))
     mdir = os.path.join(workdir, 'metrics')
     if jax.process_index() == 0:
         _truncate_jsonl(os.path.join(mdir, 'train.jsonl'), start)
         _truncate_jsonl(os.path.join(mdir, 'valid_history.jsonl'), start)
-    log(f'model {config.model}: {n_params:,} parameters; {info.num_windows:,} training windows '
+    log(f'model {config.model}: {_count(abstract["params"]):,} parameters; {info.num_windows:,} training windows '
         f'(1 epoch = {info.num_windows / config.batch_size:.1f} steps); {mesh.devices.size} device(s) '
         f'{jax.devices()[0].platform}; steps {start} -> {total}')
-    if a.oracle or adversarial:
-        n_crit = 0 if critic is None else sum(
-            int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract['critic']))
-        log(f'schedule: {P} seq2seq steps ({"oracular, b=%d mu=%g" % (a.beam_size, a.mu) if a.oracle else "MLE"})'
-            + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
-               f'{a.d_steps}, c={a.num_next}, critic {n_crit:,} parameters, lipschitz={a.lipschitz})'
-               if adversarial else ''))
+    line = method.describe()
+    if line:
+        log(line)
 
     val_set = ds.eval_set('valid', config.max_eval_users)
     oracle_data = datasets.oracle_for(ds) is not None
@@ -238,29 +203,26 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         nonlocal acc, acc_n, t_last, s_last
         if acc is None:
             return
-        m = _mean_metrics(jax.device_get(acc), acc_n, phase)
+        m = method.summarize(phase.name, jax.device_get(acc), acc_n)
         acc, acc_n = None, 0
         bad = {k: v for k, v in m.items() if not math.isfinite(v)}
         if bad:
             good = ck.latest_step()
             raise TrainingDivergedError(
-                f'training diverged in the {phase} phase: {bad} between steps {s_last} and {step}; '
-                f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
-                'saved). Lower the learning rate (config.learning_rate, aos4rec.g_learning_rate, '
-                'aos4rec.d_learning_rate) or raise config.warmup_steps and rerun.')
+                f'training diverged in the {phase.name} phase: {bad} between steps {s_last} and {step}; '
+                + (f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
+                   'saved)' if good is not None else 'no checkpoint was saved yet') +
+                '. Lower the learning rate (config.learning_rate, or the method\'s own rates) '
+                'or raise config.warmup_steps and rerun.')
         now = time.time()
         sps = (step - s_last) / max(now - t_last, 1e-9)
         eta = (total - step) / max(sps, 1e-9)
-        if phase == 'seq2seq':
-            shown = f'loss {m["loss"]:.4f} gnorm {m["grad_norm"]:.3f}' + (f' p {m["p"]:.3f}' if 'p' in m else '')
-        else:
-            keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll')
-            shown = ' '.join(f'{k} {m[k]:.4f}' for k in keys if k in m)
-        log(f'[{phase}] step {step}/{total} {shown} | {sps:.2f} steps/s | ETA {_fmt_time(eta)}')
-        rec = dict(step=step, phase=phase, **m, steps_per_s=sps)
-        if phase == 'seq2seq':
-            rec.update(examples_per_s=sps * config.batch_size,
-                       epoch=step * config.batch_size / info.num_windows)
+        log(f'[{phase.name}] step {step}/{total} {method.console(phase.name, m)} | {sps:.2f} steps/s '
+            f'| ETA {_fmt_time(eta)}')
+        rec = dict(step=step, phase=phase.name, **m, steps_per_s=sps)
+        if phase.examples_per_step and phase.epoch_examples:
+            rec.update(examples_per_s=sps * phase.examples_per_step,
+                       epoch=step * phase.examples_per_step / phase.epoch_examples)
         _append_jsonl(os.path.join(mdir, 'train.jsonl'), rec)
         t_last, s_last = now, step
 
@@ -269,7 +231,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
         t0 = time.time()
         summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
         ndcg = summ['sampled'][f'ndcg@{info.k}']
-        rec = dict(step=step, phase=ssrgan.phase_of(step - 1, config),
+        rec = dict(step=step, phase=sched.at(step - 1).name,
                    **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
                    **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
         if oracle_data:
@@ -288,54 +250,49 @@ def train(config, workdir: str, ds: data_lib.Dataset, model, mesh, evaluator):
             meta = dict(meta, best_score=float(score), best_step=int(step))
             ck.save_best(step, state['params'], meta)
 
-    def enter_ssrgan(state):
-        """The generator that starts the SSRGAN phase: this run's kept seq2seq parameters, or
-        init_from's; a fresh generator optimizer state; model selection starts again."""
+    def enter(step, state):
+        """Runs the enter hooks of the phases starting at `step`; True if one ran."""
         nonlocal meta
-        if P > 0 and ck.best_step() is not None:
-            params, _ = ck.restore_best(abstract['params'])
-            src = f'this run, step {ck.best_step()} (best validation {config.select_by})'
-        elif a.init_from:
-            params = _load_init_from(config, ds, abstract['params'])
-            src = f'{a.init_from} (its kept parameters)'
-        else:
-            params = state['params']
-            src = 'this run, step %d%s' % (P, ' (untrained: no train_steps, no init_from)' if P == 0 else '')
-        opt_state = jax.jit(steps.g_tx.init, out_shardings=shardings['opt_state'])(params)
-        meta = {'best_score': -math.inf, 'best_step': -1, 'ssrgan_from': src,
-                'seq2seq_best': {k: meta.get(k) for k in ('best_score', 'best_step')}}
-        log(f'SSRGAN phase: generator copied from {src}; critic pretraining for {C} steps')
-        return dict(state, params=params, opt_state=opt_state)
+        ran = False
+        for ph in sched.starting_at(step):
+            if ph.enter is not None and ph.entered_key not in meta:
+                ctx = PhaseContext(checkpointer=ck, abstract=abstract, shardings=shardings,
+                                   meta=meta, step=step, log=log)
+                state, meta = ph.enter(state, ctx)
+                ran = True
+        return state, ran
 
     step = start
     try:
-        if adversarial and step == P and 'ssrgan_from' not in meta:
-            state = enter_ssrgan(state)
-            ck.save(step, state, meta)
+        if step < total:
+            state, entered = enter(step, state)
+            if entered:
+                ck.save(step, state, meta)
         while step < total:
-            phase = ssrgan.phase_of(step, config)
-            state, m = step_fns[phase](state, data)
+            phase = sched.at(step)
+            state, m = step_fns[phase.name](state, data)
             step += 1
             acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
             acc_n += 1
             last = step == total
-            boundary = ssrgan.phase_of(step, config) != phase or last
-            do_eval = phase != 'critic' and (
+            boundary = sched.at(step) is not phase or last
+            do_eval = phase.validate and (
                 (config.eval_every and step % config.eval_every == 0) or boundary)
             do_ckpt = (config.checkpoint_every and step % config.checkpoint_every == 0) or last
             if step % config.log_every == 0 or do_eval or do_ckpt or boundary:
                 flush(step, phase)
             if do_eval:
                 validate(step, state)
-            if adversarial and step == P and not last:
-                state = enter_ssrgan(state)
-                do_ckpt = True
+            if not last:
+                state, entered = enter(step, state)
+                do_ckpt = do_ckpt or entered
             if do_ckpt:
                 ck.save(step, state, meta)
         ck.wait()
+        kept = meta['best_step']
         log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
-            f'step {meta["best_step"]} (best validation by {config.select_by}'
-            + (', SSRGAN phase' if adversarial else '') + ')')
+            f'step {kept} (best validation by {config.select_by}'
+            + (f', {sched.at(kept - 1).name} phase' if kept > 0 and len(sched.phases) > 1 else '') + ')')
         if ck.best_step() is not None and meta['best_step'] >= 0:
             params, _ = ck.restore_best(abstract['params'])
         else:
@@ -365,10 +322,10 @@ def _plot(workdir: str) -> None:
     if not tr:
         return
     s2s = [r for r in tr if 'loss' in r]
-    adv = [r for r in tr if r.get('phase') in ('critic', 'gan')]
+    adv = [r for r in tr if 'loss' not in r]          # phases with other metrics (critic, SSRGAN)
     fig, axes = plt.subplots(1, 3 if adv else 2, figsize=(15 if adv else 10, 3.8))
     axes[0].plot([r['step'] for r in s2s], [r['loss'] for r in s2s])
-    axes[0].set(xlabel='step', ylabel='train loss (token NLL)', title='seq2seq training loss')
+    axes[0].set(xlabel='step', ylabel='train loss', title='training loss')
     if va:
         keys = [k for k in va[0] if k.startswith('sampled/')]
         for k in keys:
@@ -376,12 +333,14 @@ def _plot(workdir: str) -> None:
         axes[1].legend(fontsize=7)
     axes[1].set(xlabel='step', title='validation (sampled protocol)')
     if adv:
-        for k in ('wasserstein', 'td_loss', 'advantage'):
+        keys = [k for k in ('wasserstein', 'td_loss', 'advantage') if any(k in r for r in adv)] or \
+            [k for k in adv[0] if k not in ('step', 'phase', 'steps_per_s')][:3]
+        for k in keys:
             pts = [(r['step'], r[k]) for r in adv if k in r]
             if pts:
                 axes[2].plot(*zip(*pts), label=k)
         axes[2].legend(fontsize=7)
-        axes[2].set(xlabel='step', title='critic / SSRGAN')
+        axes[2].set(xlabel='step', title=' / '.join(sorted({r['phase'] for r in adv})))
     fig.tight_layout()
     path = os.path.join(workdir, 'plots', 'training.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -391,11 +350,9 @@ def _plot(workdir: str) -> None:
 
 
 def build(config, ds):
-    """(model or None, generate_fn) for config.model."""
-    if config.model == 'poprec':
-        return None, poprec.make_generate_fn(ds.info)
-    model = seq2seq.build_model(config, ds.info)
-    return model, seq2seq.make_generate_fn(model, ds.info, config.decode)
+    """(method, generate_fn) for config.model (methods/ registry)."""
+    method = methods_lib.build(config, ds)
+    return method, method.generate_fn()
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -415,16 +372,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
         f'(history items {"banned" if info.ban_history else "allowed"})')
     mesh = shard_lib.make_mesh()
-    model, generate_fn = build(config, ds)
+    method, generate_fn = build(config, ds)
     evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
-    if model is None:
-        params = poprec.fit(ds)
+    if method.trains:
+        params = train(config, workdir, ds, method, mesh, evaluator)
     else:
-        params = train(config, workdir, ds, model, mesh, evaluator)
+        params = method.fit()
 
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
     results = {split: evaluate_split(evaluator, params, ds, split, eval_rng, workdir,
-                                     decode=config.decode.to_dict() if model is not None else 'top-k scores')
+                                     decode=method.decode_description())
                for split in ('valid', 'test')}
     if jax.process_index() == 0:
         _plot(workdir)
@@ -462,7 +419,7 @@ def evaluate_split(evaluator, params, ds, split: str, rng, workdir: str, decode,
 # ------------------------------------------------------------------------------ finished runs
 def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None,
              which: str = 'best'):
-    """(config, dataset, model or None, params, generate_fn) of a run folder written by main.py.
+    """(config, dataset, method, params, generate_fn) of a run folder written by main.py.
 
     Parameters are the best validation ones (else the latest checkpoint's; which='last': the
     latest checkpoint's). `decode_overrides`
@@ -490,10 +447,10 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
     ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
     if k is not None:
         ds.info = dataclasses.replace(ds.info, k=int(k))
-    model, generate_fn = build(config, ds)
-    if model is None:
-        params = poprec.fit(ds)
-    else:
-        abstract = jax.eval_shape(lambda r: seq2seq.init_params(model, ds.info, r), jax.random.PRNGKey(0))
+    method, generate_fn = build(config, ds)
+    if method.trains:
+        abstract = jax.eval_shape(method.init_state, jax.random.PRNGKey(0))['params']
         params = ckpt_lib.restore_params_only(workdir, abstract, which)
-    return config, ds, model, params, generate_fn
+    else:
+        params = method.fit()
+    return config, ds, method, params, generate_fn

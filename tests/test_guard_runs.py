@@ -351,12 +351,13 @@ def test_sample_at_a_tiny_temperature_is_greedy(tf_run):
 # ------------------------------------------------------------------------------ training options
 def test_divergence_stops_the_run_without_results(tmp_path):
     """A learning rate of 1e39 makes the loss non-finite: the run stops with an error that names
-    the phase and the last good checkpoint, and writes no result files."""
+    the phase and that no checkpoint was saved yet (it diverges before the first one; the message
+    once said "step None"), and writes no result files."""
     c = tf_cfg.get_config('tiny')
     c.learning_rate, c.warmup_steps = 1e39, 0
     c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 2, 10, 2
     c.synthetic.num_users, c.synthetic.vocab_size = 100, 60
-    with pytest.raises(trainer.TrainingDivergedError, match='seq2seq phase.*last good checkpoint'):
+    with pytest.raises(trainer.TrainingDivergedError, match='seq2seq phase.*no checkpoint was saved yet'):
         trainer.train_and_evaluate(c, str(tmp_path))
     assert not (tmp_path / 'metrics' / 'test.json').exists()
     assert not (tmp_path / 'metrics' / 'valid.json').exists()

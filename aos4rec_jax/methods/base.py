@@ -1,0 +1,111 @@
+"""The method contract (docs/DESIGN.md, "Method contract"): what the trainer, the evaluator and
+the CLIs may ask of any recommender.
+
+A method is built once per run, ``Method(config, ds)``. It owns its networks' train state
+(``init_state``), its schedule (``phases``: pure jitted steps), and how parameters become ranked
+K-lists (``generate_fn``). The trainer only runs phases, logs, validates, selects, checkpoints
+and resumes; it never asks which method it runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+
+class RunError(ValueError):
+    """The workdir, the data or a run the config names cannot be used; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One stretch of the schedule.
+
+    name: logged in train.jsonl / valid_history.jsonl ('train', 'seq2seq', 'critic', 'gan').
+    steps: updates in this phase (0: the phase is skipped, but its `enter` still runs).
+    step_fn: pure ``(state, data) -> (state, metrics)``; increments state['step'].
+    validate: validation, model selection and best/ run in this phase.
+    examples_per_step, epoch_examples: when both > 0, train.jsonl gets examples_per_s and
+      epoch = step * examples_per_step / epoch_examples.
+    enter: ``(state, ctx: PhaseContext) -> (state, meta)`` run once when the run reaches the
+      phase's first step; the returned meta holds `entered_key`, so a resumed run does not enter
+      again. The trainer saves a checkpoint right after.
+    """
+    name: str
+    steps: int
+    step_fn: Callable
+    validate: bool = True
+    examples_per_step: int = 0
+    epoch_examples: int = 0
+    enter: Optional[Callable] = None
+    entered_key: str = ''
+
+
+@dataclasses.dataclass
+class PhaseContext:
+    """What a phase's `enter` hook may use."""
+    checkpointer: Any            # checkpoint.Checkpointer of the run (best_step, restore_best)
+    abstract: dict               # the state's abstract tree (ShapeDtypeStruct with shardings)
+    shardings: dict              # NamedSharding per state leaf
+    meta: dict                   # the checkpoint meta so far (best_score, best_step, ...)
+    step: int                    # the step the phase starts at
+    log: Callable[[str], None]
+
+
+class Method:
+    """Base class of every method; subclasses fill the contract (see the module docstring)."""
+
+    trains: bool = True
+
+    def __init__(self, config, ds):
+        self.config, self.ds, self.info = config, ds, ds.info
+
+    # -- configuration -----------------------------------------------------------------------
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Raises config.ConfigError naming the first invalid field of this method's settings."""
+
+    @classmethod
+    def resumable_changes(cls, config: dict, resumable: set) -> set:
+        """The config fields (dotted names) a resumed run may change, given the trainer's default
+        set; `config` is the run's config as a dict."""
+        return resumable
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self):
+        """Parameters of a method that does not train (trains = False)."""
+        raise NotImplementedError(f'{type(self).__name__} trains; it has no fit()')
+
+    def init_state(self, rng) -> dict:
+        """Pure: the initial train state {step, params, rng, ...} (the trainer jits it)."""
+        raise NotImplementedError
+
+    def phases(self, mesh) -> list[Phase]:
+        raise NotImplementedError
+
+    def describe(self) -> Optional[str]:
+        """One line about the schedule, logged at the start of training (None: nothing)."""
+        return None
+
+    def summarize(self, phase: str, summed: dict, n: int) -> dict:
+        """Step metrics summed over n steps -> the logged values: loss_sum / tokens -> loss,
+        every other key averaged over the n steps."""
+        out = {}
+        if 'loss_sum' in summed and 'tokens' in summed:
+            out['loss'] = float(summed['loss_sum'] / max(float(summed['tokens']), 1.0))
+        for k, v in summed.items():
+            if k not in ('loss_sum', 'tokens'):
+                out[k] = float(v / max(n, 1))
+        return out
+
+    def console(self, phase: str, m: dict) -> str:
+        """The console's part of a log line."""
+        return ' '.join(f'{k} {v:.4f}' for k, v in m.items())
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def generate_fn(self) -> Callable:
+        """``f(params, batch, rng) -> (sampled [B, K] or None, full [B, K])`` (jit-compatible)."""
+        raise NotImplementedError
+
+    def decode_description(self):
+        """What made the K-lists; written into every metrics file."""
+        return self.config.decode.to_dict()
