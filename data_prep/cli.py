@@ -10,11 +10,12 @@ from pathlib import Path
 from .errors import DataPrepError
 from .pipeline import build_dataset, table1_line
 from .readers import FORMATS, read_interactions
-from .settings import PROFILES, PROTOCOLS, settings_for
+from .settings import PROFILES, PROTOCOLS, candidates_for_negatives, settings_for
 from .storage import check_output, write_dataset
 
 DEFAULT_PROFILE = {"movielens": "movielens", "movielens-csv": "movielens", "ml100k": "movielens",
-                   "yoochoose": "yoochoose", "session-tsv": "yoochoose", "csv": "default"}
+                   "yoochoose": "yoochoose", "session-tsv": "yoochoose", "csv": "default",
+                   "seqlines": "default"}
 EXIT_BAD_INPUT = 2
 
 
@@ -44,14 +45,15 @@ def make_parser() -> argparse.ArgumentParser:
                     "(PROTOCOL sections 1-4; see docs/data_prep.md).")
     p.add_argument("--format", required=True, choices=FORMATS, help="input format")
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                   help="input file(s), concatenated in this order; .gz is read directly")
+                   help="input file(s), concatenated in this order; .gz is read directly "
+                        "(seqlines: one user a line, 'user item item ...', no times)")
     p.add_argument("--output", required=True, metavar="DIR", help="output dataset folder")
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="settings profile (default: movielens for movielens/movielens-csv/ml100k, "
-                        "yoochoose for yoochoose/session-tsv, default for csv)")
+                        "yoochoose for yoochoose/session-tsv, default for csv/seqlines)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="paper",
                    help="paper: h = min(ceil(0.2 n), cap), 1000 candidates; loo: leave-one-out, "
-                        "h = 1, T = 1, 101 candidates")
+                        "h = 1, T = 1, 101 candidates (the target + --num-negatives 100)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output folder (only one that holds a dataset)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -64,6 +66,10 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-len", type=int, help="target length T")
     g.add_argument("--history-len", type=int, help="history length L")
     g.add_argument("--num-candidates", type=int, help="candidates per user and evaluated part")
+    g.add_argument("--num-negatives", type=int, metavar="N",
+                   help="--protocol loo only: N sampled never-seen negatives per user (fixed, "
+                        "stored), i.e. --num-candidates N+1 (default 100 as SASRec; 99 for "
+                        "the S3-Rec figures)")
     g.add_argument("--seed", type=int, help="seed of the candidate sampling")
     g.add_argument("--ban-history", action=argparse.BooleanOptionalAction, default=None,
                    help="ban history items from generated lists (recorded in protocol.json)")
@@ -93,10 +99,13 @@ def main(argv=None) -> int:
             if given:
                 raise DataPrepError(f"{', '.join(given)} only apply to --format csv")
         profile = args.profile or DEFAULT_PROFILE[args.format]
+        num_candidates = candidates_for_negatives(
+            args.protocol, args.num_negatives, args.num_candidates,
+            names=("--num-negatives", "--num-candidates", "--protocol "))
         settings = settings_for(
             profile, args.protocol, k_core=args.k_core, min_len=args.min_len,
             max_len=args.max_len, cap=args.cap, k=args.k, target_len=args.target_len,
-            history_len=args.history_len, num_candidates=args.num_candidates, seed=args.seed,
+            history_len=args.history_len, num_candidates=num_candidates, seed=args.seed,
             ban_history=args.ban_history)
         out = check_output(args.output, args.overwrite)
         log(f"format {args.format}, profile {profile}, protocol {args.protocol}: {settings}")
@@ -105,6 +114,8 @@ def main(argv=None) -> int:
             user_col=csv_only["user_col"] or "user", item_col=csv_only["item_col"] or "item",
             time_col=csv_only["time_col"] or "time", delimiter=csv_only["delimiter"] or ",")
         source = {"format": args.format, "inputs": [os.path.abspath(p) for p in args.input]}
+        if settings.protocol == "loo":  # the target + N negatives (recorded, not a setting)
+            source["num_negatives"] = settings.num_candidates - 1
         prepared = build_dataset(raw.users, raw.items, raw.times, settings, source, log=log)
         st = prepared.stats
         st["rows_per_file"] = [int(n) for n in raw.rows_per_file]

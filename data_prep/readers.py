@@ -3,6 +3,8 @@
 Parsing is done by pyarrow.csv with explicit column types (no Python object per row). When
 pyarrow refuses a file (or a value check after it fails), a streaming line scan re-reads the
 file with the same rules and names the first bad line; that scan only runs on bad input.
+``seqlines`` (one user a line, no times) is parsed by numpy over the raw bytes, in blocks of
+whole lines, and names its first bad line directly.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 import os
 import re
 import time as _time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Optional, Sequence
@@ -24,7 +27,8 @@ import pyarrow.csv as pacsv
 from .errors import DataPrepError
 from .pipeline import Factorized
 
-FORMATS = ("movielens", "movielens-csv", "ml100k", "yoochoose", "session-tsv", "csv")
+FORMATS = ("movielens", "movielens-csv", "ml100k", "yoochoose", "session-tsv", "csv",
+           "seqlines")
 
 _INT_RE = re.compile(r"-?[0-9]+\Z")
 _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
@@ -42,7 +46,7 @@ class FormatSpec:
     item: object
     time: object
     id_kind: str            # 'int' or 'str'
-    time_kind: str          # 'int' | 'float' | 'iso' | 'auto' (numeric or ISO-8601)
+    time_kind: str          # 'int' | 'float' | 'iso' | 'auto' (numeric or ISO-8601) | 'position'
     labels: tuple = ("user id", "item id", "timestamp")
     layout: str = ""        # human description of a line, for messages
 
@@ -69,6 +73,10 @@ def format_spec(fmt: str, user_col: str = "user", item_col: str = "item",
         return FormatSpec(fmt, "\t", True, False, None, "SessionId", "ItemId", "Time",
                           "int", "float", ("SessionId", "ItemId", "Time"),
                           "SessionId<TAB>ItemId<TAB>Time")
+    if fmt == "seqlines":  # one user a line, no time: time = running position in the input
+        return FormatSpec(fmt, " ", False, False, None, 0, 1, None, "int", "position",
+                          ("user id", "item id", "position"),
+                          "user item [item ...], separated by spaces or tabs")
     if fmt == "csv":
         if len(delimiter) != 1:
             raise DataPrepError(f"--delimiter must be one character, got {delimiter!r}")
@@ -386,6 +394,155 @@ def _read_one(path: str, spec: FormatSpec):
     return cols["user"], cols["item"], times, n, time_mode
 
 
+# --------------------------------------------------------------------------------------------
+# one user a line (--format seqlines): "user item item ...", whitespace separated, no times
+
+_SEQ_BLOCK = 4 << 20
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True          # tab, LF, VT, FF, CR, space (bytes.split's set)
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[48:58] = True
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_MAX_DIGITS = 18                              # 18 decimal digits always fit in an int64
+
+
+def _line_at(buf: bytes, pos: int) -> str:
+    """The text of the line of ``buf`` that holds byte ``pos`` (for messages)."""
+    start = buf.rfind(b"\n", 0, pos) + 1
+    end = buf.find(b"\n", pos)
+    return _strip_eol(buf[start:end if end >= 0 else len(buf)]).decode("utf-8", "replace")
+
+
+def _parse_seq_block(buf: bytes, line0: int, path: str, spec: FormatSpec):
+    """Whole lines ``buf`` (its first line is line ``line0`` of ``path``) -> (users, items,
+    number of non-empty lines); users and items int64, one entry per item, in file order.
+    Vectorised over bytes (no Python object per token); the first bad line of the block raises
+    DataPrepError naming it."""
+    a = np.frombuffer(buf, dtype=np.uint8)
+    n = a.shape[0]
+    ws = _WS[a]
+    tok = ~ws
+    if not tok.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    prev_ws = np.empty(n, dtype=bool)
+    prev_ws[0] = True
+    prev_ws[1:] = ws[:-1]
+    next_ws = np.empty(n, dtype=bool)
+    next_ws[-1] = True
+    next_ws[:-1] = ws[1:]
+    starts = np.flatnonzero(tok & prev_ws)
+    ends = np.flatnonzero(tok & next_ws) + 1
+    K = starts.shape[0]
+    newlines = np.flatnonzero(a == 10)
+    line_of = np.searchsorted(newlines, starts)          # 0-based line in the block per token
+    first = np.empty(K, dtype=bool)                      # the user token of its line
+    first[0] = True
+    first[1:] = line_of[1:] != line_of[:-1]
+    first_idx = np.flatnonzero(first)
+    per_line = np.diff(np.append(first_idx, K))
+
+    # bad tokens: a character other than a digit (a '-' may open a number), or too long
+    digit = _DIGIT[a]
+    minus_ok = (a == 45) & prev_ws & ~next_ws
+    minus_ok[:-1] &= digit[1:]
+    bad_char = tok & ~digit & ~minus_ok
+    lengths = ends - starts
+    neg = a[starts] == 45
+    long_tok = np.flatnonzero(lengths - neg > _MAX_DIGITS)
+    problems = []                                        # (line in block, token index, kind)
+    if bad_char.any():
+        j = int(np.searchsorted(starts, np.argmax(bad_char), side="right")) - 1
+        problems.append((int(line_of[j]), j, "char"))
+    if (per_line < 2).any():
+        j = int(first_idx[np.argmax(per_line < 2)])
+        problems.append((int(line_of[j]), j, "alone"))
+    values_long = {}
+    for j in long_tok.tolist():                          # rare: ids of 19+ digits
+        v = int(buf[starts[j]:ends[j]]) if not bad_char[starts[j]:ends[j]].any() else None
+        if v is None or not (-2**63 <= v < 2**63):
+            problems.append((int(line_of[j]), j, "range"))
+            break
+        values_long[j] = v
+    if problems:
+        ln, j, kind = min(problems)
+        text = _line_at(buf, int(starts[j]))
+        v = buf[starts[j]:ends[j]].decode("utf-8", "replace")
+        if kind == "alone":
+            reason = (f"user {_snippet(v)} has no items (expected {spec.layout}): "
+                      f"{_snippet(text)}")
+        else:
+            label = spec.labels[0] if first[j] else spec.labels[1]
+            what = "is not an integer" if kind == "char" else "is out of the 64-bit integer range"
+            reason = f"{label} {_snippet(v)} {what}: {_snippet(text)}"
+        raise DataPrepError(reason, path, line0 + ln)
+
+    # values: sum of digit * 10 ** (place from the right), per token, on token bytes only
+    chars = a[tok].astype(np.int64)
+    chars -= 48
+    chars[chars < 0] = 0                                 # the '-' signs (validated above)
+    cstart = np.zeros(K, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=cstart[1:])
+    place = np.repeat(cstart + lengths - 1, lengths)
+    place -= np.arange(place.shape[0], dtype=np.int64)
+    np.minimum(place, 18, out=place)                     # long tokens are redone below
+    chars *= _POW10[place]
+    del place
+    values = np.add.reduceat(chars, cstart)
+    values[neg] *= -1
+    for j, v in values_long.items():
+        values[j] = v
+    users = np.repeat(values[first_idx], per_line - 1)
+    items = values[~first]
+    return users, items, int(first_idx.shape[0])
+
+
+def _read_seqlines(path: str, spec: FormatSpec):
+    """-> (users, items, number of non-empty lines) of one seqlines file, in file order.
+
+    Read in blocks of whole lines (about 4 MB each), so memory stays a few times the block
+    plus the output arrays, whatever the file size."""
+    if not os.path.exists(path):
+        raise DataPrepError("no such file", path)
+    if os.path.isdir(path):
+        raise DataPrepError("is a folder, not a file", path)
+    us, its = [], []
+    line0, lines, pending = 1, 0, []
+    try:
+        with _open_binary(path) as f:
+            head = True
+            while True:
+                chunk = f.read(_SEQ_BLOCK)
+                if head:
+                    if chunk.startswith(b"\xef\xbb\xbf"):
+                        chunk = chunk[3:]
+                    head = False
+                if chunk:
+                    cut = chunk.rfind(b"\n") + 1
+                    if cut == 0:                        # no line end yet: keep reading
+                        pending.append(chunk)
+                        continue
+                    buf = b"".join(pending + [chunk[:cut]])
+                    pending = [chunk[cut:]]
+                else:
+                    buf = b"".join(pending)
+                    pending = []
+                if buf:
+                    u, i, k = _parse_seq_block(buf, line0, path, spec)
+                    us.append(u)
+                    its.append(i)
+                    lines += k
+                    line0 += buf.count(b"\n")
+                if not chunk:
+                    break
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataPrepError(f"cannot read: {e}", path) from None
+    users = np.concatenate(us) if us else np.zeros(0, np.int64)
+    items = np.concatenate(its) if its else np.zeros(0, np.int64)
+    if items.shape[0] == 0:
+        raise DataPrepError("no interactions (empty input)", path)
+    return users, items, lines
+
+
 def _merge_dict_columns(parts: list) -> Factorized:
     """(chunked dictionary column, dictionary) pairs -> one Factorized, no per-row objects."""
     chunks = []
@@ -402,15 +559,33 @@ def _merge_dict_columns(parts: list) -> Factorized:
 def read_interactions(fmt: str, paths: Sequence[str], *, user_col: str = "user",
                       item_col: str = "item", time_col: str = "time", delimiter: str = ",",
                       log: Optional[Callable[[str], None]] = None) -> RawLog:
-    """Read and concatenate the files (in the given order) of one format."""
+    """Read and concatenate the files (in the given order) of one format.
+
+    ``seqlines`` has no times: an interaction's time is its running position over all the
+    files (so a user's items keep file order, across lines and files); its ``rows_per_file``
+    counts interactions (items), not lines."""
     spec = format_spec(fmt, user_col, item_col, time_col, delimiter)
     if not paths:
         raise DataPrepError("no input files")
     t0 = _time.perf_counter()
     us, its, ts, rows = [], [], [], []
     first_mode = None
+    position = 0                      # seqlines: time = running position over all the files
     for path in paths:
         t1 = _time.perf_counter()
+        if spec.time_kind == "position":
+            u, i, lines = _read_seqlines(str(path), spec)
+            n, mode = int(i.shape[0]), "int"
+            t = np.arange(position, position + n, dtype=np.int64)
+            position += n
+            if log is not None:
+                log(f"read {path}: {lines:,} lines, {n:,} interactions "
+                    f"[{_time.perf_counter() - t1:.1f} s]")
+            us.append(u)
+            its.append(i)
+            ts.append(t)
+            rows.append(n)
+            continue
         u, i, t, n, mode = _read_one(str(path), spec)
         if first_mode is None:
             first_mode = (mode, path)

@@ -20,7 +20,8 @@ _PROFILE_VALUES = {
                     history_len=50, ban_history=False),
 }
 _COMMON = dict(num_candidates=1000, seed=0)
-# Leave-one-out next-item protocol: h = 1 (cap 1), T = 1, HR/NDCG@10 over target + 100 negatives.
+# Leave-one-out next-item protocol: h = 1 (cap 1), T = 1, HR/NDCG@10 over target + 100 negatives
+# (SASRec's 100; num_negatives=N gives N + 1 candidates, e.g. 99 for the S3-Rec figures).
 _LOO = dict(cap=1, target_len=1, k=10, num_candidates=101)
 
 
@@ -97,16 +98,51 @@ def validate(s: Settings) -> None:
         raise DataPrepError(f"protocol 'loo' holds out exactly one item (cap 1); got cap {s.cap}")
 
 
-def settings_for(profile: str = "default", protocol: str = "paper", **overrides) -> Settings:
+def candidates_for_negatives(protocol: str, num_negatives: Optional[int],
+                             num_candidates: Optional[int] = None, *,
+                             names: tuple = ("num_negatives", "num_candidates",
+                                             "protocol ")) -> Optional[int]:
+    """``num_candidates`` implied by ``num_negatives`` (N sampled negatives per user under
+    ``loo``: the target + N, so N + 1), checked against an explicit ``num_candidates``.
+
+    Returns ``num_candidates`` unchanged when ``num_negatives`` is None. ``names`` words the
+    messages (the CLI passes its flag names).
+    """
+    if num_negatives is None:
+        return num_candidates
+    neg, cand, proto = names
+    if not _is_int(num_negatives):
+        raise DataPrepError(f"{neg} must be an integer, got {num_negatives!r}")
+    if protocol != "loo":
+        raise DataPrepError(
+            f"{neg} only applies to {proto}loo (one target + N negatives per user); "
+            f"{proto}{protocol} has several targets per user: give {cand} instead")
+    if num_negatives < 1:
+        raise DataPrepError(f"{neg} must be >= 1, got {num_negatives}")
+    if num_candidates is not None and num_candidates != num_negatives + 1:
+        raise DataPrepError(
+            f"{cand} {num_candidates} and {neg} {num_negatives} disagree: under {proto}loo "
+            f"the candidates are the target + the negatives ({num_negatives + 1}); "
+            f"give one of them")
+    return num_negatives + 1
+
+
+def settings_for(profile: str = "default", protocol: str = "paper", *,
+                 num_negatives: Optional[int] = None, **overrides) -> Settings:
     """The profile's settings, the protocol's changes on top, then ``overrides`` (None = keep).
 
     ``max_len`` is special: pass ``max_len=None`` through ``overrides`` only via the string
     ``"none"`` (None means "keep the profile's value" like every other override).
+    ``num_negatives`` (``loo`` only): sampled negatives per user, sets ``num_candidates`` to
+    ``num_negatives + 1`` (an explicit ``num_candidates`` must agree).
     """
     if profile not in PROFILES:
         raise DataPrepError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
     if protocol not in PROTOCOLS:
         raise DataPrepError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    if num_negatives is not None:
+        overrides["num_candidates"] = candidates_for_negatives(
+            protocol, num_negatives, overrides.get("num_candidates"))
     values = dict(_PROFILE_VALUES[profile], **_COMMON)
     if protocol == "loo":
         values.update(_LOO)
