@@ -1,0 +1,87 @@
+"""GRU4Rec+ (Hidasi & Karatzoglou, CIKM 2018): a GRU over the sequence trained with BPR-max
+(default) or TOP1-max over sampled negatives plus in-batch items.
+
+The network is models/gru4rec.py. Batches: B users' last L + 1 train items (inputs [B, L],
+next items [B, L], as SASRec's). Negatives of position t of row b: the next items of the other
+rows at the same position (GRU4Rec's session-parallel mini-batch: the targets of the other
+sessions at this step), plus `num_extra_negatives` items shared by the batch, drawn in
+proportion to popularity^`sample_alpha` (GRU4Rec+'s additional samples; alpha 0 = uniform). A
+negative equal to the position's own target, or padding, gets no weight.
+
+Losses (`gru4rec.loss`): 'bpr_max' (with the score regularisation `bpreg`), 'top1_max', or
+'ce' (softmax cross-entropy over the target and the same negatives).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from aos4rec_jax import config as config_lib
+from aos4rec_jax import data as data_lib
+from aos4rec_jax.methods import losses
+from aos4rec_jax.methods.next_item import NextItemMethod
+from aos4rec_jax.models.gru4rec import GRU4Rec as GRU4RecNet, GRU4RecConfig
+
+
+class GRU4Rec(NextItemMethod):
+    NETWORK = GRU4RecNet
+    NETWORK_CONFIG = GRU4RecConfig
+    OPTIONS = {
+        'loss': 'bpr_max',              # bpr_max | top1_max | ce
+        'bpreg': 1.0,                   # BPR-max score regularisation (the paper's lambda)
+        'num_extra_negatives': 2048,    # shared additional samples (GRU4Rec+: 2048)
+        'sample_alpha': 0.75,           # popularity exponent of the additional samples
+    }
+    LOSSES = ('bpr_max', 'top1_max', 'ce')
+
+    @classmethod
+    def validate_options(cls, opts, config):
+        m = config.model
+        if opts.loss not in cls.LOSSES:
+            raise config_lib.ConfigError(f'config.{m}.loss: {opts.loss!r} is not one of {cls.LOSSES}')
+        if int(opts.num_extra_negatives) < 0:
+            raise config_lib.ConfigError(f'config.{m}.num_extra_negatives: must be >= 0')
+        if opts.bpreg < 0 or opts.sample_alpha < 0:
+            raise config_lib.ConfigError(f'config.{m}.bpreg and sample_alpha must be >= 0')
+
+    def __init__(self, config, ds):
+        super().__init__(config, ds)
+        counts = ds.item_counts().astype('float64')
+        w = counts ** float(self.opts.sample_alpha)
+        w[0] = 0.0
+        self.sample_logits = jnp.asarray(jnp.log(jnp.asarray(w / w.sum(), jnp.float32)))
+
+    def loss(self, params, data, key):
+        k_batch, k_neg, k_drop = jax.random.split(key, 3)
+        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
+        inputs, pos = self.constrain(inputs), self.constrain(pos)
+        mask = pos > 0
+        h = self.encode(params, inputs, users, key=k_drop, train=True).astype(jnp.float32)  # [B, L, D]
+        # scores of every row's target at every position against row b's state: [B, L, B]
+        tv = self.item_vectors(params, pos).astype(jnp.float32)                 # [B, L, D]
+        tb = self.item_bias(params, pos).astype(jnp.float32)                    # [B, L]
+        s_batch = jnp.einsum('bld,cld->blc', h, tv) + tb.T[None, :, :]
+        b = jnp.arange(pos.shape[0])
+        s_pos = s_batch[b, :, b]                                                # [B, L]
+        valid_batch = (pos.T[None, :, :] > 0) & (pos.T[None, :, :] != pos[:, :, None])
+        negs, valid = [s_batch], [valid_batch]
+        n_extra = int(self.opts.num_extra_negatives)
+        if n_extra:
+            extra = jax.random.categorical(k_neg, self.sample_logits, shape=(n_extra,)).astype(jnp.int32)
+            s_extra = (jnp.einsum('bld,nd->bln', h, self.item_vectors(params, extra).astype(jnp.float32))
+                       + self.item_bias(params, extra).astype(jnp.float32))
+            negs.append(s_extra)
+            valid.append(extra[None, None, :] != pos[:, :, None])
+        neg, neg_valid = jnp.concatenate(negs, -1), jnp.concatenate(valid, -1)
+        if self.opts.loss == 'bpr_max':
+            s, n = losses.bpr_max(s_pos, neg, mask, neg_valid, reg=float(self.opts.bpreg))
+        elif self.opts.loss == 'top1_max':
+            s, n = losses.top1_max(s_pos, neg, mask, neg_valid)
+        else:
+            logits = jnp.concatenate([s_pos[..., None], jnp.where(neg_valid, neg, losses.NEG_INF)], -1)
+            nll = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
+            s, n = jnp.sum(nll * mask), jnp.sum(mask.astype(jnp.float32))
+        return s, n, {}
+
+
+METHODS = {'gru4rec': GRU4Rec}

@@ -1,0 +1,236 @@
+"""The shared base of next-item methods (SASRec, GRU4Rec+, Caser, BERT4Rec, GCSAN, BPR-MF).
+
+A next-item method trains a network of models/ (the "next-item network contract" of
+docs/DESIGN.md) to score the next item, ``scores(params, history, users) -> [B, V]``, in one phase
+'train' of ``config.train_steps`` steps; the subclass supplies the batch and the loss:
+
+    def loss(self, params, data, key) -> (loss_sum, count, extra metrics)
+
+Its K-list (``config.decode.strategy``):
+  'topk'  the K best scores among the allowed items (what the AOS4Rec paper does for its
+          baselines);
+  any decoder of decoding.py ('greedy', 'beam', 'sample', ...): the model is fed its own
+          predictions: the decoding state is the history window, and every step shifts the
+          previous item in and scores again.
+
+Method options live in the config block named after the model (``config.sasrec`` ...), filled
+with the class's ``OPTIONS`` defaults; unknown fields are refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from aos4rec_jax import config as config_lib
+from aos4rec_jax import decoding
+from aos4rec_jax import evaluation
+from aos4rec_jax import seq2seq
+from aos4rec_jax import sharding as shard_lib
+from aos4rec_jax.methods.base import Method, Phase
+
+
+def options_block(config, name: str, defaults: dict) -> ml_collections.ConfigDict:
+    """The method's option block: `defaults` overridden by config[name] (if the config has it)."""
+    out = dict(defaults)
+    if name in config:
+        out.update(config[name].to_dict())
+    return ml_collections.ConfigDict(out)
+
+
+def sample_negatives(key, shape, num_items: int, exclude=None, rounds: int = 3):
+    """Uniform item ids in 1..N of `shape` [B, ...]; with `exclude` [B, E] a draw equal to one of
+    its row's excluded items is redrawn (up to `rounds` times: SASRec's random_neq)."""
+    keys = jax.random.split(key, rounds + 1)
+    neg = jax.random.randint(keys[0], shape, 1, num_items + 1, dtype=jnp.int32)
+    if exclude is None:
+        return neg
+    ex = exclude.reshape(exclude.shape[0], *([1] * (len(shape) - 1)), exclude.shape[-1])
+    for r in range(rounds):
+        hit = jnp.any(neg[..., None] == ex, axis=-1)
+        redraw = jax.random.randint(keys[r + 1], shape, 1, num_items + 1, dtype=jnp.int32)
+        neg = jnp.where(hit, redraw, neg)
+    return neg
+
+
+def shift_in(seq, items):
+    """[B, L] left-padded window with `items` [B] appended at the end (oldest item dropped)."""
+    return jnp.concatenate([seq[:, 1:], items[:, None].astype(seq.dtype)], axis=1)
+
+
+class NextItemMethod(Method):
+    """Subclasses set NETWORK (module class), NETWORK_CONFIG (its config dataclass), OPTIONS
+    (method options with defaults) and define `loss`; they may override `scores`."""
+
+    NETWORK = None
+    NETWORK_CONFIG = None
+    OPTIONS: dict = {}
+    ALIASES = {'num_blocks': 'num_layers'}     # network field -> config.model_kwargs field
+
+    def __init__(self, config, ds):
+        super().__init__(config, ds)
+        self.opts = options_block(config, config.model, self.OPTIONS)
+        self.L = self.info.history_len
+        self.N = self.info.num_items
+        self.model = self.build_network()
+        self.tx = seq2seq.make_optimizer(config)
+        self.batch_size = int(config.batch_size)
+        self.bsharding = None
+
+    # -- config --------------------------------------------------------------------------------
+    @classmethod
+    def validate_config(cls, config):
+        if config.model in config:
+            unknown = sorted(set(config[config.model].to_dict()) - set(cls.OPTIONS))
+            if unknown:
+                raise config_lib.ConfigError(
+                    f'config.{config.model}: unknown field(s) {unknown}; known: {sorted(cls.OPTIONS)}')
+        cls.validate_options(options_block(config, config.model, cls.OPTIONS), config)
+
+    @classmethod
+    def validate_options(cls, opts, config):
+        """Raises ConfigError naming a bad option (subclasses)."""
+
+    def network_kwargs(self) -> dict:
+        """Fields of the network config: config.model_kwargs entries the network knows, plus the
+        dataset's sizes and the compute dtype."""
+        fields = {f.name for f in dataclasses.fields(self.NETWORK_CONFIG)}
+        given = self.config.model_kwargs.to_dict()
+        for field, shared in self.ALIASES.items():     # the shared block's name for a field
+            if field in fields and field not in given and shared in given:
+                given[field] = given[shared]
+        kw = {k: v for k, v in given.items() if k in fields}
+        sizes = dict(num_items=self.N, max_len=self.L, num_users=self.info.num_users,
+                     dtype=jnp.bfloat16 if self.config.compute_dtype == 'bfloat16' else jnp.float32)
+        kw.update({k: v for k, v in sizes.items() if k in fields})
+        return kw
+
+    def build_network(self):
+        return self.NETWORK(self.NETWORK_CONFIG(**self.network_kwargs()))
+
+    # -- state and phases ------------------------------------------------------------------------
+    def init_params(self, rng):
+        seq = jnp.zeros((2, self.L), jnp.int32)
+        users = jnp.zeros((2,), jnp.int32)
+        return self.model.init({'params': rng, 'dropout': rng}, seq, users, train=False)['params']
+
+    def init_state(self, rng):
+        p_rng, s_rng = jax.random.split(rng)
+        params = self.init_params(p_rng)
+        return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                    rng=s_rng)
+
+    def epoch_examples(self) -> int:
+        """Training examples in one epoch (users for sequence batches)."""
+        return self.info.num_users
+
+    def phases(self, mesh):
+        shard_lib.check_batch_size(self.batch_size, mesh)
+        self.bsharding = shard_lib.batch_sharding(mesh)
+        return [Phase('train', int(self.config.train_steps), self.train_step,
+                      examples_per_step=self.batch_size, epoch_examples=self.epoch_examples())]
+
+    def constrain(self, x):
+        """Shards a batch array along the data axis (no-op outside a mesh)."""
+        return x if self.bsharding is None else jax.lax.with_sharding_constraint(x, self.bsharding)
+
+    def loss(self, params, data, key):
+        raise NotImplementedError
+
+    def train_step(self, state, data):
+        key = jax.random.fold_in(state['rng'], state['step'])
+
+        def loss_fn(p):
+            s, n, extra = self.loss(p, data, key)
+            return s / jnp.maximum(n, 1.0), (s, n, extra)
+
+        (_, (s, n, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+        updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
+        import optax
+        params = optax.apply_updates(state['params'], updates)
+        gnorm = optax.global_norm(grads)
+        new = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
+        return new, dict(loss_sum=s, tokens=n, grad_norm=gnorm, **extra)
+
+    def apply(self, params, *args, method=None, key=None, train=False):
+        rngs = {'dropout': key} if train else None
+        return self.model.apply({'params': params}, *args, method=method, rngs=rngs)
+
+    def encode(self, params, seq, users, key=None, train=False):
+        return self.model.apply({'params': params}, seq, users, train,
+                                method=self.model.encode, rngs={'dropout': key} if train else None)
+
+    def score_all(self, params, h):
+        return self.model.apply({'params': params}, h, method=self.model.score_all)
+
+    def item_vectors(self, params, ids):
+        return self.model.apply({'params': params}, ids, method=self.model.item_vectors)
+
+    def item_bias(self, params, ids):
+        return self.model.apply({'params': params}, ids, method=self.model.item_bias)
+
+    def score_items(self, params, h, ids):
+        """h [..., D] with ids [..., n] -> scores [..., n] (output vectors and bias)."""
+        return (jnp.einsum('...d,...nd->...n', h.astype(jnp.float32),
+                           self.item_vectors(params, ids).astype(jnp.float32))
+                + self.item_bias(params, ids).astype(jnp.float32))
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def scores(self, params, history, users):
+        """[B, V] next-item scores given left-padded histories [B, L] (float32)."""
+        h = self.encode(params, history, users)
+        if h.ndim == 3:
+            h = h[:, -1]
+        return self.score_all(params, h).astype(jnp.float32)
+
+    def generate_fn(self):
+        d = self.config.decode
+        info = self.info
+        K = info.k
+
+        def users_of(batch):
+            u = batch.get('users')
+            return jnp.full((batch['history'].shape[0],), -1, jnp.int32) if u is None else u
+
+        if d.strategy == 'topk':
+            def generate_fn(params, batch, rng):
+                del rng
+                s = self.scores(params, batch['history'], users_of(batch))
+                sampled = None if batch.get('candidates') is None else evaluation.topk_lists(
+                    s, K, candidates=batch['candidates'], banned=batch['banned'])
+                return sampled, evaluation.topk_lists(s, K, banned=batch['banned'])
+            return generate_fn
+
+        kw = dict(strategy=d.strategy, beam_size=int(d.beam_size), temperature=float(d.temperature),
+                  num_sequences=int(d.num_sequences), ban_generated=bool(d.ban_generated))
+
+        def step_fn_for(params):
+            def step_fn(state, prev, t):
+                seq = jnp.where(t > 0, shift_in(state['seq'], prev), state['seq'])
+                logits = self.scores(params, seq, state['users'])
+                return logits, dict(seq=seq, users=state['users'])
+            return step_fn
+
+        def generate_fn(params, batch, rng):
+            state = dict(seq=batch['history'], users=users_of(batch))
+            common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
+                          bos_id=info.bos_id, banned=batch['banned'], **kw)
+            r1, r2 = jax.random.split(rng)
+            step_fn = step_fn_for(params)
+            sampled = None if batch.get('candidates') is None else decoding.generate(
+                step_fn, state, r1, candidates=batch['candidates'], **common)
+            full = decoding.generate(step_fn, state, r2, candidates=None, **common)
+            return sampled, full
+        return generate_fn
+
+    def decode_description(self):
+        d = self.config.decode.to_dict()
+        if d['strategy'] == 'topk':
+            return {'strategy': 'topk', 'ban_generated': True,
+                    'note': 'the K best next-item scores'}
+        return dict(d, note='the next-item model fed its own predictions')
+
+    def console(self, phase, m):
+        return ' '.join(f'{k} {v:.4f}' for k, v in m.items() if k in ('loss', 'grad_norm'))

@@ -1,0 +1,70 @@
+"""SASRec (Kang & McAuley, ICDM 2018) and SASRec+ (the same network, full softmax).
+
+The network is models/sasrec.py. Training (the authors' recipe): each step draws B users and
+takes each one's last L + 1 train items: inputs [B, L], positives [B, L] (the next item at every
+position), and for every position one negative drawn uniformly among the items not in the
+user's sequence (redrawn on a hit, as `random_neq`). Loss (`sasrec.loss`):
+
+  'bce'  -log sigma(h_t . e_pos) - log(1 - sigma(h_t . e_neg)) over the positions with a target
+         (the paper; `num_negatives` > 1 sums over more negatives)
+  'ce'   softmax cross-entropy over all items at every position (SASRec+, the variant later work
+         found much stronger in the full-ranking scene)
+
+The K-list: the top-K scores of the last position (decode.strategy 'topk'), or a decoder fed
+its own predictions (methods/next_item.py).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from aos4rec_jax import config as config_lib
+from aos4rec_jax import data as data_lib
+from aos4rec_jax.methods import losses
+from aos4rec_jax.methods.next_item import NextItemMethod, sample_negatives
+from aos4rec_jax.models.sasrec import SASRec as SASRecNet, SASRecConfig
+
+
+class SASRec(NextItemMethod):
+    NETWORK = SASRecNet
+    NETWORK_CONFIG = SASRecConfig
+    OPTIONS = {
+        'loss': 'bce',            # bce (the paper: one sampled negative a position) | ce (SASRec+)
+        'num_negatives': 1,       # sampled negatives a position (loss='bce')
+        'l2_emb': 0.0,            # L2 on the item embeddings of the batch (the authors' l2_emb)
+    }
+
+    @classmethod
+    def validate_options(cls, opts, config):
+        if opts.loss not in ('bce', 'ce'):
+            raise config_lib.ConfigError(f"config.{config.model}.loss: {opts.loss!r} is not one of "
+                                         "('bce', 'ce')")
+        if int(opts.num_negatives) < 1:
+            raise config_lib.ConfigError(f'config.{config.model}.num_negatives: must be >= 1, '
+                                         f'got {opts.num_negatives}')
+        if opts.l2_emb < 0:
+            raise config_lib.ConfigError(f'config.{config.model}.l2_emb: must be >= 0, got {opts.l2_emb}')
+
+    def loss(self, params, data, key):
+        k_batch, k_neg, k_drop = jax.random.split(key, 3)
+        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
+        inputs, pos = self.constrain(inputs), self.constrain(pos)
+        mask = pos > 0
+        h = self.encode(params, inputs, users, key=k_drop, train=True)        # [B, L, D]
+        if self.opts.loss == 'ce':
+            s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
+        else:
+            seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
+            neg = sample_negatives(k_neg, pos.shape + (int(self.opts.num_negatives),), self.N,
+                                   exclude=seen)
+            ids = jnp.concatenate([pos[..., None], neg], axis=-1)            # [B, L, 1 + n]
+            logits = self.score_items(params, h, ids)
+            s, n = losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
+        if self.opts.l2_emb > 0:
+            e = self.item_vectors(params, jnp.concatenate([inputs, pos], axis=1)).astype(jnp.float32)
+            # + l2_emb * ||E_batch||^2 / 2 on the mean loss (loss_sum / n is what is minimised)
+            s = s + float(self.opts.l2_emb) * 0.5 * jnp.sum(jnp.square(e)) * jnp.maximum(n, 1.0)
+        return s, n, {}
+
+
+METHODS = {'sasrec': SASRec}

@@ -1,0 +1,162 @@
+"""BERT4Rec (Sun et al., CIKM 2019): Sequential Recommendation with Bidirectional Encoder
+Representations from Transformer.
+
+Next-item network (docs/DESIGN.md, "Next-item network contract"); per position,
+bidirectional: h[:, i] depends on the whole sequence (every real item; padding is masked).
+
+  x = item_embed[seq] + pos_embed[position];  LayerNorm;  dropout
+  num_blocks post-LN Transformer blocks (as BERT, github.com/FeiSun/BERT4Rec):
+      a = LayerNorm(x + dropout(Dense(MultiHeadAttention(x))))   keys at padding masked,
+                                                                 dropout on the weights
+      x = LayerNorm(a + dropout(Dense_d(GELU(Dense_4d(a)))))
+  h = LayerNorm(GELU(Dense_d(x)))            the masked-LM output head's transform, [B, L, D]
+  score(i) = h . item_embed[i] + output_item_bias[i]    (tied table, output bias)
+
+The output head's transform is part of `encode`, so `score_all(h) = h @ item_vectors.T +
+item_bias` holds as for every next-item network. The mask token ([MASK]) is item id N + 1
+(`mask_id`): the item table has N + 2 rows rounded up to 128 (`layers.num_embedding_rows`),
+its scores are not among the N + 1 outputs. Cloze masking (mask proportion rho) and the
+appended [MASK] at prediction time are the method's concern.
+
+Positions are absolute and counted from the right end of a `max_len` window (an input of
+length L <= max_len gets positions max_len - L .. max_len - 1), so the last (predicted)
+position always has position max_len - 1 and extra left padding changes nothing. (The authors
+right-pad and count from the first item; with left padding counting from the right keeps the
+[MASK] at a fixed position.)
+
+Paper defaults: d = 64, 2 blocks, 2 heads, FFN 4d = 256 with GELU, dropout 0.1 (hidden and
+attention), max_len 200 (ML-1M, ML-20m) / 50 (Beauty, Steam), initializer truncated
+N(0, 0.02), LayerNorm eps 1e-12 (BERT), mask proportion rho = 0.2 (ML-1M).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from aos4rec_jax.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BERT4RecConfig(layers.ItemVocabulary):
+    """Hyper-parameters of `BERT4Rec` (frozen, hashable: usable as a jit static)."""
+    num_items: int                 # N; items are 1..N, 0 = padding, N + 1 = [MASK]
+    max_len: int = 50              # L: positions (inputs longer than this are rejected)
+    embed_dim: int = 64            # d
+    num_blocks: int = 2
+    num_heads: int = 2
+    mlp_dim: int = 256             # FFN inner width (4d)
+    dropout_rate: float = 0.1      # hidden and attention dropout
+    initializer_range: float = 0.02
+    dtype: Any = jnp.float32       # computation dtype (params stay float32)
+
+    def __post_init__(self):
+        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
+        if self.num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
+        if self.max_len < 1:
+            raise ValueError(f'max_len must be >= 1, got {self.max_len}')
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
+                             f'num_heads={self.num_heads}')
+
+    @property
+    def mask_id(self) -> int:
+        """The [MASK] token: N + 1."""
+        return self.num_items + 1
+
+
+def _init(cfg: BERT4RecConfig):
+    return nn.initializers.truncated_normal(cfg.initializer_range)
+
+
+def _dense(cfg: BERT4RecConfig, features, name: str, axis=-1) -> nn.DenseGeneral:
+    return nn.DenseGeneral(features=features, axis=axis, dtype=cfg.dtype, param_dtype=jnp.float32,
+                           kernel_init=_init(cfg), name=name)
+
+
+def _layer_norm(cfg: BERT4RecConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-12, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+
+
+def _gelu(x: Array) -> Array:
+    return nn.gelu(x, approximate=False)     # BERT4Rec's TF code: the erf form
+
+
+class BERT4RecBlock(nn.Module):
+    cfg: BERT4RecConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attn_mask: Array, deterministic: bool) -> Array:
+        """x [B, L, D], attn_mask [B, 1, 1, L] (True = real key)."""
+        cfg = self.cfg
+        h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
+        drop = nn.Dropout(cfg.dropout_rate)
+        q, k, v = jnp.moveaxis(_dense(cfg, (3, h, dh), 'qkv')(x), -3, 0)
+        y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
+        y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
+        a = _layer_norm(cfg, 'ln_attn')(x + drop(y, deterministic=deterministic))
+        y = _gelu(_dense(cfg, cfg.mlp_dim, 'ffn_1')(a))
+        y = _dense(cfg, cfg.embed_dim, 'ffn_2')(y)
+        return _layer_norm(cfg, 'ln_ffn')(a + drop(y, deterministic=deterministic))
+
+
+class BERT4Rec(nn.Module):
+    """BERT4Rec next-item network; see the module docstring and docs/DESIGN.md."""
+    cfg: BERT4RecConfig
+    per_position = True
+
+    def setup(self):
+        cfg = self.cfg
+        rows = layers.num_embedding_rows(cfg.num_items)      # N + 2 ([MASK] = N + 1), rounded
+        self.item_embed = nn.Embed(rows, cfg.embed_dim, dtype=cfg.dtype, param_dtype=jnp.float32,
+                                   embedding_init=_init(cfg), name='item_embed')
+        self.pos_embed = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
+                                  param_dtype=jnp.float32, embedding_init=_init(cfg),
+                                  name='pos_embed')
+        self.embed_norm = _layer_norm(cfg, 'embed_norm')
+        self.blocks = [BERT4RecBlock(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
+        self.head_dense = _dense(cfg, cfg.embed_dim, 'head_dense')
+        self.head_norm = _layer_norm(cfg, 'head_norm')
+        self.output_item_bias = self.param('output_item_bias', nn.initializers.zeros_init(),
+                                           (rows,), jnp.float32)
+        self.drop = nn.Dropout(cfg.dropout_rate)
+
+    def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
+        """seq [B, L] left-padded, may hold [MASK] = N + 1 (users unused) -> h [B, L, D]."""
+        del users
+        cfg = self.cfg
+        length = seq.shape[1]
+        if length > cfg.max_len:
+            raise ValueError(f'sequence length {length} exceeds max_len={cfg.max_len}')
+        mask = seq > 0
+        pos = jnp.arange(length) + (cfg.max_len - length)
+        x = layers.lookup(self.item_embed.embedding, seq, cfg.dtype) + self.pos_embed(pos)[None]
+        x = self.drop(self.embed_norm(x), deterministic=not train)
+        attn_mask = mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask, not train)
+        return self.head_norm(_gelu(self.head_dense(x)))
+
+    def item_vectors(self, ids: Array) -> Array:
+        """ids [...] -> item table rows [..., D] (tied: the input table `item_embed`)."""
+        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+
+    def item_bias(self, ids: Array) -> Array:
+        """ids [...] -> output bias [...] float32."""
+        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
+
+    def score_all(self, h: Array) -> Array:
+        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary; no [MASK])."""
+        v = self.cfg.vocab_size
+        logits = layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, v)
+        return logits + self.output_item_bias[:v]
+
+    def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
+        """= encode; every parameter exists after `init` (the bias is created in setup)."""
+        return self.encode(seq, users, train)

@@ -1,0 +1,148 @@
+"""SASRec: Self-Attentive Sequential Recommendation (Kang & McAuley, ICDM 2018).
+
+Next-item network (docs/DESIGN.md, "Next-item network contract"); per position, causal.
+
+  E = item_embed[seq] * sqrt(d) + pos_embed[position];  dropout;  E *= mask   (timeline mask)
+  num_blocks times (as the authors' code, github.com/kang205/SASRec):
+      Q = LayerNorm(x)
+      x = Q + MultiHeadAttention(Q, x, x)    causal, keys at padding masked, dropout on weights
+      x = LayerNorm(x)
+      x = x + FFN(x)                         Dense(d) -> ReLU -> dropout -> Dense(d) -> dropout
+      x *= mask
+  h = LayerNorm(x)                           [B, L, D]; h[:, i] depends on seq[:, :i+1] only.
+
+Attention: per head Q W_Q, x W_K, x W_V (Dense with bias); the heads are concatenated without
+an output projection (the paper's and the TF code's layer). Queries at padding positions see
+no key (all-zero weights) and are zeroed by the timeline mask anyway, so neither the padding
+ids nor the padding row of the table reach a real position; h at padding positions is
+LayerNorm(0) (= its bias), meaningless, and ignored by the losses.
+
+Positions are absolute and counted from the right end of a `max_len` window: an input of
+length L <= max_len gets positions max_len - L .. max_len - 1, i.e. exactly what it would get
+left-padded to max_len (the authors always feed max_len items, left-padded).
+
+Output: tied to the input item table (`item_embed`, rows [:N + 1]), no bias:
+score(i) = h . item_embed[i] (the paper's r_{i,t} = F_t M_i^T with shared M).
+
+Paper defaults: d = 50, num_blocks = 2, heads = 1, dropout 0.2 (ML-1M; 0.5 on the sparse data
+sets), max_len 200 (ML-1M) / 50 (others); Adam lr 1e-3, batch 128 (the method's concern).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from aos4rec_jax.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig(layers.ItemVocabulary):
+    """Hyper-parameters of `SASRec` (frozen, hashable: usable as a jit static)."""
+    num_items: int                 # N; items are 1..N, 0 = padding
+    max_len: int = 50              # L: positions (inputs longer than this are rejected)
+    embed_dim: int = 50            # d
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout_rate: float = 0.2      # embeddings, attention weights, FFN
+    dtype: Any = jnp.float32       # computation dtype (params stay float32)
+
+    def __post_init__(self):
+        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
+        if self.num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
+        if self.max_len < 1:
+            raise ValueError(f'max_len must be >= 1, got {self.max_len}')
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
+                             f'num_heads={self.num_heads}')
+
+
+def absolute_positions(length: int, max_len: int) -> Array:
+    """Positions of a left-padded window of `length` <= max_len, counted from the right end."""
+    if length > max_len:
+        raise ValueError(f'sequence length {length} exceeds max_len={max_len}')
+    return jnp.arange(length) + (max_len - length)
+
+
+class SASRecBlock(nn.Module):
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+        """x [B, L, D] (zero at padding), mask [B, L] bool."""
+        cfg = self.cfg
+        h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
+        dense = lambda f, name: nn.DenseGeneral(features=f, dtype=cfg.dtype,
+                                                param_dtype=jnp.float32, name=name)
+        ln = lambda name: nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
+                                       name=name)
+        drop = nn.Dropout(cfg.dropout_rate)
+        q_in = ln('ln_attn')(x)
+        q = dense((h, dh), 'query')(q_in)
+        k = dense((h, dh), 'key')(x)
+        v = dense((h, dh), 'value')(x)
+        length = x.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+        attn_mask = causal[None, None] & mask[:, None, None, :]         # [B, 1, Lq, Lk]
+        y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
+        x = q_in + y.reshape(y.shape[:2] + (cfg.embed_dim,))
+        x = ln('ln_ffn')(x)
+        y = nn.relu(dense(cfg.embed_dim, 'ffn_1')(x))
+        y = drop(y, deterministic=deterministic)
+        y = drop(dense(cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
+        x = x + y
+        return x * mask[..., None].astype(x.dtype)
+
+
+class SASRec(nn.Module):
+    """SASRec next-item network; see the module docstring and docs/DESIGN.md."""
+    cfg: SASRecConfig
+    per_position = True
+
+    def setup(self):
+        cfg = self.cfg
+        self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
+        self.pos_embed = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
+                                  param_dtype=jnp.float32, name='pos_embed')
+        self.blocks = [SASRecBlock(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
+        self.final_norm = nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
+                                       name='final_norm')
+        self.drop = nn.Dropout(cfg.dropout_rate)
+
+    def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
+        """seq [B, L] left-padded (users unused) -> h [B, L, D]."""
+        del users
+        cfg = self.cfg
+        mask = seq > 0
+        pos = absolute_positions(seq.shape[1], cfg.max_len)
+        x = self.item_vectors(seq) * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.dtype)
+        x = x + self.pos_embed(pos)[None]
+        x = self.drop(x, deterministic=not train)
+        x = x * mask[..., None].astype(x.dtype)
+        for block in self.blocks:
+            x = block(x, mask, not train)
+        return self.final_norm(x)
+
+    def item_vectors(self, ids: Array) -> Array:
+        """ids [...] -> the item table's rows [..., D] (tied input / output embeddings)."""
+        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+
+    def item_bias(self, ids: Array) -> Array:
+        """No output bias: zeros [...] float32."""
+        return jnp.zeros(jnp.shape(ids), jnp.float32)
+
+    def score_all(self, h: Array) -> Array:
+        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
+        return layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding,
+                                  self.cfg.vocab_size)
+
+    def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
+        """= encode; every parameter exists after `init`."""
+        return self.encode(seq, users, train)

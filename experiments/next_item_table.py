@@ -1,0 +1,218 @@
+"""The next-item table: every baseline x dataset x seed, leave-one-out, both scenes, beside the
+published figures (S3-Rec, CIKM 2020, on the same files; SASRec's ML-1M figure for ml-1m).
+
+  python -m experiments.next_item_table --data-root /work/prepared --work-root /tmp/next_item \
+      [--models poprec,sasrec,...] [--datasets LastFM,...] [--seeds 0,1,2] [--steps 3000]
+      [--set sasrec:train_steps=5000 ...] [--collect-only] [--dry-run]
+
+Prepare the data first (docs/data_prep.md, "Next-item protocol recipes"): one folder per
+dataset under --data-root (Sports_and_Outdoors, Toys_and_Games, Yelp, LastFM: loo, 99
+negatives, maxlen 50, --ban-history; ml-1m-sasrec: 100 negatives, maxlen 200).
+
+Every run is `python main.py --config=experiments/configs/MODEL.py --workdir=... --config.*`
+(printed, and written beside each cell); a finished run (metrics/test.json present) is not run
+again, an unfinished one resumes. Writes docs/results/next_item.md and next_item.csv
+(--out-dir): mean +- std over the seeds of HR@10 and NDCG@10, sampled ("99 negatives") and
+full ("all items"), with the published figure and our mean's ratio to it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DATASETS = ('Sports_and_Outdoors', 'Toys_and_Games', 'Yelp', 'LastFM', 'ml-1m-sasrec')
+SHORT = {'Sports_and_Outdoors': 'Sports', 'Toys_and_Games': 'Toys', 'Yelp': 'Yelp', 'LastFM': 'LastFM',
+         'ml-1m-sasrec': 'ml-1m-subset'}
+MODELS = ('poprec', 'bpr', 'gru4rec', 'caser', 'sasrec', 'sasrec_plus', 'bert4rec', 'gcsan')
+PAPER_NAME = {'poprec': 'PopRec', 'gru4rec': 'GRU4Rec', 'caser': 'Caser', 'sasrec': 'SASRec',
+              'bert4rec': 'BERT4Rec'}
+
+# HR@10 / NDCG@10 published on exactly these files (shared/data/README.md section 5):
+# 'sampled': the S3-Rec paper's table (99 sampled negatives); 'full': its repository's table.
+PUBLISHED = {
+    'sampled': {
+        'Sports': {'PopRec': (0.3423, 0.1902), 'GRU4Rec': (0.4299, 0.2527), 'Caser': (0.4014, 0.2390),
+                   'SASRec': (0.4622, 0.2869), 'BERT4Rec': (0.4722, 0.2775)},
+        'Toys': {'PopRec': (0.3008, 0.1618), 'GRU4Rec': (0.3896, 0.2274), 'Caser': (0.3540, 0.2183),
+                 'SASRec': (0.4663, 0.3136), 'BERT4Rec': (0.4493, 0.2698)},
+        'Yelp': {'PopRec': (0.3609, 0.2007), 'GRU4Rec': (0.7265, 0.4375), 'Caser': (0.6661, 0.4198),
+                 'SASRec': (0.7373, 0.4642), 'BERT4Rec': (0.7597, 0.4778)},
+        'LastFM': {'PopRec': (0.3037, 0.1687), 'GRU4Rec': (0.2817, 0.1550), 'Caser': (0.4431, 0.2428),
+                   'SASRec': (0.4706, 0.2755), 'BERT4Rec': (0.4991, 0.2871)},
+        # the public PyTorch SASRec on this subset and split (100 negatives, maxlen 200)
+        'ml-1m-subset': {'SASRec': (0.800, 0.572)},
+    },
+    'full': {
+        'Sports': {'PopRec': (0.0094, 0.0053), 'GRU4Rec': (0.0204, 0.0110), 'Caser': (0.0194, 0.0097),
+                   'SASRec': (0.0350, 0.0192), 'BERT4Rec': (0.0191, 0.0099)},
+        'Toys': {'PopRec': (0.0113, 0.0061), 'GRU4Rec': (0.0176, 0.0084), 'Caser': (0.0270, 0.0141),
+                 'SASRec': (0.0675, 0.0374), 'BERT4Rec': (0.0203, 0.0099)},
+        'Yelp': {'PopRec': (0.0099, 0.0051), 'GRU4Rec': (0.0263, 0.0134), 'Caser': (0.0253, 0.0129),
+                 'SASRec': (0.0274, 0.0136), 'BERT4Rec': (0.0090, 0.0045)},
+        'LastFM': {'PopRec': (0.0440, 0.0203), 'GRU4Rec': (0.0367, 0.0187), 'Caser': (0.0413, 0.0214),
+                   'SASRec': (0.0688, 0.0390), 'BERT4Rec': (0.0633, 0.0337)},
+    },
+}
+SCENE_NAME = {'sampled': '99 negatives (100 on ml-1m)', 'full': 'all items'}
+
+
+def published(model: str, dataset: str, scene: str):
+    return PUBLISHED[scene].get(SHORT[dataset], {}).get(PAPER_NAME.get(model, ''))
+
+
+def run_command(model, dataset, seed, args, overrides) -> list[str]:
+    workdir = os.path.join(args.work_root, model, dataset, f'seed{seed}')
+    cmd = [sys.executable, os.path.join(ROOT, 'main.py'),
+           f'--config={os.path.join(ROOT, "experiments", "configs", model + ".py")}',
+           f'--workdir={workdir}', f'--config.data_dir={os.path.join(args.data_root, dataset)}',
+           f'--config.seed={seed}']
+    if args.steps and model != 'poprec':
+        cmd.append(f'--config.train_steps={args.steps}')
+    for key, value in overrides.get(model, []) + overrides.get(f'{model}@{dataset}', []):
+        cmd.append(f'--config.{key}={value}')
+    return cmd
+
+
+def shown(cmd: list[str]) -> str:
+    return ' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
+                    for c in ['python'] + cmd[1:])
+
+
+def read_result(workdir: str):
+    path = os.path.join(workdir, 'metrics', 'test.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt(vals):
+    if not vals:
+        return 'n/a'
+    m = statistics.fmean(vals)
+    return f'{m:.4f} ± {statistics.stdev(vals):.4f}' if len(vals) > 1 else f'{m:.4f}'
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--data-root', required=True, help='folder with one prepared dataset a name')
+    ap.add_argument('--work-root', required=True, help='run folders go to WORK/MODEL/DATASET/seedS')
+    ap.add_argument('--models', default=','.join(MODELS))
+    ap.add_argument('--datasets', default=','.join(DATASETS))
+    ap.add_argument('--seeds', default='0,1,2')
+    ap.add_argument('--steps', type=int, default=0, help='train_steps of every trained model (0: the config\'s)')
+    ap.add_argument('--set', action='append', default=[], metavar='MODEL[@DATASET]:KEY=VALUE',
+                    help='a config override for one model (and dataset), e.g. sasrec:model_kwargs.dropout_rate=0.2')
+    ap.add_argument('--out-dir', default=os.path.join(ROOT, 'docs', 'results'))
+    ap.add_argument('--collect-only', action='store_true', help='write the table from finished runs only')
+    ap.add_argument('--dry-run', action='store_true', help='print the commands, run nothing')
+    args = ap.parse_args(argv)
+    models = [m for m in args.models.split(',') if m]
+    datasets = [d for d in args.datasets.split(',') if d]
+    seeds = [int(s) for s in args.seeds.split(',') if s]
+    bad = [m for m in models if not os.path.exists(os.path.join(ROOT, 'experiments', 'configs', m + '.py'))]
+    if bad:
+        ap.error(f'no config file for {bad} (experiments/configs/)')
+    for d in datasets:
+        if not args.dry_run and not os.path.isdir(os.path.join(args.data_root, d)):
+            ap.error(f'{os.path.join(args.data_root, d)} is not a prepared dataset folder '
+                     '(docs/data_prep.md, "Next-item protocol recipes")')
+    overrides: dict[str, list] = {}
+    for s in args.set:
+        try:
+            target, kv = s.split(':', 1)
+            key, value = kv.split('=', 1)
+        except ValueError:
+            ap.error(f'--set {s!r}: expected MODEL[@DATASET]:KEY=VALUE')
+        overrides.setdefault(target, []).append((key, value))
+
+    rows = []
+    for model in models:
+        for dataset in datasets:
+            cells = {'sampled': {'hr': [], 'ndcg': []}, 'full': {'hr': [], 'ndcg': []}}
+            cmd0 = None
+            for seed in seeds:
+                cmd = run_command(model, dataset, seed, args, overrides)
+                cmd0 = cmd0 or cmd
+                workdir = cmd[2].split('=', 1)[1]
+                res = read_result(workdir)
+                if res is None and not args.collect_only:
+                    print(f'[{time.strftime("%H:%M:%S")}] {shown(cmd)}', flush=True)
+                    if not args.dry_run:
+                        os.makedirs(workdir, exist_ok=True)
+                        with open(os.path.join(workdir, 'run.log'), 'a') as log:
+                            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                        if rc:
+                            print(f'  failed (exit {rc}): see {workdir}/run.log', flush=True)
+                        res = read_result(workdir)
+                if res is None:
+                    continue
+                for scene in ('sampled', 'full'):
+                    cells[scene]['hr'].append(res[scene]['hr@10'])
+                    cells[scene]['ndcg'].append(res[scene]['ndcg@10'])
+            for scene in ('sampled', 'full'):
+                pub = published(model, dataset, scene)
+                hr, nd = cells[scene]['hr'], cells[scene]['ndcg']
+                rows.append(dict(model=model, dataset=SHORT[dataset], scene=scene, seeds=len(hr),
+                                 hr10_mean=statistics.fmean(hr) if hr else '',
+                                 hr10_std=statistics.stdev(hr) if len(hr) > 1 else '',
+                                 ndcg10_mean=statistics.fmean(nd) if nd else '',
+                                 ndcg10_std=statistics.stdev(nd) if len(nd) > 1 else '',
+                                 published_hr10=pub[0] if pub else '', published_ndcg10=pub[1] if pub else '',
+                                 hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
+    if args.dry_run:
+        return 0
+    write_tables(rows, args, seeds)
+    return 0
+
+
+def write_tables(rows, args, seeds):
+    os.makedirs(args.out_dir, exist_ok=True)
+    fields = ['model', 'dataset', 'scene', 'seeds', 'hr10_mean', 'hr10_std', 'ndcg10_mean', 'ndcg10_std',
+              'published_hr10', 'published_ndcg10', 'command']
+    tmp = os.path.join(args.out_dir, 'next_item.csv.tmp')
+    with open(tmp, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, os.path.join(args.out_dir, 'next_item.csv'))
+
+    def ratio(ours, pub):
+        return f' ({ours / pub:.2f}x)' if ours != '' and pub else ''
+
+    lines = ['# Next-item baselines (leave-one-out)', '',
+             'Made by `python -m experiments.next_item_table ' + ' '.join(sys.argv[1:]) + '`; '
+             f'seeds {",".join(map(str, seeds))}; mean ± std over the seeds. "published": the S3-Rec '
+             'paper (99 negatives) and repository (all items) on the same files, the public PyTorch '
+             'SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run commands: '
+             'next_item.csv.', '']
+    for scene in ('sampled', 'full'):
+        lines += [f'## {SCENE_NAME[scene]}', '',
+                  '| model | dataset | seeds | HR@10 | published | NDCG@10 | published |',
+                  '|---|---|---|---|---|---|---|']
+        for r in rows:
+            if r['scene'] != scene:
+                continue
+            lines.append(f'| {r["model"]} | {r["dataset"]} | {r["seeds"]} | {r["hr_text"]}'
+                         f'{ratio(r["hr10_mean"], r["published_hr10"])} | {r["published_hr10"] or "-"} | '
+                         f'{r["ndcg_text"]}{ratio(r["ndcg10_mean"], r["published_ndcg10"])} | '
+                         f'{r["published_ndcg10"] or "-"} |')
+        lines.append('')
+    tmp = os.path.join(args.out_dir, 'next_item.md.tmp')
+    with open(tmp, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(tmp, os.path.join(args.out_dir, 'next_item.md'))
+    print(f'wrote {args.out_dir}/next_item.md and next_item.csv ({len(rows)} rows)')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The method contract: the registry, the trainer's independence of methods, the next-item losses
+and batches by hand, and each next-item config training a few steps end to end."""
+import ast
+import glob
+import importlib
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aos4rec_jax import data as data_lib
+from aos4rec_jax import methods
+from aos4rec_jax import trainer
+from aos4rec_jax.methods import losses
+from aos4rec_jax.methods import next_item
+from tests.helpers import tiny_prepared
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py'))
+                      if not os.path.basename(p).startswith('_') and os.path.basename(p) != 'base.py')
+
+
+def _config(name, variant=''):
+    return importlib.import_module(f'experiments.configs.{name}').get_config(variant)
+
+
+# ------------------------------------------------------------------------------ registry
+def test_every_config_file_names_a_registered_method_and_every_method_has_a_config():
+    names = set(methods.names())
+    used = {_config(n).model for n in CONFIG_FILES}
+    assert used <= names, used - names
+    assert names <= used, f'registered without a config file: {names - used}'
+    assert {'poprec', 'transformer', 'gru', 'sasrec'} <= names
+
+
+def test_unknown_model_is_refused_with_the_known_names():
+    c = _config('sasrec', 'tiny')
+    c.unlock() if hasattr(c, 'unlock') else None
+    c.model = 'nosuchmodel'
+    from aos4rec_jax import config as config_lib
+    with pytest.raises(config_lib.ConfigError, match="config.model: 'nosuchmodel' is not one of .*sasrec"):
+        config_lib.validate(c)
+
+
+def test_trainer_evaluator_and_clis_name_no_method():
+    """No string constant of trainer.py, evaluation.py, evaluate.py or recommend.py is a model
+    name: adding a method edits none of them."""
+    names = set(methods.names())
+    for rel in ('aos4rec_jax/trainer.py', 'aos4rec_jax/evaluation.py', 'aos4rec_jax/evaluate.py',
+                'aos4rec_jax/recommend.py', 'main.py'):
+        with open(os.path.join(ROOT, rel)) as f:
+            tree = ast.parse(f.read())
+        consts = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not (consts & names), f'{rel} names {consts & names}'
+
+
+def test_unknown_option_of_a_method_block_is_refused():
+    from aos4rec_jax import config as config_lib
+    c = _config('sasrec', 'tiny')
+    c.sasrec.unlock()
+    c.sasrec.los = 'ce'
+    with pytest.raises(config_lib.ConfigError, match=r"config.sasrec: unknown field\(s\) \['los'\]"):
+        config_lib.validate(c)
+    c = _config('sasrec', 'tiny')
+    c.sasrec.loss = 'hinge'
+    with pytest.raises(config_lib.ConfigError, match="config.sasrec.loss: 'hinge'"):
+        config_lib.validate(c)
+
+
+def test_seq2seq_models_refuse_topk_and_poprec_refuses_aos4rec_switches():
+    from aos4rec_jax import config as config_lib
+    c = _config('transformer', 'tiny')
+    c.decode.strategy = 'topk'
+    with pytest.raises(config_lib.ConfigError, match='decode.strategy'):
+        config_lib.validate(c)
+    c = _config('poprec', 'tiny')
+    c.aos4rec.oracle = True
+    with pytest.raises(config_lib.ConfigError, match='not poprec'):
+        config_lib.validate(c)
+
+
+# ------------------------------------------------------------------------------ losses by hand
+def test_bce_sampled_by_hand():
+    pos = jnp.array([[0.0, 2.0]])
+    neg = jnp.array([[[0.0], [-1.0]]])
+    s, n = losses.bce_sampled(pos, neg, jnp.array([[True, True]]))
+    want = (math.log(2) + math.log(2)) + (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)))
+    assert float(n) == 2.0
+    np.testing.assert_allclose(float(s), want, rtol=1e-6)
+    s, n = losses.bce_sampled(pos, neg, jnp.array([[False, True]]))      # a masked position
+    np.testing.assert_allclose(float(s), math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)), rtol=1e-6)
+    assert float(n) == 1.0
+
+
+def test_softmax_ce_by_hand_ignores_padding_logit():
+    logits = jnp.array([[100.0, 1.0, 2.0, 3.0]])            # index 0 (padding) never counts
+    s, n = losses.softmax_ce(logits, jnp.array([2]), jnp.array([True]))
+    want = -(2.0 - math.log(math.exp(1) + math.exp(2) + math.exp(3)))
+    np.testing.assert_allclose(float(s), want, rtol=1e-6)
+    assert float(n) == 1.0
+
+
+def test_bpr_bpr_max_and_top1_max_by_hand():
+    pos, neg, m = jnp.array([1.0]), jnp.array([[0.0, 2.0]]), jnp.array([True])
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    s, _ = losses.bpr(pos, neg, m)
+    np.testing.assert_allclose(float(s), -(math.log(sig(1.0)) + math.log(sig(-1.0))) / 2, rtol=1e-6)
+    w = np.exp([0.0, 2.0]) / np.exp([0.0, 2.0]).sum()
+    s, _ = losses.bpr_max(pos, neg, m, reg=0.5)
+    want = -math.log(w[0] * sig(1.0) + w[1] * sig(-1.0)) + 0.5 * (w[0] * 0.0 + w[1] * 4.0)
+    np.testing.assert_allclose(float(s), want, rtol=1e-6)
+    s, _ = losses.top1_max(pos, neg, m)
+    want = w[0] * (sig(-1.0) + sig(0.0)) + w[1] * (sig(1.0) + sig(4.0))
+    np.testing.assert_allclose(float(s), want, rtol=1e-6)
+    # a masked-out negative gets no weight
+    s, _ = losses.bpr_max(pos, neg, m, neg_valid=jnp.array([[True, False]]), reg=0.0)
+    np.testing.assert_allclose(float(s), -math.log(sig(1.0)), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ batches by hand
+SEQS = [list(range(10, 20)), [20, 21, 22, 23], [30, 31, 32]]
+
+
+def test_user_sequences_are_the_last_train_items_shifted_by_one():
+    # cap 2: train parts of 6, 2 and 1 items (user 2 has no next-item example and is never drawn)
+    p = tiny_prepared(SEQS, cap=2, history_len=4, target_len=1, k=2, num_candidates=3)
+    ds = data_lib.Dataset(p)
+    n_train = list(p.n_train)
+    users, inp, tgt = jax.jit(data_lib.sample_user_sequences, static_argnums=(2, 3))(
+        ds.device_data(), jax.random.PRNGKey(0), 64, 4)
+    users, inp, tgt = map(np.asarray, (users, inp, tgt))
+    assert set(users.tolist()) <= {u for u, n in enumerate(n_train) if n >= 2}
+    assert len(set(users.tolist())) >= 2
+    for u, x, y in zip(users, inp, tgt):
+        train = p.items_flat[p.offsets[u]:p.offsets[u] + p.n_train[u]].tolist()
+        want_y = ([0] * 4 + train[1:])[-4:]
+        want_x = ([0] * 4 + train[:-1])[-4:]
+        assert y.tolist() == want_y and x.tolist() == want_x, (u, x, y, train)
+
+
+def test_interactions_are_train_pairs_and_cover_them():
+    p = tiny_prepared(SEQS, cap=2, history_len=4, target_len=1, k=2, num_candidates=3)
+    ds = data_lib.Dataset(p)
+    u, i = map(np.asarray, data_lib.sample_interactions(ds.device_data(), jax.random.PRNGKey(1), 2000))
+    pairs = {(int(a), int(b)) for a, b in zip(u, i)}
+    want = {(a, int(b)) for a in range(len(p.n_train))
+            for b in p.items_flat[p.offsets[a]:p.offsets[a] + p.n_train[a]]}
+    assert pairs == want
+
+
+def test_sampled_negatives_avoid_the_excluded_items():
+    """Up to `rounds` redraws (SASRec's random_neq, bounded): with 3 of 100 items excluded a
+    leak has probability 0.03^4 a draw; with 7 of 10 excluded the leak rate is about 0.7^4."""
+    exclude = jnp.array([[1, 2, 3], [8, 9, 0]])
+    neg = np.asarray(next_item.sample_negatives(jax.random.PRNGKey(0), (2, 1000), 100, exclude))
+    assert neg.min() >= 1 and neg.max() <= 100
+    assert not np.isin(neg[0], [1, 2, 3]).any()
+    assert not np.isin(neg[1], [8, 9]).any()
+    assert np.isin(neg[1], [1, 2, 3]).sum() > 0             # only the row's own items are excluded
+    dense = np.asarray(next_item.sample_negatives(jax.random.PRNGKey(1), (1, 20000), 10,
+                                                  jnp.array([[1, 2, 3, 4, 5, 6, 7]])))
+    rate = np.isin(dense, [1, 2, 3, 4, 5, 6, 7]).mean()
+    assert abs(rate - 0.7 ** 4) < 0.02, rate
+
+
+# ------------------------------------------------------------------------------ end to end
+NEXT_ITEM_CONFIGS = [n for n in CONFIG_FILES if isinstance(methods.get(_config(n).model), type)
+                     and issubclass(methods.get(_config(n).model), next_item.NextItemMethod)]
+
+
+@pytest.mark.parametrize('name', NEXT_ITEM_CONFIGS)
+def test_next_item_tiny_config_trains_and_evaluates(tmp_path, name):
+    """Each next-item config's :tiny variant trains on CPU with a finite, falling loss and writes
+    the same workdir files as every run."""
+    c = _config(name, 'tiny')
+    c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = 40, 10, 40, 40
+    c.max_eval_users = 64
+    res = trainer.train_and_evaluate(c, str(tmp_path))
+    import json
+    with open(tmp_path / 'metrics' / 'train.jsonl') as f:
+        recs = [json.loads(l) for l in f]
+    assert [r['step'] for r in recs] == [10, 20, 30, 40]
+    assert all(math.isfinite(r['loss']) for r in recs)
+    assert recs[-1]['loss'] < recs[0]['loss'], [r['loss'] for r in recs]
+    for f in ('config.json', 'dataset.json', 'metrics/valid.json', 'metrics/test.json',
+              'predictions/test.parquet', 'best'):
+        assert (tmp_path / f).exists(), f
+    assert res['test']['decode']['strategy'] == 'topk'
+    assert 0.0 <= res['test']['full'][f'ndcg@{10}'] <= 1.0
