@@ -65,7 +65,9 @@ class Evaluator:
 
     `generate_fn(params, batch, rng)` receives `batch` with keys history [B, L], target [B, T],
     candidates [B, C], banned bool [B, V] (all False when the profile allows history items),
-    users [B] (the dataset's user rows).
+    banned_sampled bool [B, V] (the ban of the sampled list: `banned`, except under the
+    leave-one-out protocol, where the candidate list is ranked as it is), users [B] (the
+    dataset's user rows).
     """
 
     def __init__(self, generate_fn: Callable, ds: data_lib.Dataset, batch_size: int,
@@ -74,6 +76,7 @@ class Evaluator:
         info = ds.info
         device_data = ds.device_data() if device_data is None else device_data
         max_hist, ban = ds.max_history, info.ban_history
+        loo = info.protocol == 'loo'
 
         @jax.jit
         def run(params, b, rng):
@@ -82,8 +85,11 @@ class Evaluator:
                                                    max_hist, info.vocab_size)
             else:
                 banned = jnp.zeros((b['history'].shape[0], info.vocab_size), bool)
+            # leave-one-out: the candidates are the target and items the user never interacted
+            # with, ranked as they are (SASRec, S3-Rec); the history ban is the full scene's
+            banned_sampled = jnp.zeros_like(banned) if loo else banned
             batch = dict(history=b['history'], target=b['target'], candidates=b['candidates'],
-                         banned=banned, users=b['users'])
+                         banned=banned, banned_sampled=banned_sampled, users=b['users'])
             sampled, full = generate_fn(params, batch, rng)
             return sampled, full, metrics_lib.compute_metrics(sampled, b['target']), \
                 metrics_lib.compute_metrics(full, b['target'])

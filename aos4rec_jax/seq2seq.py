@@ -78,11 +78,12 @@ def make_generate_fn(model, info, decode_cfg):
         state = model.apply({'params': params}, batch['history'], K, method=model.init_decode_state)
         step_fn = make_step_fn(model, params)
         common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
-                      bos_id=info.bos_id, banned=batch['banned'], **kw)
+                      bos_id=info.bos_id, **kw)
         r1, r2 = jax.random.split(rng)
         sampled = None if batch.get('candidates') is None else decoding.generate(
-            step_fn, state, r1, candidates=batch['candidates'], **common)
-        full = decoding.generate(step_fn, state, r2, candidates=None, **common)
+            step_fn, state, r1, candidates=batch['candidates'],
+            banned=batch.get('banned_sampled', batch['banned']), **common)
+        full = decoding.generate(step_fn, state, r2, candidates=None, banned=batch['banned'], **common)
         return sampled, full
     return generate_fn
 

@@ -199,7 +199,8 @@ class NextItemMethod(Method):
                 del rng
                 s = self.scores(params, batch['history'], users_of(batch))
                 sampled = None if batch.get('candidates') is None else evaluation.topk_lists(
-                    s, K, candidates=batch['candidates'], banned=batch['banned'])
+                    s, K, candidates=batch['candidates'],
+                    banned=batch.get('banned_sampled', batch['banned']))
                 return sampled, evaluation.topk_lists(s, K, banned=batch['banned'])
             return generate_fn
 
@@ -216,12 +217,14 @@ class NextItemMethod(Method):
         def generate_fn(params, batch, rng):
             state = dict(seq=batch['history'], users=users_of(batch))
             common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
-                          bos_id=info.bos_id, banned=batch['banned'], **kw)
+                          bos_id=info.bos_id, **kw)
             r1, r2 = jax.random.split(rng)
             step_fn = step_fn_for(params)
             sampled = None if batch.get('candidates') is None else decoding.generate(
-                step_fn, state, r1, candidates=batch['candidates'], **common)
-            full = decoding.generate(step_fn, state, r2, candidates=None, **common)
+                step_fn, state, r1, candidates=batch['candidates'],
+                banned=batch.get('banned_sampled', batch['banned']), **common)
+            full = decoding.generate(step_fn, state, r2, candidates=None, banned=batch['banned'],
+                                     **common)
             return sampled, full
         return generate_fn
 
