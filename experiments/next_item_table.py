@@ -70,20 +70,19 @@ def published(model: str, dataset: str, scene: str):
 
 def run_command(model, dataset, seed, args, overrides) -> list[str]:
     workdir = os.path.join(args.work_root, model, dataset, f'seed{seed}')
-    cmd = [sys.executable, os.path.join(ROOT, 'main.py'),
-           f'--config={os.path.join(ROOT, "experiments", "configs", model + ".py")}',
+    cmd = [sys.executable, 'main.py', f'--config=experiments/configs/{model}.py',      # cwd: ROOT
            f'--workdir={workdir}', f'--config.data_dir={os.path.join(args.data_root, dataset)}',
            f'--config.seed={seed}']
     if args.steps and model != 'poprec':
         cmd.append(f'--config.train_steps={args.steps}')
-    for key, value in overrides.get(model, []) + overrides.get(f'{model}@{dataset}', []):
+    for key, value in (overrides.get('*', []) + overrides.get(model, [])
+                       + overrides.get(f'{model}@{dataset}', [])):
         cmd.append(f'--config.{key}={value}')
     return cmd
 
 
 def shown(cmd: list[str]) -> str:
-    return ' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
-                    for c in ['python'] + cmd[1:])
+    return ' '.join(['python'] + cmd[1:])
 
 
 def read_result(workdir: str):
@@ -111,7 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', default='0,1,2')
     ap.add_argument('--steps', type=int, default=0, help='train_steps of every trained model (0: the config\'s)')
     ap.add_argument('--set', action='append', default=[], metavar='MODEL[@DATASET]:KEY=VALUE',
-                    help='a config override for one model (and dataset), e.g. sasrec:model_kwargs.dropout_rate=0.2')
+                    help='a config override for one model (and dataset; model * = every model), e.g. '
+                         'sasrec:model_kwargs.dropout_rate=0.2')
     ap.add_argument('--out-dir', default=os.path.join(ROOT, 'docs', 'results'))
     ap.add_argument('--collect-only', action='store_true', help='write the table from finished runs only')
     ap.add_argument('--dry-run', action='store_true', help='print the commands, run nothing')
@@ -128,6 +128,8 @@ def main(argv=None) -> int:
                      '(docs/data_prep.md, "Next-item protocol recipes")')
     overrides: dict[str, list] = {}
     for s in args.set:
+        if s.startswith('*:') and 'train_steps' in s:
+            ap.error('--set *:train_steps would train PopRec: use --steps')
         try:
             target, kv = s.split(':', 1)
             key, value = kv.split('=', 1)
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
             for seed in seeds:
                 cmd = run_command(model, dataset, seed, args, overrides)
                 cmd0 = cmd0 or cmd
-                workdir = cmd[2].split('=', 1)[1]
+                workdir = next(c for c in cmd if c.startswith('--workdir=')).split('=', 1)[1]
                 res = read_result(workdir)
                 if res is None and not args.collect_only:
                     print(f'[{time.strftime("%H:%M:%S")}] {shown(cmd)}', flush=True)

@@ -82,6 +82,22 @@ def test_seq2seq_models_refuse_topk_and_poprec_refuses_aos4rec_switches():
         config_lib.validate(c)
 
 
+def test_poprec_counts_train_or_all():
+    """poprec.counts: 'train' counts the train parts, 'all' every interaction (S3-Rec's way);
+    both by hand on a tiny dataset (cap 1: the last two items of each user are valid and test)."""
+    from aos4rec_jax.methods import poprec
+    p = tiny_prepared([[10, 11, 12, 13], [11, 12, 13, 14]], cap=1, k=2, history_len=3,
+                      target_len=1, num_candidates=2)
+    ds = data_lib.Dataset(p)
+    ids = {str(r): i for i, r in enumerate(p.item_raw) if i > 0}
+    want_train = {10: 1, 11: 2, 12: 1, 13: 0, 14: 0}
+    want_all = {10: 1, 11: 2, 12: 2, 13: 2, 14: 1}
+    for counts, want in (('train', want_train), ('all', want_all)):
+        got = np.asarray(poprec.fit(ds, counts)['counts'])
+        assert {r: int(got[ids[str(r)]]) for r in want} == want, counts
+        assert got[0] == 0
+
+
 # ------------------------------------------------------------------------------ losses by hand
 def test_bce_sampled_by_hand():
     pos = jnp.array([[0.0, 2.0]])
@@ -190,3 +206,33 @@ def test_next_item_tiny_config_trains_and_evaluates(tmp_path, name):
         assert (tmp_path / f).exists(), f
     assert res['test']['decode']['strategy'] == 'topk'
     assert 0.0 <= res['test']['full'][f'ndcg@{10}'] <= 1.0
+
+
+def test_next_item_lists_topk_or_fed_back_through_a_decoder():
+    """decode.strategy 'topk' ranks one score vector; 'greedy' feeds the model its own
+    predictions: both start with the same item (the argmax of the first scores), and the greedy
+    list's second item is the argmax of the scores after that first item is shifted in."""
+    p = tiny_prepared([list(range(10, 22)), list(range(15, 27)), list(range(12, 30))], cap=2,
+                      history_len=6, target_len=1, k=4, num_candidates=6)
+    ds = data_lib.Dataset(p)
+    c = _config('sasrec', 'tiny')
+    m_top = methods.build(c, ds)
+    params = m_top.init_state(jax.random.PRNGKey(3))['params']
+    c2 = _config('sasrec', 'tiny')
+    c2.decode.strategy = 'greedy'
+    m_greedy = methods.build(c2, ds)
+    es = ds.eval_set('test')
+    V = ds.info.vocab_size
+    batch = dict(history=jnp.asarray(es.history), candidates=None, banned=jnp.zeros((len(es), V), bool),
+                 users=jnp.asarray(es.users, jnp.int32))
+    _, top = m_top.generate_fn()(params, batch, jax.random.PRNGKey(0))
+    _, greedy = m_greedy.generate_fn()(params, batch, jax.random.PRNGKey(0))
+    top, greedy = np.asarray(top), np.asarray(greedy)
+    np.testing.assert_array_equal(top[:, 0], greedy[:, 0])
+    shifted = jnp.concatenate([batch['history'][:, 1:], jnp.asarray(greedy[:, :1])], axis=1)
+    s2 = np.array(m_top.scores(params, shifted, batch["users"]))
+    s2[:, 0] = -np.inf
+    s2[np.arange(len(es)), greedy[:, 0]] = -np.inf          # no item twice
+    np.testing.assert_array_equal(greedy[:, 1], s2.argmax(1))
+    assert m_greedy.decode_description()['strategy'] == 'greedy'
+    assert m_top.decode_description()['strategy'] == 'topk'
