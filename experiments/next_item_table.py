@@ -65,12 +65,15 @@ SCENE_NAME = {'sampled': '99 negatives (100 on ml-1m)', 'full': 'all items'}
 
 
 def published(model: str, dataset: str, scene: str):
-    return PUBLISHED[scene].get(SHORT[dataset], {}).get(PAPER_NAME.get(model, ''))
+    return PUBLISHED[scene].get(SHORT[dataset], {}).get(PAPER_NAME.get(model.split(':')[0], ''))
 
 
 def run_command(model, dataset, seed, args, overrides) -> list[str]:
-    workdir = os.path.join(args.work_root, model, dataset, f'seed{seed}')
-    cmd = [sys.executable, 'main.py', f'--config=experiments/configs/{model}.py',      # cwd: ROOT
+    """`model` is a config file name, optionally with a variant: 'gru4rec:softmax'."""
+    name, _, variant = model.partition(':')
+    workdir = os.path.join(args.work_root, model.replace(':', '-'), dataset, f'seed{seed}')
+    cmd = [sys.executable, 'main.py',                                                   # cwd: ROOT
+           f'--config=experiments/configs/{name}.py' + (f':{variant}' if variant else ''),
            f'--workdir={workdir}', f'--config.data_dir={os.path.join(args.data_root, dataset)}',
            f'--config.seed={seed}']
     if args.steps and model != 'poprec':
@@ -105,7 +108,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data-root', required=True, help='folder with one prepared dataset a name')
     ap.add_argument('--work-root', required=True, help='run folders go to WORK/MODEL/DATASET/seedS')
-    ap.add_argument('--models', default=','.join(MODELS))
+    ap.add_argument('--models', default=','.join(MODELS),
+                    help='config names, each optionally with a variant (gru4rec:softmax)')
     ap.add_argument('--datasets', default=','.join(DATASETS))
     ap.add_argument('--seeds', default='0,1,2')
     ap.add_argument('--steps', type=int, default=0, help='train_steps of every trained model (0: the config\'s)')
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
     models = [m for m in args.models.split(',') if m]
     datasets = [d for d in args.datasets.split(',') if d]
     seeds = [int(s) for s in args.seeds.split(',') if s]
-    bad = [m for m in models if not os.path.exists(os.path.join(ROOT, 'experiments', 'configs', m + '.py'))]
+    bad = [m for m in models
+           if not os.path.exists(os.path.join(ROOT, 'experiments', 'configs', m.split(':')[0] + '.py'))]
     if bad:
         ap.error(f'no config file for {bad} (experiments/configs/)')
     for d in datasets:

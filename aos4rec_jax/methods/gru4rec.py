@@ -8,8 +8,9 @@ sessions at this step), plus `num_extra_negatives` items shared by the batch, dr
 proportion to popularity^`sample_alpha` (GRU4Rec+'s additional samples; alpha 0 = uniform). A
 negative equal to the position's own target, or padding, gets no weight.
 
-Losses (`gru4rec.loss`): 'bpr_max' (with the score regularisation `bpreg`), 'top1_max', or
-'ce' (softmax cross-entropy over the target and the same negatives).
+Losses (`gru4rec.loss`): 'bpr_max' (with the score regularisation `bpreg`), 'top1_max',
+'ce' (softmax cross-entropy over the target and the same negatives), or 'softmax' (cross-entropy
+over all items, no sampling: how later toolkits, e.g. RecBole, train GRU4Rec).
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ class GRU4Rec(NextItemMethod):
     NETWORK = GRU4RecNet
     NETWORK_CONFIG = GRU4RecConfig
     OPTIONS = {
-        'loss': 'bpr_max',              # bpr_max | top1_max | ce
+        'loss': 'bpr_max',              # bpr_max | top1_max | ce | softmax
         'bpreg': 1.0,                   # BPR-max score regularisation (the paper's lambda)
         'num_extra_negatives': 2048,    # shared additional samples (GRU4Rec+: 2048)
         'sample_alpha': 0.75,           # popularity exponent of the additional samples
     }
-    LOSSES = ('bpr_max', 'top1_max', 'ce')
+    LOSSES = ('bpr_max', 'top1_max', 'ce', 'softmax')
 
     @classmethod
     def validate_options(cls, opts, config):
@@ -57,6 +58,9 @@ class GRU4Rec(NextItemMethod):
         inputs, pos = self.constrain(inputs), self.constrain(pos)
         mask = pos > 0
         h = self.encode(params, inputs, users, key=k_drop, train=True).astype(jnp.float32)  # [B, L, D]
+        if self.opts.loss == 'softmax':
+            s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
+            return s, n, {}
         # scores of every row's target at every position against row b's state: [B, L, B]
         tv = self.item_vectors(params, pos).astype(jnp.float32)                 # [B, L, D]
         tb = self.item_bias(params, pos).astype(jnp.float32)                    # [B, L]

@@ -20,5 +20,6 @@ VARIANTS = {'paper': _next_item.paper}
 def get_config(variant=''):
     c = _next_item.get_config('caser', Caser.OPTIONS)
     c.model_kwargs.embed_dim = 50
+    c.model_kwargs.num_heads = 1          # unused by Caser (the shared block requires d % heads == 0)
     c.model_kwargs.dropout_rate = 0.5
     return base.apply_variant(c, variant, 'caser.py', VARIANTS)

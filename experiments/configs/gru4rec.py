@@ -5,7 +5,8 @@ method: aos4rec_jax/methods/gru4rec.py.
 python main.py --config=experiments/configs/gru4rec.py --workdir=/tmp/gru4rec \
     --config.data_dir=PREPARED_DIR
 Variants (comma-separated): ':paper' (embedding size 128, the AOS4Rec paper's rule), ':top1'
-(TOP1-max loss), ':ce' (cross-entropy over the same negatives), ':tiny', ':quick'.
+(TOP1-max loss), ':ce' (cross-entropy over the same negatives), ':softmax' (cross-entropy over
+all items), ':tiny', ':quick'.
 The K-list is the top-K of the next-item scores (decode.strategy='topk'); another decoder
 (--config.decode.strategy=beam, greedy, ...) feeds the model its own predictions.
 """
@@ -24,7 +25,12 @@ def ce(c):
     return c
 
 
-VARIANTS = {'top1': top1, 'ce': ce, 'paper': _next_item.paper}
+def softmax(c):
+    c.gru4rec.loss = 'softmax'
+    return c
+
+
+VARIANTS = {'top1': top1, 'ce': ce, 'softmax': softmax, 'paper': _next_item.paper}
 
 
 def get_config(variant=''):
