@@ -182,8 +182,11 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     if jax.process_index() == 0:
         _truncate_jsonl(os.path.join(mdir, 'train.jsonl'), start)
         _truncate_jsonl(os.path.join(mdir, 'valid_history.jsonl'), start)
+    first = sched.phases[0]
+    per_epoch = (first.epoch_examples / first.examples_per_step
+                 if first.examples_per_step and first.epoch_examples else info.num_windows / config.batch_size)
     log(f'model {config.model}: {_count(abstract["params"]):,} parameters; {info.num_windows:,} training windows '
-        f'(1 epoch = {info.num_windows / config.batch_size:.1f} steps); {mesh.devices.size} device(s) '
+        f'(1 epoch of the {first.name} phase = {per_epoch:.1f} steps); {mesh.devices.size} device(s) '
         f'{jax.devices()[0].platform}; steps {start} -> {total}')
     line = method.describe()
     if line:

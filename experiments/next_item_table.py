@@ -207,13 +207,16 @@ def write_tables(rows, args, seeds):
                   '| model | dataset | seeds | HR@10 | published | NDCG@10 | published |',
                   '|---|---|---|---|---|---|---|']
         for r in rows:
-            if r['scene'] != scene:
+            if r['scene'] != scene or not r['seeds']:
                 continue
             lines.append(f'| {r["model"]} | {r["dataset"]} | {r["seeds"]} | {r["hr_text"]}'
                          f'{ratio(r["hr10_mean"], r["published_hr10"])} | {r["published_hr10"] or "-"} | '
                          f'{r["ndcg_text"]}{ratio(r["ndcg10_mean"], r["published_ndcg10"])} | '
                          f'{r["published_ndcg10"] or "-"} |')
         lines.append('')
+    missing = sorted({f'{r["model"]} x {r["dataset"]}' for r in rows if not r['seeds']})
+    if missing:
+        lines += ['Not run yet (no finished run in the work root): ' + ', '.join(missing) + '.', '']
     tmp = os.path.join(args.out_dir, 'next_item.md.tmp')
     with open(tmp, 'w') as f:
         f.write('\n'.join(lines) + '\n')
