@@ -1,6 +1,7 @@
 """Checks a run configuration before any work starts, so a bad value fails fast and clearly."""
 from __future__ import annotations
 
+import jax
 import ml_collections
 
 STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'topk')
@@ -77,6 +78,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(s.num_users >= 1, 'synthetic.num_users', f'must be >= 1, got {s.num_users}')
     _check(s.seq_len >= 4, 'synthetic.seq_len', f'must be >= 4, got {s.seq_len}')
     _check(s.vocab_size >= 2, 'synthetic.vocab_size', f'must be >= 2, got {s.vocab_size}')
+    n_dev = int(c.mesh.get('num_devices', 0))
+    _check(n_dev >= 0, 'mesh.num_devices', f'must be >= 0 (0 = every device), got {n_dev}')
+    _check(n_dev <= jax.device_count(), 'mesh.num_devices',
+           f'{n_dev} devices asked, {jax.device_count()} available')
     _check(c.compute_dtype in DTYPES, 'compute_dtype', f'{c.compute_dtype!r} is not one of {DTYPES}')
     m = c.model_kwargs
     for f in ('embed_dim', 'num_layers', 'num_heads', 'mlp_dim', 'hidden_dim'):

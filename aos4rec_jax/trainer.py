@@ -38,7 +38,8 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
 
 
 # Config fields added after runs were already written; older config.json files get these values.
-FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults()}
+FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults(),
+                      'mesh': {'num_devices': 0}}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -374,7 +375,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log(f'dataset {ds.data_dir}: {info.num_users} users, {info.num_items} items, K={info.k}, '
         f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
         f'(history items {"banned" if info.ban_history else "allowed"})')
-    mesh = shard_lib.make_mesh()
+    n_dev = int(config.mesh.get('num_devices', 0))
+    mesh = shard_lib.make_mesh(jax.devices()[:n_dev] if n_dev else None)
     method, generate_fn = build(config, ds)
     evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
     if method.trains:

@@ -69,6 +69,7 @@ def get_config():
     # Scale.
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shard_items = False          # shard item embedding/output tables along the item axis
+    c.mesh.num_devices = 0              # devices of the data-parallel mesh (0 = every device)
     c.compute_dtype = 'float32'         # float32 | bfloat16 (activations; params stay float32)
     return c
 
