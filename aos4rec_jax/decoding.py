@@ -658,3 +658,25 @@ def generate(step_fn: StepFn, state: PyTree, rng: jax.Array | None = None, *, st
     return multi_sequence(step_fn, state, rng, k=k, num_sequences=num_sequences,
                           temperature=temperature, aggregation=strategy.removeprefix("multi_"),
                           **common)
+
+
+def generate_sampled_and_full(step_fn: StepFn, state: PyTree, rng: jax.Array, batch: dict, *,
+                              decode_cfg, vocab_size: int, bos_id: int, k: int):
+    """The two lists of an evaluation batch by the configured decoder (``decode_cfg``: strategy,
+    beam_size, temperature, num_sequences, ban_generated): (sampled [B, k] or None, full [B, k]).
+
+    The sampled-protocol list is restricted to batch['candidates'] (None when the batch has
+    none) and honours batch['banned_sampled'] when present (else batch['banned']); the full list
+    ranks every item with batch['banned'] excluded. The two use independent keys from ``rng``.
+    """
+    common = dict(batch_size=batch['history'].shape[0], vocab_size=vocab_size, k=k,
+                  bos_id=bos_id, strategy=decode_cfg.strategy,
+                  beam_size=int(decode_cfg.beam_size), temperature=float(decode_cfg.temperature),
+                  num_sequences=int(decode_cfg.num_sequences),
+                  ban_generated=bool(decode_cfg.ban_generated))
+    r1, r2 = jax.random.split(rng)
+    sampled = None if batch.get('candidates') is None else generate(
+        step_fn, state, r1, candidates=batch['candidates'],
+        banned=batch.get('banned_sampled', batch['banned']), **common)
+    full = generate(step_fn, state, r2, candidates=None, banned=batch['banned'], **common)
+    return sampled, full

@@ -60,6 +60,16 @@ def topk_lists(scores: jax.Array, k: int, candidates: jax.Array | None = None,
     return jnp.where(vals > NEG_INF / 2, ids, 0).astype(jnp.int32)
 
 
+def topk_sampled_and_full(scores: jax.Array, batch: dict, k: int):
+    """The two lists of an evaluation batch from next-item scores [B, V] (or [V]): (sampled
+    [B, k] among batch['candidates'] with batch['banned_sampled'] (else batch['banned']) out, or
+    None when the batch has no candidates; full [B, k] over all items with batch['banned'] out)."""
+    sampled = None if batch.get('candidates') is None else topk_lists(
+        scores, k, candidates=batch['candidates'],
+        banned=batch.get('banned_sampled', batch['banned']))
+    return sampled, topk_lists(scores, k, banned=batch['banned'])
+
+
 class Evaluator:
     """Generates and scores lists for the users of an EvalSet; jit-compiled once per run.
 

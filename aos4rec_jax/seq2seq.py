@@ -68,23 +68,12 @@ def make_generate_fn(model, info, decode_cfg):
 
     With batch['candidates'] None only the full-protocol list is made (sampled is None).
     """
-    strategy = decode_cfg.strategy
-    kw = dict(strategy=strategy, beam_size=int(decode_cfg.beam_size),
-              temperature=float(decode_cfg.temperature), num_sequences=int(decode_cfg.num_sequences),
-              ban_generated=bool(decode_cfg.ban_generated))
-
     def generate_fn(params, batch, rng):
-        K = info.k
-        state = model.apply({'params': params}, batch['history'], K, method=model.init_decode_state)
-        step_fn = make_step_fn(model, params)
-        common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
-                      bos_id=info.bos_id, **kw)
-        r1, r2 = jax.random.split(rng)
-        sampled = None if batch.get('candidates') is None else decoding.generate(
-            step_fn, state, r1, candidates=batch['candidates'],
-            banned=batch.get('banned_sampled', batch['banned']), **common)
-        full = decoding.generate(step_fn, state, r2, candidates=None, banned=batch['banned'], **common)
-        return sampled, full
+        state = model.apply({'params': params}, batch['history'], info.k,
+                            method=model.init_decode_state)
+        return decoding.generate_sampled_and_full(
+            make_step_fn(model, params), state, rng, batch, decode_cfg=decode_cfg,
+            vocab_size=info.vocab_size, bos_id=info.bos_id, k=info.k)
     return generate_fn
 
 

@@ -8,12 +8,29 @@ parameters because the rule looks at the parameter path, which optax states repe
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = 'data'
 ITEM_TABLES = ('item_embed', 'output_proj')
+
+
+def use_fake_cpu_devices(n: int) -> None:
+    """Splits the host CPU into `n` XLA devices (tests, sharding checks on a laptop).
+
+    Call it before anything touches a JAX backend. It also sizes XLA:CPU's thread pool (the env
+    var PJRT_NPROC, unless already set) to at least 2 threads per device: that pool runs every
+    device's launch and every device's program; at its default size (the larger of the core
+    count and `n`) a step whose collectives block some workers while other devices' launches
+    wait for a free one can deadlock, which XLA reports after 40 s as an aborted rendezvous
+    ("only 7 of them arrived"). It did, reproducibly with synchronous dispatch, for GRU4Rec's
+    in-batch-negative step on 8 devices of a 2-core machine (docs/testing.md).
+    """
+    os.environ.setdefault('PJRT_NPROC', str(max(os.cpu_count() or 1, 2 * n)))
+    jax.config.update('jax_num_cpu_devices', n)
 
 
 def make_mesh(devices=None) -> Mesh:

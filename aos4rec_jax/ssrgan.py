@@ -32,6 +32,7 @@ from aos4rec_jax import aos4rec
 from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import decoding
+from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 
 PHASES = ('seq2seq', 'critic', 'gan')
@@ -74,15 +75,6 @@ def make_critic_optimizer(config) -> optax.GradientTransformation:
     return optax.adam(float(config.aos4rec.d_learning_rate), b1=0.5, b2=0.9)
 
 
-def _global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
-
-
-def _apply(tx, grads, opt_state, params):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-
 def make_mle_step(model, tx, info, batch_size: int, bsharding):
     """The pure MLE train step: sample a batch on device, one optimizer update."""
     L, T, bos = info.history_len, info.target_len, info.bos_id
@@ -99,9 +91,9 @@ def make_mle_step(model, tx, info, batch_size: int, bsharding):
             return s / jnp.maximum(n, 1.0), (s, n)
 
         (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-        params, opt_state = _apply(tx, grads, state['opt_state'], state['params'])
+        params, opt_state = optim.apply(tx, grads, state['opt_state'], state['params'])
         new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
-        return new_state, dict(loss_sum=s, tokens=n, grad_norm=_global_norm(grads))
+        return new_state, dict(loss_sum=s, tokens=n, grad_norm=optim.global_norm(grads))
 
     return train_step
 
@@ -171,9 +163,9 @@ class Steps:
             return s / jnp.maximum(n, 1.0), (s, n)
 
         (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-        params, opt_state = _apply(self.mle_tx, grads, state['opt_state'], state['params'])
+        params, opt_state = optim.apply(self.mle_tx, grads, state['opt_state'], state['params'])
         new = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
-        return new, dict(loss_sum=s, tokens=n, grad_norm=_global_norm(grads), p=p)
+        return new, dict(loss_sum=s, tokens=n, grad_norm=optim.global_norm(grads), p=p)
 
     # -- the critic -------------------------------------------------------------------------------
     def critic_update(self, state, data, key):
@@ -202,10 +194,10 @@ class Steps:
                                d_real=jnp.mean(d_real[:, 1:]), d_fake=jnp.mean(d_fake[:, 1:]))
 
         (_, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['critic'])
-        cp, c_opt = _apply(self.d_tx, grads, state['critic_opt_state'], state['critic'])
+        cp, c_opt = optim.apply(self.d_tx, grads, state['critic_opt_state'], state['critic'])
         if a.lipschitz == 'clip':
             cp = jax.tree_util.tree_map(lambda x: jnp.clip(x, -a.clip_value, a.clip_value), cp)
-        m['critic_grad_norm'] = _global_norm(grads)
+        m['critic_grad_norm'] = optim.global_norm(grads)
         return dict(state, critic=cp, critic_opt_state=c_opt), m
 
     def critic_step(self, state, data):
@@ -239,10 +231,10 @@ class Steps:
             return total, (adv_loss, logp)
 
         (_, (adv_loss, logp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-        params, opt_state = _apply(self.g_tx, grads, state['opt_state'], state['params'])
+        params, opt_state = optim.apply(self.g_tx, grads, state['opt_state'], state['params'])
         d = d_fake[:, 1:] * float(a.gamma) - d_fake[:, :-1]
         mf = mask.astype(jnp.float32)
-        m = dict(generator_loss=adv_loss, grad_norm=_global_norm(grads),
+        m = dict(generator_loss=adv_loss, grad_norm=optim.global_norm(grads),
                  advantage=jnp.sum(d * mf) / jnp.maximum(jnp.sum(mf), 1.0),
                  sample_nll=-jnp.sum(logp * mf) / jnp.maximum(jnp.sum(mf), 1.0))
         return dict(state, params=params, opt_state=opt_state), m

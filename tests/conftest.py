@@ -3,6 +3,6 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+from aos4rec_jax import sharding  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
+sharding.use_fake_cpu_devices(8)

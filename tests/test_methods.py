@@ -204,7 +204,6 @@ def test_next_item_tiny_config_trains_and_evaluates(tmp_path, name):
     c = _config(name, 'tiny')
     c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = 40, 10, 40, 40
     c.max_eval_users = 64
-    c.mesh.num_devices = 1      # see test_guard_next_item.py: the 8-device rendezvous abort
     res = trainer.train_and_evaluate(c, str(tmp_path))
     import json
     with open(tmp_path / 'metrics' / 'train.jsonl') as f:
@@ -260,7 +259,6 @@ def test_next_item_run_extended_from_its_checkpoint_ends_where_one_run_ends(tmp_
         c = _config('sasrec', 'tiny')
         c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = steps, 10, 20, 20
         c.max_eval_users = 32
-        c.mesh.num_devices = 1
         c.synthetic.cache_dir = str(tmp_path / 'data')
         return trainer.train_and_evaluate(c, str(d))
 

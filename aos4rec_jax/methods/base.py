@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
+import ml_collections
+
 
 class RunError(ValueError):
     """The workdir, the data or a run the config names cannot be used; the message says why."""
@@ -109,3 +111,23 @@ class Method:
     def decode_description(self):
         """What made the K-lists; written into every metrics file."""
         return self.config.decode.to_dict()
+
+
+def options_block(config, name: str, defaults: dict) -> ml_collections.ConfigDict:
+    """A method's option block: `defaults` overridden by config[name] (if the config has it)."""
+    out = dict(defaults)
+    if name in config:
+        out.update(config[name].to_dict())
+    return ml_collections.ConfigDict(out)
+
+
+def checked_options(config, name: str, defaults: dict) -> ml_collections.ConfigDict:
+    """`options_block`, after refusing a field of config[name] that `defaults` does not name
+    (config.ConfigError naming the block, the unknown fields and the known ones)."""
+    if name in config:
+        unknown = sorted(set(config[name].to_dict()) - set(defaults))
+        if unknown:
+            from aos4rec_jax import config as config_lib
+            raise config_lib.ConfigError(
+                f'config.{name}: unknown field(s) {unknown}; known: {sorted(defaults)}')
+    return options_block(config, name, defaults)

@@ -10,7 +10,6 @@ parts. Loss: softmax cross-entropy over all items (the paper's).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from aos4rec_jax import data as data_lib
 from aos4rec_jax.methods import losses

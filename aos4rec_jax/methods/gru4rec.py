@@ -65,8 +65,7 @@ class GRU4Rec(NextItemMethod):
         tv = self.item_vectors(params, pos).astype(jnp.float32)                 # [B, L, D]
         tb = self.item_bias(params, pos).astype(jnp.float32)                    # [B, L]
         s_batch = jnp.einsum('bld,cld->blc', h, tv) + tb.T[None, :, :]
-        b = jnp.arange(pos.shape[0])
-        s_pos = s_batch[b, :, b]                                                # [B, L]
+        s_pos = jnp.einsum('bld,bld->bl', h, tv) + tb                           # [B, L]: the diagonal
         valid_batch = (pos.T[None, :, :] > 0) & (pos.T[None, :, :] != pos[:, :, None])
         negs, valid = [s_batch], [valid_batch]
         n_extra = int(self.opts.num_extra_negatives)

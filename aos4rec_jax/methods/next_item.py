@@ -22,22 +22,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from aos4rec_jax import config as config_lib
 from aos4rec_jax import decoding
 from aos4rec_jax import evaluation
+from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
-from aos4rec_jax.methods.base import Method, Phase
-
-
-def options_block(config, name: str, defaults: dict) -> ml_collections.ConfigDict:
-    """The method's option block: `defaults` overridden by config[name] (if the config has it)."""
-    out = dict(defaults)
-    if name in config:
-        out.update(config[name].to_dict())
-    return ml_collections.ConfigDict(out)
+from aos4rec_jax.methods.base import Method, Phase, checked_options, options_block
 
 
 def sample_negatives(key, shape, num_items: int, exclude=None, rounds: int = 3):
@@ -82,12 +73,7 @@ class NextItemMethod(Method):
     # -- config --------------------------------------------------------------------------------
     @classmethod
     def validate_config(cls, config):
-        if config.model in config:
-            unknown = sorted(set(config[config.model].to_dict()) - set(cls.OPTIONS))
-            if unknown:
-                raise config_lib.ConfigError(
-                    f'config.{config.model}: unknown field(s) {unknown}; known: {sorted(cls.OPTIONS)}')
-        cls.validate_options(options_block(config, config.model, cls.OPTIONS), config)
+        cls.validate_options(checked_options(config, config.model, cls.OPTIONS), config)
 
     @classmethod
     def validate_options(cls, opts, config):
@@ -147,12 +133,9 @@ class NextItemMethod(Method):
             return s / jnp.maximum(n, 1.0), (s, n, extra)
 
         (_, (s, n, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-        updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
-        import optax
-        params = optax.apply_updates(state['params'], updates)
-        gnorm = optax.global_norm(grads)
+        params, opt_state = optim.apply(self.tx, grads, state['opt_state'], state['params'])
         new = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
-        return new, dict(loss_sum=s, tokens=n, grad_norm=gnorm, **extra)
+        return new, dict(loss_sum=s, tokens=n, grad_norm=optim.global_norm(grads), **extra)
 
     def apply(self, params, *args, method=None, key=None, train=False):
         rngs = {'dropout': key} if train else None
@@ -198,14 +181,8 @@ class NextItemMethod(Method):
             def generate_fn(params, batch, rng):
                 del rng
                 s = self.scores(params, batch['history'], users_of(batch))
-                sampled = None if batch.get('candidates') is None else evaluation.topk_lists(
-                    s, K, candidates=batch['candidates'],
-                    banned=batch.get('banned_sampled', batch['banned']))
-                return sampled, evaluation.topk_lists(s, K, banned=batch['banned'])
+                return evaluation.topk_sampled_and_full(s, batch, K)
             return generate_fn
-
-        kw = dict(strategy=d.strategy, beam_size=int(d.beam_size), temperature=float(d.temperature),
-                  num_sequences=int(d.num_sequences), ban_generated=bool(d.ban_generated))
 
         def step_fn_for(params):
             def step_fn(state, prev, t):
@@ -216,16 +193,9 @@ class NextItemMethod(Method):
 
         def generate_fn(params, batch, rng):
             state = dict(seq=batch['history'], users=users_of(batch))
-            common = dict(batch_size=batch['history'].shape[0], vocab_size=info.vocab_size, k=K,
-                          bos_id=info.bos_id, **kw)
-            r1, r2 = jax.random.split(rng)
-            step_fn = step_fn_for(params)
-            sampled = None if batch.get('candidates') is None else decoding.generate(
-                step_fn, state, r1, candidates=batch['candidates'],
-                banned=batch.get('banned_sampled', batch['banned']), **common)
-            full = decoding.generate(step_fn, state, r2, candidates=None, banned=batch['banned'],
-                                     **common)
-            return sampled, full
+            return decoding.generate_sampled_and_full(
+                step_fn_for(params), state, rng, batch, decode_cfg=d,
+                vocab_size=info.vocab_size, bos_id=info.bos_id, k=K)
         return generate_fn
 
     def decode_description(self):

@@ -14,8 +14,7 @@ import numpy as np
 
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import evaluation
-from aos4rec_jax.methods.base import Method
-from aos4rec_jax.methods.next_item import options_block
+from aos4rec_jax.methods.base import Method, checked_options, options_block
 
 
 OPTIONS = {'counts': 'train'}     # train | all (see the module docstring)
@@ -34,12 +33,7 @@ def fit(ds, counts: str = 'train') -> dict:
 def make_generate_fn(info):
     def generate_fn(params, batch, rng):
         del rng
-        scores = params['counts']
-        sampled = None if batch.get('candidates') is None else evaluation.topk_lists(
-            scores, info.k, candidates=batch['candidates'],
-            banned=batch.get('banned_sampled', batch['banned']))
-        full = evaluation.topk_lists(scores, info.k, banned=batch['banned'])
-        return sampled, full
+        return evaluation.topk_sampled_and_full(params['counts'], batch, info.k)
     return generate_fn
 
 
@@ -48,9 +42,7 @@ class PopRec(Method):
 
     @classmethod
     def validate_config(cls, config):
-        opts = options_block(config, 'poprec', OPTIONS)
-        if set(opts) != set(OPTIONS):
-            raise config_lib.ConfigError(f'config.poprec: unknown field(s) {sorted(set(opts) - set(OPTIONS))}')
+        opts = checked_options(config, 'poprec', OPTIONS)
         if opts.counts not in ('train', 'all'):
             raise config_lib.ConfigError(f"config.poprec.counts: {opts.counts!r} is not one of ('train', 'all')")
         a = config.aos4rec
