@@ -1,11 +1,19 @@
 """Trains and evaluates one recommender, described by an ml_collections config file.
 
-  python main.py --config=experiments/configs/transformer.py --workdir=/tmp/run \
-      [--config.data_dir=PREPARED_DIR] [--config.seed=3] [--config.train_steps=5000]
+usage:
+  python main.py --config=experiments/configs/FILE.py[:VARIANT] --workdir=DIR [--config.FIELD=VALUE ...]
+  python main.py list        the config files, their variants and the methods they run
 
-Rerunning the same command resumes from the workdir's latest checkpoint.
-Multi-host: pass --coordinator_address/--num_processes/--process_id (or set the JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES, JAX_PROCESS_ID environment variables, or run under a cluster JAX detects itself).
+examples:
+  python main.py --config=experiments/configs/transformer.py:quick --workdir=runs/quick
+  python main.py --config=experiments/configs/gru.py --workdir=runs/gru \\
+      --config.data_dir=data/ml-1m-subset --config.train_steps=3000 --config.seed=1
+
+Rerunning the same command resumes from the workdir's latest checkpoint. Without
+--config.data_dir the built-in synthetic dataset is generated (cached in the workdir).
+Multi-host: --coordinator_address/--num_processes/--process_id (or the JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID environment variables, or --distributed under a cluster JAX
+detects itself).
 """
 import os
 import sys
@@ -15,7 +23,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py or FILE.py:variant).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py or FILE.py:variant; '
+                                          'python main.py list names them).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and predictions.')
 _COORD = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
@@ -48,5 +57,21 @@ def main(argv):
         sys.exit(1)
 
 
+HELP_FLAGS = ('-h', '--help', '-?', '--helpshort', '--helpfull')
+
+
+def _listing() -> str:
+    from experiments.configs import _listing as listing_lib
+    return listing_lib.listing()
+
+
 if __name__ == '__main__':
+    if sys.argv[1:] == ['list']:
+        print(_listing())
+        sys.exit(0)
+    if not sys.argv[1:]:                                  # no arguments: what to type
+        print(__doc__ + '\n' + _listing())
+        sys.exit(2)
+    if any(a in HELP_FLAGS for a in sys.argv[1:]):      # absl prints this docstring for --help
+        __doc__ = __doc__ + '\n' + _listing().replace('%', '%%') + '\n'
     app.run(main)

@@ -5,23 +5,104 @@ Two managers under the workdir:
   of the run position (best validation score so far, ...), async, keeping the last N;
 * `best/`: the parameters with the best validation NDCG@K so far (one kept).
 A run started again with the same workdir restores the latest of each and goes on from there.
+
+Integrity (docs/reliability.md):
+* nothing non-finite is saved: `save` and `save_best` raise `NonFiniteState` instead;
+* every saved step records, in its JSON record, two 32-bit checksums of every leaf's bits
+  (`checksums`: a plain and a position-weighted sum modulo 2^32: exact, so independent of the
+  device count and the order of the sums); `restore` and `restore_best` recompute them and raise
+  `CheckpointError` when a leaf differs, is not finite, or orbax cannot read the step;
+* `restore_latest_verified` walks back from the newest step: a step that fails is moved aside
+  to `WORKDIR/corrupt/` (never deleted), said in one line, and the next older one is tried.
+Steps saved before checksums existed are checked for finiteness only.
 """
 from __future__ import annotations
 
 import os
+import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+class NonFiniteState(FloatingPointError):
+    """A state or parameters about to be saved hold NaN or inf (nothing was written)."""
+
+
+class CheckpointError(RuntimeError):
+    """A saved step cannot be used: unreadable, checksum mismatch, or not finite."""
+
+
+def _bits(x):
+    x = jnp.asarray(x)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    size = x.dtype.itemsize
+    if size == 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    if size == 2:
+        return jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    if size == 1:
+        return jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
+    lo_hi = jax.lax.bitcast_convert_type(x, jnp.uint32)        # 8 bytes: [..., 2]
+    return lo_hi
+
+
+@jax.jit
+def _checksums_and_finite(tree):
+    sums, finite = [], jnp.array(True)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        b = _bits(leaf).reshape(-1)
+        idx = jnp.arange(b.shape[0], dtype=jnp.uint32)
+        w = idx * jnp.uint32(2654435761) + jnp.uint32(1)           # wraps modulo 2^32
+        sums.append(jnp.stack([jnp.sum(b, dtype=jnp.uint32), jnp.sum(b * w, dtype=jnp.uint32)]))
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+    return sums, finite
+
+
+def checksums_and_finite(tree) -> tuple[list, bool]:
+    """([[sum, weighted sum] per leaf] of the leaves' bits, modulo 2^32; True if every float
+    leaf is finite). One small jitted program; the inputs may be sharded."""
+    if not jax.tree_util.tree_leaves(tree):
+        return [], True
+    sums, finite = jax.device_get(_checksums_and_finite(tree))
+    return [[int(a), int(b)] for a, b in (np.asarray(s) for s in sums)], bool(finite)
+
+
+def all_finite(tree) -> bool:
+    return checksums_and_finite(tree)[1]
+
+
+def verify(tree, meta: dict, what: str) -> None:
+    """Raises CheckpointError if `tree` does not match the checksums in `meta` or is not finite."""
+    sums, finite = checksums_and_finite(tree)
+    want = (meta or {}).get('checksums')
+    if want is not None:
+        if len(want) != len(sums):
+            raise CheckpointError(f'{what}: {len(sums)} arrays restored, {len(want)} were saved')
+        bad = [i for i, (a, b) in enumerate(zip(sums, want)) if list(a) != list(b)]
+        if bad:
+            raise CheckpointError(f'{what}: checksum mismatch in {len(bad)} of {len(sums)} arrays '
+                                  '(the files changed after they were saved)')
+    if not finite:
+        raise CheckpointError(f'{what}: holds NaN or inf')
 
 
 class Checkpointer:
 
     def __init__(self, workdir: str, keep: int = 2):
+        self.workdir = os.path.abspath(workdir)
         self.state_mgr = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, 'checkpoints')),
+            os.path.join(self.workdir, 'checkpoints'),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                                  create=True))
         self.best_mgr = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, 'best')),
+            os.path.join(self.workdir, 'best'),
             options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
                                                  create=True))
 
@@ -29,21 +110,60 @@ class Checkpointer:
         return self.state_mgr.latest_step()
 
     def save(self, step: int, state, meta: dict) -> None:
+        """Saves (async) the state with `meta` and the state's checksums; NonFiniteState, and
+        nothing written, when the state is not finite."""
+        sums, finite = checksums_and_finite(state)
+        if not finite:
+            raise NonFiniteState(f'the train state at step {step} holds NaN or inf')
+        meta = dict(meta, checksums=sums)
         self.state_mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                           meta=ocp.args.JsonSave(meta)), force=True)
 
     def restore(self, step: int, abstract_state):
-        """Returns (state laid out as `abstract_state`'s shardings, meta dict)."""
-        r = self.state_mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        """Returns (state laid out as `abstract_state`'s shardings, meta dict), verified
+        (CheckpointError if the step is unreadable, changed since it was saved, or not finite)."""
+        what = f'checkpoint step {step} in {self.workdir}/checkpoints'
+        try:
+            r = self.state_mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as e:          # orbax / tensorstore / json: the files cannot be read
+            raise CheckpointError(f'{what}: unreadable ({type(e).__name__}: '
+                                  f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
+        verify(r['state'], r['meta'], what)
         return r['state'], r['meta']
 
+    def _move_aside(self, mgr, kind: str, step: int) -> str:
+        src = os.path.join(self.workdir, kind, str(step))
+        dst_dir = os.path.join(self.workdir, 'corrupt')
+        os.makedirs(dst_dir, exist_ok=True)
+        dst = os.path.join(dst_dir, f'{kind}-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+        if os.path.exists(src):
+            os.replace(src, dst)
+        mgr.reload()
+        return dst
+
+    def restore_latest_verified(self, abstract_state, log=print):
+        """(step, state, meta) of the newest step that verifies, or None if there is none; each
+        newer step that fails is moved to WORKDIR/corrupt/ with one line through `log`."""
+        for step in sorted(self.state_mgr.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, abstract_state)
+                return step, state, meta
+            except CheckpointError as e:
+                dst = self._move_aside(self.state_mgr, 'checkpoints', step)
+                log(f'WARNING: {e}; moved to {dst}; trying the previous checkpoint')
+        return None
+
     def save_best(self, step: int, params, meta: dict) -> None:
+        sums, finite = checksums_and_finite(params)
+        if not finite:
+            raise NonFiniteState(f'the parameters at step {step} hold NaN or inf')
         self.state_mgr.wait_until_finished()
         if step in self.best_mgr.all_steps():      # written before a kill, now written again
             self.best_mgr.delete(step)
-        self.best_mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        self.best_mgr.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta, checksums=sums))),
+            force=True)
 
     def prune_best_after(self, step: int) -> None:
         """Forgets best parameters saved after `step` (by a run killed after saving them): the resumed
@@ -56,10 +176,22 @@ class Checkpointer:
         return self.best_mgr.latest_step()
 
     def restore_best(self, abstract_params, step=None):
+        """(params, meta) of the kept best step, verified; CheckpointError if it fails (the
+        caller decides: `discard_best` moves it aside)."""
         step = self.best_mgr.latest_step() if step is None else step
-        r = self.best_mgr.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+        what = f'best parameters of step {step} in {self.workdir}/best'
+        try:
+            r = self.best_mgr.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise CheckpointError(f'{what}: unreadable ({type(e).__name__}: '
+                                  f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
+        verify(r['params'], r['meta'], what)
         return r['params'], r['meta']
+
+    def discard_best(self, step: int) -> str:
+        """Moves the best/ step aside to WORKDIR/corrupt/ (never deletes it); returns where."""
+        return self._move_aside(self.best_mgr, 'best', step)
 
     def wait(self):
         self.state_mgr.wait_until_finished()
@@ -71,7 +203,8 @@ class Checkpointer:
 
 
 def restore_params_only(workdir: str, abstract_params, which: str = 'best'):
-    """Parameters of a finished run, for `recommend`: the best ones, else the latest state's."""
+    """Parameters of a finished run, for `recommend` and `evaluate`: the best ones, else the
+    latest state's; verified (CheckpointError names the step and why it cannot be used)."""
     ck = Checkpointer(workdir)
     try:
         if which == 'best' and ck.best_step() is not None:
@@ -79,8 +212,13 @@ def restore_params_only(workdir: str, abstract_params, which: str = 'best'):
         step = ck.latest_step()
         if step is None:
             raise FileNotFoundError(f'no checkpoint under {workdir}/checkpoints or {workdir}/best')
-        r = ck.state_mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                               meta=ocp.args.JsonRestore()))
+        what = f'checkpoint step {step} in {os.path.abspath(workdir)}/checkpoints'
+        try:
+            r = ck.state_mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise CheckpointError(f'{what}: unreadable ({type(e).__name__})') from e
+        verify(r['state'], r['meta'], what)
         return r['state']['params']
     finally:
         ck.close()

@@ -1,6 +1,8 @@
 """Checks a run configuration before any work starts, so a bad value fails fast and clearly."""
 from __future__ import annotations
 
+import os
+
 import jax
 import ml_collections
 
@@ -69,6 +71,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check(c.select_by in ('ndcg', 'nll_oracle', 'last'), 'select_by',
            f"{c.select_by!r} is not one of ('ndcg', 'nll_oracle', 'last')")
+    if c.select_by == 'nll_oracle' and c.data_dir and os.path.isdir(c.data_dir):
+        _check(os.path.exists(os.path.join(c.data_dir, 'oracle.npz')), 'select_by',
+               f'nll_oracle needs the synthetic oracle data, and {c.data_dir} has no oracle '
+               '(the :quick variant selects by it); add --config.select_by=ndcg')
     d = c.decode
     _check(d.strategy in STRATEGIES, 'decode.strategy', f'{d.strategy!r} is not one of {STRATEGIES}')
     _check(d.beam_size >= 1, 'decode.beam_size', f'must be >= 1, got {d.beam_size}')

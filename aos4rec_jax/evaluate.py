@@ -15,6 +15,7 @@ import sys
 import jax
 
 from aos4rec_jax import evaluation
+from aos4rec_jax import run_summary
 from aos4rec_jax import trainer
 
 
@@ -34,13 +35,16 @@ def main(argv=None) -> int:
     if not re.fullmatch(r'[A-Za-z0-9_.-]+', a.tag):
         print(f'error: --tag {a.tag!r} may hold only letters, digits, _ . -', file=sys.stderr)
         return 2
+    decode = dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature,
+                  num_sequences=a.num_sequences)
     try:
-        config, ds, method, params, gen = trainer.load_run(
-            a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature,
-                            num_sequences=a.num_sequences), which=a.params)
+        config, ds, method, params, gen = trainer.load_run(a.workdir, decode, which=a.params)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    print(run_summary.params_line(a.workdir, config, method, a.params), flush=True)
+    for line in run_summary.decode_warnings(method, decode):
+        print(line, file=sys.stderr, flush=True)
     splits = a.splits.split(',')
     if not set(splits) <= {'valid', 'test'}:
         print(f"error: --splits takes 'valid', 'test' or both, got {a.splits!r}", file=sys.stderr)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aos4rec_jax import run_summary
 from aos4rec_jax import trainer
 
 
@@ -98,9 +99,12 @@ def main(argv=None) -> int:
 
 
 def _run(a) -> int:
-    config, ds, method, params, gen = trainer.load_run(
-        a.workdir, dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature), k=a.k)
+    decode = dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature)
+    config, ds, method, params, gen = trainer.load_run(a.workdir, decode, k=a.k)
     info = ds.info
+    print(run_summary.params_line(a.workdir, config, method), file=sys.stderr, flush=True)
+    for line in run_summary.decode_warnings(method, decode):
+        print(line, file=sys.stderr, flush=True)
 
     histories = read_histories(a.input)
     raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}

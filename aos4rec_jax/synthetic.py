@@ -34,6 +34,7 @@ __all__ = [
     "load_oracle",
     "generate",
     "nll",
+    "greedy_continuation",
 ]
 
 _PARAM_NAMES = ("embed", "start", "w_x", "w_h", "b", "w_out", "b_out")
@@ -229,3 +230,34 @@ def nll(params, prefix, continuation) -> jnp.ndarray:
 
     _, picked = jax.lax.scan(score, state, continuation.T)
     return -jnp.sum(picked, axis=0).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("length",))
+def greedy_continuation(params, prefix, length: int) -> jnp.ndarray:
+    """The oracle's own greedy list after each prefix: at every step its most likely token among
+    those not yet in the list (no repeats, as the generated lists). A reference for generated
+    lists: what a model that had learned the oracle exactly would give with greedy decoding.
+
+    Args:
+      params: oracle parameters.
+      prefix: int32 [B, P] oracle tokens, LEFT-padded with 0 (as in :func:`nll`).
+      length: tokens to generate (<= V).
+    Returns:
+      int32 [B, length] tokens in 1..V.
+    """
+    prefix = jnp.asarray(prefix, jnp.int32)
+    batch = prefix.shape[0]
+    state = _start_state(params, batch)
+    state, _ = jax.lax.scan(lambda s, tokens: (_consume(params, s, tokens), None), state, prefix.T)
+    used = jnp.zeros((batch, params["w_out"].shape[1]), bool)
+
+    def step(carry, _):
+        state, used = carry
+        logp = jnp.where(used, -jnp.inf, _log_probs(params, state[0]))
+        col = jnp.argmax(logp, axis=-1)
+        used = used.at[jnp.arange(batch), col].set(True)
+        tokens = (col + 1).astype(jnp.int32)
+        return (_consume(params, state, tokens), used), tokens
+
+    _, tokens = jax.lax.scan(step, (state, used), None, length=length)
+    return tokens.T

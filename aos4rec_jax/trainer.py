@@ -26,15 +26,19 @@ from aos4rec_jax import data as data_lib
 from aos4rec_jax import datasets
 from aos4rec_jax import evaluation
 from aos4rec_jax import methods as methods_lib
+from aos4rec_jax import run_summary
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
+from aos4rec_jax import workdir_lock
 from aos4rec_jax.methods import aos4rec as aos4rec_method
 from aos4rec_jax.methods.base import PhaseContext, RunError
 
 # Config fields that may change between a run and its resumption (they do not change the result
 # of the training steps already taken).
 RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
-                     'max_eval_users', 'eval_batch_size', 'decode')
+                     'max_eval_users', 'eval_batch_size', 'decode',
+                     # the way on after a divergence: the resumed run uses the new rate (logged)
+                     'learning_rate', 'warmup_steps')
 
 
 # Config fields added after runs were already written; older config.json files get these values.
@@ -44,6 +48,30 @@ FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_default
 
 class TrainingDivergedError(FloatingPointError):
     """The loss or the gradients became NaN/inf."""
+
+
+DIVERGED_ADVICE = ('Rerun the same command with a lower --config.learning_rate (or a longer '
+                   '--config.warmup_steps): the run resumes from that checkpoint with the new '
+                   'rate (docs/reliability.md, "Divergence")')
+
+
+def _restore_kept(ck, abstract, best_step: int, fallback):
+    """The kept (best) parameters, verified. If best/ fails, it is moved aside and the state
+    checkpoint of the same step is used when one is kept; else `fallback` (said in one line)."""
+    try:
+        return ck.restore_best(abstract['params'])[0]
+    except ckpt_lib.CheckpointError as e:
+        dst = ck.discard_best(ck.best_step())
+        log(f'WARNING: {e}; moved to {dst}')
+    if best_step in ck.state_mgr.all_steps():
+        try:
+            params = ck.restore(best_step, abstract)[0]['params']
+            log(f'using the parameters of step {best_step} from {ck.workdir}/checkpoints instead')
+            return params
+        except ckpt_lib.CheckpointError as e:
+            log(f'WARNING: {e}')
+    log(f'WARNING: the best parameters (step {best_step}) are lost; evaluating the last ones')
+    return fallback
 
 
 def log(msg: str) -> None:
@@ -77,14 +105,34 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
         raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
                        '--workdir, or the same config to resume it')
+    for k in ('learning_rate', 'warmup_steps'):
+        if k in a and a.get(k) != b.get(k):
+            log(f'config.{k} changed from {a.get(k)!r} to {b.get(k)!r}: the resumed run '
+                'continues with the new value')
 
 
 def _truncate_jsonl(path: str, max_step: int) -> None:
-    """Drops lines logged after `max_step` (a resumed run logs them again)."""
+    """Drops lines logged after `max_step` (a resumed run logs them again), and a last line cut
+    by a kill or a full disk (with a warning; any other unreadable line is an error)."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
+        raw = f.read().split('\n')
+    lines = []
+    for i, l in enumerate(raw):
+        if not l.strip():
+            continue
+        try:
+            rec = json.loads(l)
+        except ValueError:
+            if any(x.strip() for x in raw[i + 1:]):
+                raise RunError(f'{path}:{i + 1}: not a JSON line (the file was edited or '
+                               'damaged); remove the line to resume') from None
+            log(f'WARNING: {path}:{i + 1}: the last line was cut off (a kill or a full disk '
+                'while it was written); dropped')
+            continue
+        if rec['step'] <= max_step:
+            lines.append(l + '\n')
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         f.writelines(lines)
@@ -169,10 +217,11 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     step_fns = {ph.name: jit_step(ph.step_fn) for ph in sched.phases}
 
     ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-    latest = ck.latest_step()
+    found = ck.restore_latest_verified(abstract, log=log)
     meta = {'best_score': -math.inf, 'best_step': -1}
-    if latest is not None:
-        state, meta = ck.restore(latest, abstract)
+    if found is not None:
+        latest, state, meta = found
+        meta.pop('checksums', None)
         ck.prune_best_after(latest)
         log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
     else:
@@ -201,6 +250,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
     acc, acc_n = None, 0
     t_last, s_last, t_start = time.time(), start, time.time()
+    first_loss = []        # the first logged loss (and a second entry once the blow-up warning ran)
 
     def flush(step, phase):
         """Fetches the accumulated step metrics; raises if they are not finite."""
@@ -216,8 +266,16 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
                 f'training diverged in the {phase.name} phase: {bad} between steps {s_last} and {step}; '
                 + (f'the last good checkpoint is step {good} in {workdir}/checkpoints (nothing newer was '
                    'saved)' if good is not None else 'no checkpoint was saved yet') +
-                '. Lower the learning rate (config.learning_rate, or the method\'s own rates) '
-                'or raise config.warmup_steps and rerun.')
+                '. ' + DIVERGED_ADVICE)
+        loss = m.get('loss')
+        if loss is not None:
+            if not first_loss:
+                first_loss.append(abs(loss))
+            elif abs(loss) > 1e6 * max(first_loss[0], 1e-12) and len(first_loss) == 1:
+                first_loss.append(abs(loss))
+                log(f'WARNING: the loss ({loss:.4g}) is over a million times its first logged value '
+                    f'({first_loss[0]:.4g}): the run is finite but has probably diverged; '
+                    'lower config.learning_rate')
         now = time.time()
         sps = (step - s_last) / max(now - t_last, 1e-9)
         eta = (total - step) / max(sps, 1e-9)
@@ -229,6 +287,20 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
                        epoch=step * phase.examples_per_step / phase.epoch_examples)
         _append_jsonl(os.path.join(mdir, 'train.jsonl'), rec)
         t_last, s_last = now, step
+
+    def diverged(step, what):
+        good = ck.latest_step()
+        return TrainingDivergedError(
+            f'training diverged: {what} at step {step}; nothing non-finite was saved; '
+            + (f'the newest checkpoint is step {good} in {workdir}/checkpoints (verified finite)'
+               if good is not None else 'no checkpoint was saved yet')
+            + '. ' + DIVERGED_ADVICE)
+
+    def save(step, state):
+        try:
+            ck.save(step, state, meta)
+        except ckpt_lib.NonFiniteState:
+            raise diverged(step, 'the train state holds NaN or inf') from None
 
     def validate(step, state):
         nonlocal meta
@@ -252,7 +324,10 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
             + (' *best*' if improved else ''))
         if improved:
             meta = dict(meta, best_score=float(score), best_step=int(step))
-            ck.save_best(step, state['params'], meta)
+            try:
+                ck.save_best(step, state['params'], meta)
+            except ckpt_lib.NonFiniteState:
+                raise diverged(step, 'the parameters hold NaN or inf') from None
 
     def enter(step, state):
         """Runs the enter hooks of the phases starting at `step`; True if one ran."""
@@ -271,7 +346,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
         if step < total:
             state, entered = enter(step, state)
             if entered:
-                ck.save(step, state, meta)
+                save(step, state)
         while step < total:
             phase = sched.at(step)
             state, m = step_fns[phase.name](state, data)
@@ -291,16 +366,15 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
                 state, entered = enter(step, state)
                 do_ckpt = do_ckpt or entered
             if do_ckpt:
-                ck.save(step, state, meta)
+                save(step, state)
         ck.wait()
         kept = meta['best_step']
         log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
             f'step {kept} (best validation by {config.select_by}'
             + (f', {sched.at(kept - 1).name} phase' if kept > 0 and len(sched.phases) > 1 else '') + ')')
+        params = state['params']
         if ck.best_step() is not None and meta['best_step'] >= 0:
-            params, _ = ck.restore_best(abstract['params'])
-        else:
-            params = state['params']
+            params = _restore_kept(ck, abstract, meta['best_step'], params)
     finally:
         ck.wait()
         ck.close()
@@ -308,51 +382,6 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
 
 
 # ------------------------------------------------------------------------------ the run
-def _plot(workdir: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log('matplotlib is not installed: no plot written (pip install matplotlib)')
-        return
-    def read(name):
-        p = os.path.join(workdir, 'metrics', name)
-        if not os.path.exists(p):
-            return []
-        with open(p) as f:
-            return [json.loads(l) for l in f if l.strip()]
-    tr, va = read('train.jsonl'), read('valid_history.jsonl')
-    if not tr:
-        return
-    s2s = [r for r in tr if 'loss' in r]
-    adv = [r for r in tr if 'loss' not in r]          # phases with other metrics (critic, SSRGAN)
-    fig, axes = plt.subplots(1, 3 if adv else 2, figsize=(15 if adv else 10, 3.8))
-    axes[0].plot([r['step'] for r in s2s], [r['loss'] for r in s2s])
-    axes[0].set(xlabel='step', ylabel='train loss', title='training loss')
-    if va:
-        keys = [k for k in va[0] if k.startswith('sampled/')]
-        for k in keys:
-            axes[1].plot([r['step'] for r in va], [r[k] for r in va], marker='o', label=k)
-        axes[1].legend(fontsize=7)
-    axes[1].set(xlabel='step', title='validation (sampled protocol)')
-    if adv:
-        keys = [k for k in ('wasserstein', 'td_loss', 'advantage') if any(k in r for r in adv)] or \
-            [k for k in adv[0] if k not in ('step', 'phase', 'steps_per_s')][:3]
-        for k in keys:
-            pts = [(r['step'], r[k]) for r in adv if k in r]
-            if pts:
-                axes[2].plot(*zip(*pts), label=k)
-        axes[2].legend(fontsize=7)
-        axes[2].set(xlabel='step', title=' / '.join(sorted({r['phase'] for r in adv})))
-    fig.tight_layout()
-    path = os.path.join(workdir, 'plots', 'training.png')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path + '.tmp.png', dpi=110)
-    os.replace(path + '.tmp.png', path)
-    plt.close(fig)
-
-
 def build(config, ds):
     """(method, generate_fn) for config.model (methods/ registry)."""
     method = methods_lib.build(config, ds)
@@ -360,9 +389,19 @@ def build(config, ds):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains (if the model trains) and evaluates; writes the workdir files. Returns test metrics."""
+    """Trains (if the model trains) and evaluates; writes the workdir files. Returns test metrics.
+
+    One process per workdir: the run holds WORKDIR/.lock (workdir_lock.py) from here to the end.
+    """
     config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() != 0:
+        return _train_and_evaluate(config, workdir)
+    with workdir_lock.hold(workdir):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
     cfg_dict = config.to_dict()
     _check_resume_config(workdir, cfg_dict)
     if jax.process_index() == 0:
@@ -389,7 +428,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                      decode=method.decode_description())
                for split in ('valid', 'test')}
     if jax.process_index() == 0:
-        _plot(workdir)
+        run_summary.finish(config, workdir, ds, method, results)   # plot + closing summary
     return results
 
 
@@ -455,7 +494,11 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
     method, generate_fn = build(config, ds)
     if method.trains:
         abstract = jax.eval_shape(method.init_state, jax.random.PRNGKey(0))['params']
-        params = ckpt_lib.restore_params_only(workdir, abstract, which)
+        try:
+            params = ckpt_lib.restore_params_only(workdir, abstract, which)
+        except ckpt_lib.CheckpointError as e:
+            raise RunError(f'{e}; a run resumed by main.py moves such a step aside and goes on '
+                           'from the previous one') from None
     else:
         params = method.fit()
     return config, ds, method, params, generate_fn

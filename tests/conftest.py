@@ -6,3 +6,69 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from aos4rec_jax import sharding  # noqa: E402
 
 sharding.use_fake_cpu_devices(8)
+
+
+# ------------------------------------------------------------------------------ the smoke set
+# `python -m pytest -m "not slow"` is the smoke set (about two minutes); `python -m pytest` (CI)
+# runs everything. Besides the tests decorated with @pytest.mark.slow, these are marked slow here
+# (by function name, every parametrization): each took 4 s or more when every test file was timed
+# alone with `--durations=0` (2026-12-04, 2-core CPU shared with a training job), or shares a
+# module fixture with one that did. tests/test_cli_listing.py checks that every name exists.
+SLOW = {
+    'test_aos4rec.py': ('test_oracle_context_bans_and_picks_bleu_oracle',
+                        'test_oracle_loss_equals_mle_at_p1_and_gradient_skips_search'),
+    'test_cli_listing.py': ('test_main_py_list_prints_the_listing', 'test_help_shows_the_usage_lines_and_the_listing'),
+    'test_cli_runs.py': ('test_evaluate_writes_tagged_files_and_keeps_the_originals',
+                         'test_recommend_csv_input_orders_by_timestamp',
+                         'test_recommend_raw_ids_unknown_items_and_empty_histories'),
+    'test_data_prep_seqlines.py': ('test_s3rec_files_give_the_readme_counts',),
+    'test_decoding.py': ('test_batch_elements_are_independent', 'test_beam_search_finds_what_greedy_misses',
+                         'test_candidates_restrict_generation'),
+    'test_reliability.py': ('test_divergence_never_reaches_a_checkpoint_and_a_lower_rate_resumes',
+                            'test_a_torn_last_log_line_is_repaired_on_resume_and_a_damaged_middle_line_refused',
+                            'test_evaluate_refuses_damaged_best_parameters_in_one_line',
+                            'test_a_loss_a_million_times_its_start_is_warned_about',
+                            'test_a_second_process_on_a_workdir_is_refused_with_the_holders_pid'),
+    'test_fake_devices.py': ('test_gru4rec_step_on_eight_fake_devices_does_not_deadlock',
+                             'test_gru4rec_trains_alike_on_one_and_eight_devices'),
+    'test_guard_next_item.py': ('test_bpr_learns_the_users_cluster',
+                                'test_sequence_models_learn_the_successor_function'),
+    'test_guard_runs.py': ('test_bfloat16_training_learns_with_float32_master_weights',
+                           'test_divergence_stops_the_run_without_results',
+                           'test_evaluate_params_last_best_and_splits', 'test_leave_one_out_end_to_end',
+                           'test_no_generated_item_is_in_the_history', 'test_sample_at_a_tiny_temperature_is_greedy',
+                           'test_sampling_strategies_through_evaluate_and_recommend',
+                           'test_select_by_nll_oracle_keeps_the_lowest',
+                           # these share the tf_run / pop_run fixtures
+                           'test_recommend_bans_the_input_history', 'test_sampled_lists_come_from_the_candidates',
+                           'test_poprec_lists_are_the_most_popular_items',
+                           'test_kept_parameters_are_the_best_validation_step'),
+    'test_guard_ssrgan.py': ('test_a_round_makes_g_steps_generator_and_d_steps_critic_updates',
+                             'test_critic_learns_to_score_real_lists_above_generated',
+                             'test_generator_update_raises_the_item_a_fixed_critic_rewards',
+                             'test_gradient_penalty_pulls_the_input_gradient_norm_to_one',
+                             'test_lipschitz_gp_td_weight_and_clip_switches'),
+    'test_methods.py': ('test_next_item_lists_topk_or_fed_back_through_a_decoder',
+                        'test_next_item_run_extended_from_its_checkpoint_ends_where_one_run_ends',
+                        'test_next_item_tiny_config_trains_and_evaluates'),
+    'test_models.py': ('test_cached_decoding_matches_teacher_forcing', 'test_gradients_finite',
+                       'test_gru_init_is_orthogonal_without_lapack_qr'),
+    'test_seq2seq_training.py': ('test_eight_devices_equal_one', 'test_tiny_run_end_to_end'),
+    'test_ssrgan.py': ('test_actor_log_probs_are_those_of_the_sampler',
+                       'test_critic_scores_every_prefix_and_successor_in_one_pass',
+                       'test_generator_update_weights_and_the_mle_only_control',
+                       'test_gradient_penalty_is_per_user'),
+    'test_summary.py': ('test_summary_names_the_kept_step_every_metric_poprec_and_the_wall_time',
+                        'test_poprec_run_says_it_has_no_training_and_writes_no_checkpoint',
+                        'test_evaluate_and_recommend_name_the_run_step_and_parameters',
+                        'test_decoding_flags_a_method_does_not_read_are_warned_about'),
+    'test_trainer.py': ('test_poprec_real_data_via_cli',),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    for item in items:
+        names = SLOW.get(os.path.basename(str(item.fspath)), ())
+        if getattr(item, 'originalname', item.name) in names:
+            item.add_marker(pytest.mark.slow)

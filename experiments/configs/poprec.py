@@ -15,11 +15,14 @@ def s3rec(c):
     return c
 
 
+VARIANTS = {'s3rec': s3rec}
+
+
 def get_config(variant=''):
     c = base.get_config()
     c.model = 'poprec'
     c.poprec = ml_collections.ConfigDict(poprec_method.OPTIONS)   # aos4rec_jax/methods/poprec.py
     c.train_steps = 0
-    c = base.apply_variant(c, variant, 'poprec.py', {'s3rec': s3rec})
+    c = base.apply_variant(c, variant, 'poprec.py', VARIANTS)
     c.train_steps = 0
     return c
