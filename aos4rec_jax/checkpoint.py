@@ -48,8 +48,7 @@ def _bits(x):
         return jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
     if size == 1:
         return jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
-    lo_hi = jax.lax.bitcast_convert_type(x, jnp.uint32)        # 8 bytes: [..., 2]
-    return lo_hi
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)          # 8 bytes: [..., 2]
 
 
 @jax.jit
@@ -74,8 +73,28 @@ def checksums_and_finite(tree) -> tuple[list, bool]:
     return [[int(a), int(b)] for a, b in (np.asarray(s) for s in sums)], bool(finite)
 
 
-def all_finite(tree) -> bool:
-    return checksums_and_finite(tree)[1]
+def _with_checksums(tree, meta: dict, what: str) -> dict:
+    """`meta` plus the tree's checksums; NonFiniteState (naming `what`) if the tree is not finite."""
+    sums, finite = checksums_and_finite(tree)
+    if not finite:
+        raise NonFiniteState(f'{what} is not finite (NaN or inf)')
+    return dict(meta, checksums=sums)
+
+
+def _restore_verified(mgr, step: int, key: str, abstract, what: str):
+    """(tree, meta) of item `key` of a step of `mgr`, verified against the step's checksums;
+    the checksums are not in the returned meta. CheckpointError naming `what` if the files cannot
+    be read, changed since they were saved, or hold NaN/inf."""
+    try:
+        r = mgr.restore(step, args=ocp.args.Composite(
+            **{key: ocp.args.StandardRestore(abstract)}, meta=ocp.args.JsonRestore()))
+    except Exception as e:          # orbax / tensorstore / json: the files cannot be read
+        raise CheckpointError(f'{what}: unreadable ({type(e).__name__}: '
+                              f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
+    verify(r[key], r['meta'], what)
+    meta = dict(r['meta'])
+    meta.pop('checksums', None)
+    return r[key], meta
 
 
 def verify(tree, meta: dict, what: str) -> None:
@@ -112,25 +131,15 @@ class Checkpointer:
     def save(self, step: int, state, meta: dict) -> None:
         """Saves (async) the state with `meta` and the state's checksums; NonFiniteState, and
         nothing written, when the state is not finite."""
-        sums, finite = checksums_and_finite(state)
-        if not finite:
-            raise NonFiniteState(f'the train state at step {step} holds NaN or inf')
-        meta = dict(meta, checksums=sums)
+        meta = _with_checksums(state, meta, f'the train state at step {step}')
         self.state_mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                           meta=ocp.args.JsonSave(meta)), force=True)
 
     def restore(self, step: int, abstract_state):
         """Returns (state laid out as `abstract_state`'s shardings, meta dict), verified
         (CheckpointError if the step is unreadable, changed since it was saved, or not finite)."""
-        what = f'checkpoint step {step} in {self.workdir}/checkpoints'
-        try:
-            r = self.state_mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        except Exception as e:          # orbax / tensorstore / json: the files cannot be read
-            raise CheckpointError(f'{what}: unreadable ({type(e).__name__}: '
-                                  f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
-        verify(r['state'], r['meta'], what)
-        return r['state'], r['meta']
+        return _restore_verified(self.state_mgr, step, 'state', abstract_state,
+                                 f'checkpoint step {step} in {self.workdir}/checkpoints')
 
     def _move_aside(self, mgr, kind: str, step: int) -> str:
         src = os.path.join(self.workdir, kind, str(step))
@@ -155,14 +164,12 @@ class Checkpointer:
         return None
 
     def save_best(self, step: int, params, meta: dict) -> None:
-        sums, finite = checksums_and_finite(params)
-        if not finite:
-            raise NonFiniteState(f'the parameters at step {step} hold NaN or inf')
+        meta = _with_checksums(params, meta, f'the parameters at step {step}')
         self.state_mgr.wait_until_finished()
         if step in self.best_mgr.all_steps():      # written before a kill, now written again
             self.best_mgr.delete(step)
         self.best_mgr.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta, checksums=sums))),
+            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
             force=True)
 
     def prune_best_after(self, step: int) -> None:
@@ -179,15 +186,8 @@ class Checkpointer:
         """(params, meta) of the kept best step, verified; CheckpointError if it fails (the
         caller decides: `discard_best` moves it aside)."""
         step = self.best_mgr.latest_step() if step is None else step
-        what = f'best parameters of step {step} in {self.workdir}/best'
-        try:
-            r = self.best_mgr.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
-        except Exception as e:
-            raise CheckpointError(f'{what}: unreadable ({type(e).__name__}: '
-                                  f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
-        verify(r['params'], r['meta'], what)
-        return r['params'], r['meta']
+        return _restore_verified(self.best_mgr, step, 'params', abstract_params,
+                                 f'best parameters of step {step} in {self.workdir}/best')
 
     def discard_best(self, step: int) -> str:
         """Moves the best/ step aside to WORKDIR/corrupt/ (never deletes it); returns where."""
@@ -212,13 +212,6 @@ def restore_params_only(workdir: str, abstract_params, which: str = 'best'):
         step = ck.latest_step()
         if step is None:
             raise FileNotFoundError(f'no checkpoint under {workdir}/checkpoints or {workdir}/best')
-        what = f'checkpoint step {step} in {os.path.abspath(workdir)}/checkpoints'
-        try:
-            r = ck.state_mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-        except Exception as e:
-            raise CheckpointError(f'{what}: unreadable ({type(e).__name__})') from e
-        verify(r['state'], r['meta'], what)
-        return r['state']['params']
+        return ck.restore(step, None)[0]['params']
     finally:
         ck.close()

@@ -82,15 +82,21 @@ def _load_oracle(path: str):
     return synthetic.load_oracle(path)
 
 
-def oracle_nll(ds: data_lib.Dataset, es: data_lib.EvalSet, lists: np.ndarray) -> float:
-    """Mean NLL_oracle of generated lists [U', K] given each user's whole history (PROTOCOL 7)."""
-    params, cfg = oracle_for(ds)
+def oracle_prefix(ds: data_lib.Dataset, es: data_lib.EvalSet):
+    """(oracle params, item id -> oracle token [N + 1], each user's whole history as oracle tokens
+    [U', P], left-padded with 0): what the oracle reads before a user's list."""
+    params, _ = oracle_for(ds)
     to_token = np.array([0] + [int(x) for x in ds.prepared.item_raw[1:]], np.int32)
     items = ds.prepared.items_flat
     P = int(es.hist_len.max())
     pos = np.arange(P)[None, :] - (P - es.hist_len[:, None])          # left-padded
     prefix = np.where(pos >= 0, items[np.clip(es.hist_start[:, None] + pos, 0, len(items) - 1)], 0)
-    prefix = to_token[prefix]
+    return params, to_token, to_token[prefix]
+
+
+def oracle_nll(ds: data_lib.Dataset, es: data_lib.EvalSet, lists: np.ndarray) -> float:
+    """Mean NLL_oracle of generated lists [U', K] given each user's whole history (PROTOCOL 7)."""
+    params, to_token, prefix = oracle_prefix(ds, es)
     cont = to_token[lists]
     out = []
     for lo in range(0, len(prefix), 1024):

@@ -130,8 +130,6 @@ def decode_warnings(method, given: dict) -> list[str]:
                 f'lists by {desc}, not with a decoder']
     strategy = desc['strategy']
     read = STRATEGY_FIELDS.get(strategy, set()) | {'strategy'}
-    if strategy == 'topk':
-        read = {'strategy'}
     out = []
     for f, v in given.items():
         if f not in read:
@@ -176,12 +174,7 @@ def oracle_greedy_reference(ds, es, k: int) -> dict:
     """The oracle's own greedy lists of k items after each user's history (full protocol, no
     repeats): {'nll': their mean NLL_oracle, 'distinct': _distinct(...)}. What a model that had
     learned the oracle exactly would reach with greedy decoding."""
-    params, _ = datasets.oracle_for(ds)
-    to_token = np.array([0] + [int(x) for x in ds.prepared.item_raw[1:]], np.int32)
-    items = ds.prepared.items_flat
-    P = int(es.hist_len.max())
-    pos = np.arange(P)[None, :] - (P - es.hist_len[:, None])          # left-padded, as oracle_nll
-    prefix = to_token[np.where(pos >= 0, items[np.clip(es.hist_start[:, None] + pos, 0, len(items) - 1)], 0)]
+    params, _, prefix = datasets.oracle_prefix(ds, es)
     lists, nll = [], []
     for lo in range(0, len(prefix), 1024):
         g = synthetic.greedy_continuation(params, prefix[lo:lo + 1024], k)

@@ -221,7 +221,6 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     meta = {'best_score': -math.inf, 'best_step': -1}
     if found is not None:
         latest, state, meta = found
-        meta.pop('checksums', None)
         ck.prune_best_after(latest)
         log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
     else:
@@ -250,11 +249,11 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6)
     acc, acc_n = None, 0
     t_last, s_last, t_start = time.time(), start, time.time()
-    first_loss = []        # the first logged loss (and a second entry once the blow-up warning ran)
+    first_loss, blow_up_warned = None, False      # the first logged loss; the warning ran once
 
     def flush(step, phase):
         """Fetches the accumulated step metrics; raises if they are not finite."""
-        nonlocal acc, acc_n, t_last, s_last
+        nonlocal acc, acc_n, t_last, s_last, first_loss, blow_up_warned
         if acc is None:
             return
         m = method.summarize(phase.name, jax.device_get(acc), acc_n)
@@ -269,12 +268,12 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
                 '. ' + DIVERGED_ADVICE)
         loss = m.get('loss')
         if loss is not None:
-            if not first_loss:
-                first_loss.append(abs(loss))
-            elif abs(loss) > 1e6 * max(first_loss[0], 1e-12) and len(first_loss) == 1:
-                first_loss.append(abs(loss))
+            if first_loss is None:
+                first_loss = abs(loss)
+            elif not blow_up_warned and abs(loss) > 1e6 * max(first_loss, 1e-12):
+                blow_up_warned = True
                 log(f'WARNING: the loss ({loss:.4g}) is over a million times its first logged value '
-                    f'({first_loss[0]:.4g}): the run is finite but has probably diverged; '
+                    f'({first_loss:.4g}): the run is finite but has probably diverged; '
                     'lower config.learning_rate')
         now = time.time()
         sps = (step - s_last) / max(now - t_last, 1e-9)
