@@ -48,12 +48,19 @@ gradient descent:
 ``generator_loss_eq4`` A_t = stop_gradient(gamma D(x, y^_1:t) - D(x, y^_1:t-1)), t = 1..T;
     loss = -per-user mean / user mean of A_t log P_G(y^_t | x, y^_1:t-1), so its negative gradient
     is Eq. 4's grad G (the generator ascends E[D(x, y^)]); no gradient reaches the critic scores.
-``sample_next_items`` the c successors y' per step of Eq. 8: Gumbel-top-k (``decoding.gumbel_topk``,
-    Sec. 4.3's Gumbel noise) on the logits at temperature 1, i.e. c distinct draws without
-    replacement from P_G, never padding, banned items or (optionally) the items already in the
-    prefix. ``logits[:, t]`` must be the distribution of the item at position t + 1 given
-    y^_1:t (teacher forcing on [BOS, y^_1..y^_{T-1}]), so ``out[:, t-1, :]`` are the y' of
-    Eq. 8's step t.
+``sample_next_items`` the c successors y' per step of Eq. 8: c INDEPENDENT draws (with
+    replacement; Gumbel-max, Sec. 4.3's Gumbel noise) from P_G at the sampling temperature (the
+    one the generated lists are drawn at), never padding, banned items or (optionally) the items
+    already in the prefix. Independent draws make Eq. 8's target mean_k D(x, {y^_1:t-1, y'_k})
+    an unbiased estimate of E_{y' ~ P_G} D(x, {y^_1:t-1, y'}); c distinct draws (Gumbel-top-k)
+    are not: a policy that puts 0.9 on one of two items would still get each counted half.
+    ``logits[:, t]`` must be the distribution of the item at position t + 1 given y^_1:t
+    (teacher forcing on [BOS, y^_1..y^_{T-1}]), so ``out[:, t-1, :]`` are the y' of Eq. 8's
+    step t.
+``critic_separation`` what the critic tells apart, from its scores of real and generated lists
+    of the same users: the Wasserstein estimate (= -Eq. 7's loss), the AUC of the users' mean
+    real-list scores against their mean generated-list scores over all (real, generated) pairs,
+    and the mean and standard deviation of Eq. 4's advantage over the generated lists' positions.
 """
 from __future__ import annotations
 
@@ -76,6 +83,7 @@ __all__ = [
     "td0_loss_eq8",
     "generator_loss_eq4",
     "sample_next_items",
+    "critic_separation",
 ]
 
 
@@ -247,21 +255,23 @@ def generator_loss_eq4(log_probs: jax.Array, d_fake: jax.Array, mask: jax.Array,
 
 
 def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None,
-                      generated=None) -> jax.Array:
-    """c distinct successors per position by Gumbel-top-k on softmax(logits) (Eq. 8's y').
+                      generated=None, temperature=1.0) -> jax.Array:
+    """c independent successors per position, each drawn from softmax(logits / temperature) over
+    the allowed items (Eq. 8's y'; with replacement, so the mean of D over them is unbiased).
 
     Args:
       rng: one PRNG key.
       logits: float [B, T, V]; ``logits[:, t]`` = scores of the item at position t + 1.
-      c: number of successors per position (<= V).
+      c: number of successors per position (static).
       banned: bool [B, V] or None: items never drawn (as in decoding).
       generated: int32 [B, T] or None: if given, the items ``generated[:, :t]`` are not drawn at
         position t (the generator's ban on repeats); 0 entries ban nothing.
+      temperature: > 0, the temperature the generated lists are sampled at (one policy for the
+        lists, Eq. 4's log-probabilities and these successors).
     Returns:
-      int32 [B, T, c] distinct items, never 0 or banned; 0 only fills slots beyond the number of
-      allowed items of a position.
+      int32 [B, T, c], never 0 or banned; 0 only where a position has no allowed item at all.
     """
-    logits = jnp.asarray(logits)
+    logits = jnp.asarray(logits, jnp.float32)
     b, t, v = logits.shape
     allowed = jnp.broadcast_to((jnp.arange(v) != decoding.PAD_ID)[None, None, :], (b, t, v))
     if banned is not None:
@@ -273,4 +283,80 @@ def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None
         seen = jax.nn.one_hot(jnp.asarray(generated, jnp.int32), v, dtype=jnp.int32)  # [B, T, V]
         earlier = jnp.cumsum(seen, axis=1) - seen  # items at positions < t
         allowed = allowed & (earlier == 0)
-    return decoding.gumbel_topk(rng, logits, c, allowed)
+    scaled = jnp.where(allowed, logits / jnp.asarray(temperature, jnp.float32), decoding.NEG_INF)
+
+    def draw(key):                                  # Gumbel-max: one categorical draw per (b, t)
+        return jnp.argmax(scaled + jax.random.gumbel(key, scaled.shape), axis=-1)
+
+    # one [B, T, V] noise array at a time (lax.map), not c of them at once
+    out = jnp.moveaxis(jax.lax.map(draw, jax.random.split(rng, c)), 0, -1)
+    return jnp.where(jnp.any(allowed, axis=-1)[..., None], out, decoding.PAD_ID).astype(jnp.int32)
+
+
+def critic_separation(d_real: jax.Array, d_fake: jax.Array, mask: jax.Array,
+                      gamma: float = 1.0) -> dict:
+    """How well the critic separates real from generated lists of the same users.
+
+    Args:
+      d_real, d_fake: float [B, T + 1], D(x, y*_1:t) and D(x, y^_1:t) for t = 0..T.
+      mask: [B, T] valid positions (users with none are left out).
+      gamma: Eq. 4's discount.
+    Returns:
+      dict of float32 scalars: ``wasserstein`` = mean over users of mean_t [D(x, y*_1:t) -
+      D(x, y^_1:t)] (= -``critic_loss_eq7``); ``auc`` = P(s*_u > s^_v) + 0.5 P(s*_u = s^_v) over
+      all pairs of users (u, v), s the user's mean prefix score over its valid t (the quantity
+      Eq. 7 compares; 0.5 = no separation, 1 = every real list above every generated one);
+      ``adv_mean``, ``adv_std`` = mean and standard deviation of A_t = gamma D(x, y^_1:t) -
+      D(x, y^_1:t-1) over every valid (user, t) of the generated lists.
+    """
+    d_real, d_fake = jnp.asarray(d_real, jnp.float32), jnp.asarray(d_fake, jnp.float32)
+    mask = jnp.asarray(mask)
+    _check_scores(d_real, mask, 'd_real')
+    _check_scores(d_fake, mask, 'd_fake')
+    m = mask.astype(jnp.float32)
+    n = jnp.sum(m, axis=-1)
+    rows = n > 0
+    s_real = jnp.sum(d_real[:, 1:] * m, axis=-1) / jnp.maximum(n, 1.0)
+    s_fake = jnp.sum(d_fake[:, 1:] * m, axis=-1) / jnp.maximum(n, 1.0)
+    pairs = (rows[:, None] & rows[None, :]).astype(jnp.float32)
+    wins = ((s_real[:, None] > s_fake[None, :]).astype(jnp.float32)
+            + 0.5 * (s_real[:, None] == s_fake[None, :]).astype(jnp.float32))
+    auc = jnp.sum(wins * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
+    adv = gamma * d_fake[:, 1:] - d_fake[:, :-1]
+    total = jnp.maximum(jnp.sum(m), 1.0)
+    adv_mean = jnp.sum(adv * m) / total
+    adv_std = jnp.sqrt(jnp.sum(jnp.square(adv - adv_mean) * m) / total)
+    return dict(wasserstein=-critic_loss_eq7(d_real, d_fake, mask), auc=auc, adv_mean=adv_mean,
+                adv_std=adv_std)
+
+
+# ------------------------------------------------------------------------------ the stopping rule
+def critic_watch_init() -> dict:
+    """The stopping rule's record of critic pretraining (a part of the train state, so that a
+    resumed run decides as an uninterrupted one): the best val_auc so far (-1: none yet) and the
+    step it was measured at, the measurements since (``bad``), the last val_auc, whether the
+    critic has stopped (int32 0/1) and the step it stopped at (-1: not stopped)."""
+    i32 = lambda v: jnp.full((), v, jnp.int32)
+    f32 = lambda v: jnp.full((), v, jnp.float32)
+    return dict(best_auc=f32(-1.0), best_step=i32(-1), bad=i32(0), last_auc=f32(-1.0),
+                stopped=i32(0), stop_step=i32(-1))
+
+
+def critic_plateau(watch: dict, auc, step, patience: int, min_delta: float) -> dict:
+    """One measurement of the critic's val_auc at `step` -> the updated record.
+
+    An improvement is ``auc > best_auc + min_delta``; it resets ``bad`` to 0, otherwise ``bad``
+    grows by one. The critic stops (``stopped`` 1, ``stop_step`` = step) at the measurement that
+    brings ``bad`` to ``patience``: after `patience` measurements in a row without an improvement.
+    A stopped record does not change (jit-compatible: no Python branch on traced values)."""
+    auc = jnp.asarray(auc, jnp.float32)
+    step = jnp.asarray(step, jnp.int32)
+    done = watch['stopped'] > 0
+    improved = auc > watch['best_auc'] + jnp.float32(min_delta)
+    bad = jnp.where(improved, 0, watch['bad'] + 1).astype(jnp.int32)
+    stop = bad >= int(patience)
+    new = dict(best_auc=jnp.where(improved, auc, watch['best_auc']),
+               best_step=jnp.where(improved, step, watch['best_step']),
+               bad=bad, last_auc=auc, stopped=stop.astype(jnp.int32),
+               stop_step=jnp.where(stop, step, jnp.int32(-1)))
+    return {k: jnp.where(done, watch[k], v).astype(watch[k].dtype) for k, v in new.items()}

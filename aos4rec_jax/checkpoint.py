@@ -18,7 +18,10 @@ Steps saved before checksums existed are checked for finiteness only.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import time
 
 import jax
@@ -33,6 +36,40 @@ class NonFiniteState(FloatingPointError):
 
 class CheckpointError(RuntimeError):
     """A saved step cannot be used: unreadable, checksum mismatch, or not finite."""
+
+
+class DiskFullError(RuntimeError):
+    """A step could not be saved for lack of space (or a file-size limit); the message names the
+    workdir, the free space and the newest step that was saved."""
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_space_error(e: BaseException) -> bool:
+    """True for a write that failed for lack of space: an OSError with ENOSPC/EDQUOT/EFBIG, or
+    an orbax/tensorstore error carrying that os error code, anywhere in the exception chain."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS:
+            return True
+        m = re.search(r"os_error_code='?(\d+)", str(e))
+        if (m and int(m.group(1)) in _SPACE_ERRNOS) or 'No space left on device' in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def free_bytes(path: str) -> int:
+    return shutil.disk_usage(path).free
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ('B', 'KB', 'MB', 'GB', 'TB'):
+        if abs(n) < 1024 or unit == 'TB':
+            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        n /= 1024
 
 
 def _bits(x):
@@ -114,26 +151,121 @@ def verify(tree, meta: dict, what: str) -> None:
 
 class Checkpointer:
 
-    def __init__(self, workdir: str, keep: int = 2):
+    def __init__(self, workdir: str, keep: int = 2, create: bool = True):
+        """`create=False`: read only; creates no folder (evaluate and recommend on a workdir)."""
         self.workdir = os.path.abspath(workdir)
+        self._in_flight = None          # the step of the newest async save
+        self._unchecked = None          # ... while its outcome has not been collected
         self.state_mgr = ocp.CheckpointManager(
             os.path.join(self.workdir, 'checkpoints'),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                                 create=True))
+                                                 create=create))
         self.best_mgr = ocp.CheckpointManager(
             os.path.join(self.workdir, 'best'),
             options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
-                                                 create=True))
+                                                 create=create))
 
     def latest_step(self):
         return self.state_mgr.latest_step()
 
     def save(self, step: int, state, meta: dict) -> None:
         """Saves (async) the state with `meta` and the state's checksums; NonFiniteState, and
-        nothing written, when the state is not finite."""
+        nothing written, when the state is not finite; DiskFullError, and nothing written, when
+        the disk has not room for it (or when the previous save failed for lack of space)."""
+        self.wait()          # orbax waits for the previous save anyway; its failure is named
         meta = _with_checksums(state, meta, f'the train state at step {step}')
-        self.state_mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                          meta=ocp.args.JsonSave(meta)), force=True)
+        self._check_space(step, state)
+        replaced = self._set_aside(step)
+        self._in_flight = self._unchecked = step
+        with self._space_errors(step):
+            self.state_mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                              meta=ocp.args.JsonSave(meta)), force=True)
+        if replaced is not None:          # rare: wait, then drop the superseded copy
+            self.wait()
+            shutil.rmtree(replaced, ignore_errors=True)
+
+    def _set_aside(self, step: int):
+        """A step saved again (a phase entered at a step that already has a checkpoint, e.g. a
+        finished run extended by a new phase): the old copy is renamed to
+        `checkpoints/.replaced-STEP` (orbax does not list it) until the new one is complete;
+        `restore_latest_verified` puts it back if a kill came in between."""
+        if step not in self.state_mgr.all_steps():
+            return None
+        src = os.path.join(self.workdir, 'checkpoints', str(step))
+        dst = os.path.join(self.workdir, 'checkpoints', f'.replaced-{step}')
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(src, dst)
+        self.state_mgr.reload()
+        return dst
+
+    # ---------------------------------------------------------------- disk space
+    def _check_space(self, step: int, tree) -> None:
+        need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree_util.tree_leaves(tree) if hasattr(x, 'shape'))
+        need = int(need * 1.05) + (1 << 20)          # + orbax's metadata and the JSON record
+        free = free_bytes(self.workdir)
+        if free < need:
+            raise DiskFullError(self._full_message(
+                step, f'about {_fmt_bytes(need)} needed, {_fmt_bytes(free)} free'))
+
+    def _full_message(self, step: int, why: str) -> str:
+        good = [s for s in self.state_mgr.all_steps() if s != step]
+        return (f'checkpoint step {step} could not be saved in {self.workdir}: no space ({why}); '
+                f'training stopped there. '
+                + (f'The steps saved before are intact (newest: {max(good)}); ' if good else '')
+                + 'free space (or give a --workdir on another disk), then rerun the same command '
+                'to resume')
+
+    class _SpaceErrors:
+        def __init__(self, ck, step):
+            self.ck, self.step = ck, step
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, typ, e, tb):
+            if e is None or not is_space_error(e):
+                return False
+            step = self.ck._in_flight if self.step is None else self.step
+            # the unfinished step's temporary folder is garbage: free its space
+            for kind in ('checkpoints', 'best'):
+                d = os.path.join(self.ck.workdir, kind)
+                for name in (os.listdir(d) if os.path.isdir(d) else []):
+                    if name.startswith(f'{step}.orbax-checkpoint-tmp'):
+                        shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+            try:
+                free = _fmt_bytes(free_bytes(self.ck.workdir))
+            except OSError:
+                free = '?'
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = ('a file-size limit (ulimit -f)' if 'File too large' in str(e)
+                      else first[:120])
+            raise DiskFullError(self.ck._full_message(step, f'{reason}; {free} free')) from None
+
+    def _space_errors(self, step=None):
+        return Checkpointer._SpaceErrors(self, step)
+
+    def _save_over(self) -> bool:
+        """True once orbax's finalize thread of the newest save has ended (successfully or not).
+        orbax offers no public call for this (is_saving_in_progress stays true after a failed
+        save); an orbax without the attribute makes this False, and a failure is then raised
+        at the next save, one checkpoint interval later."""
+        ft = getattr(self.state_mgr, '_finalize_thread', None)
+        try:
+            return bool(ft.map(lambda t: t is not None and not t.is_alive()))
+        except Exception:           # another orbax version
+            return False
+
+    def check_errors(self) -> None:
+        """Raises (DiskFullError for lack of space) if the newest async save has failed. Cheap:
+        the trainer calls it after every step; once the background save is over, its outcome is
+        collected (orbax raises a failed write only from wait_until_finished), so a failed save
+        stops the run at the first step after it ended. One process only: with several, each
+        host's save ends at its own time, and the failure is raised at the next save instead."""
+        if self._unchecked is None or jax.process_count() > 1 or not self._save_over():
+            return
+        self._unchecked = None
+        self.wait()
 
     def restore(self, step: int, abstract_state):
         """Returns (state laid out as `abstract_state`'s shardings, meta dict), verified
@@ -154,6 +286,15 @@ class Checkpointer:
     def restore_latest_verified(self, abstract_state, log=print):
         """(step, state, meta) of the newest step that verifies, or None if there is none; each
         newer step that fails is moved to WORKDIR/corrupt/ with one line through `log`."""
+        d = os.path.join(self.workdir, 'checkpoints')
+        for name in (os.listdir(d) if os.path.isdir(d) else []):
+            if name.startswith('.replaced-'):       # a kill while a step was saved again
+                step = name[len('.replaced-'):]
+                if step.isdigit() and int(step) not in self.state_mgr.all_steps():
+                    os.replace(os.path.join(d, name), os.path.join(d, step))
+                else:
+                    shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+        self.state_mgr.reload()
         for step in sorted(self.state_mgr.all_steps(), reverse=True):
             try:
                 state, meta = self.restore(step, abstract_state)
@@ -165,12 +306,14 @@ class Checkpointer:
 
     def save_best(self, step: int, params, meta: dict) -> None:
         meta = _with_checksums(params, meta, f'the parameters at step {step}')
-        self.state_mgr.wait_until_finished()
+        self.wait()
+        self._check_space(step, params)
         if step in self.best_mgr.all_steps():      # written before a kill, now written again
             self.best_mgr.delete(step)
-        self.best_mgr.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-            force=True)
+        with self._space_errors(step):
+            self.best_mgr.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+                force=True)
 
     def prune_best_after(self, step: int) -> None:
         """Forgets best parameters saved after `step` (by a run killed after saving them): the resumed
@@ -194,8 +337,9 @@ class Checkpointer:
         return self._move_aside(self.best_mgr, 'best', step)
 
     def wait(self):
-        self.state_mgr.wait_until_finished()
-        self.best_mgr.wait_until_finished()
+        with self._space_errors():
+            self.state_mgr.wait_until_finished()
+            self.best_mgr.wait_until_finished()
 
     def close(self):
         self.state_mgr.close()
@@ -204,8 +348,9 @@ class Checkpointer:
 
 def restore_params_only(workdir: str, abstract_params, which: str = 'best'):
     """Parameters of a finished run, for `recommend` and `evaluate`: the best ones, else the
-    latest state's; verified (CheckpointError names the step and why it cannot be used)."""
-    ck = Checkpointer(workdir)
+    latest state's; verified (CheckpointError names the step and why it cannot be used). Creates
+    nothing in the workdir."""
+    ck = Checkpointer(workdir, create=False)
     try:
         if which == 'best' and ck.best_step() is not None:
             return ck.restore_best(abstract_params)[0]

@@ -1,6 +1,7 @@
 """Checks a run configuration before any work starts, so a bad value fails fast and clearly."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -9,6 +10,7 @@ import ml_collections
 STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'topk')
 DTYPES = ('float32', 'bfloat16')
 LIPSCHITZ = ('gp', 'clip', 'none')
+BELOW_BAR = ('warn', 'stop')
 
 
 def aos4rec_defaults() -> dict:
@@ -38,7 +40,27 @@ def aos4rec_defaults() -> dict:
                                            # embedded inputs) | clip (weights) | none; critic.py
         'gp_weight': 10.0,                 # lambda of the gradient penalty
         'clip_value': 0.01,                # weight clipping bound (lipschitz=clip)
-        'critic_dropout': 0.0,             # dropout inside the critic
+        'critic_dropout': 0.0,             # dropout inside the critic (its updates only; the
+                                           # generator's advantages and the measurement: none)
+        'critic_eval_users': 512,          # held-out validation users on which the critic's
+                                           # separation is measured at every validation of the
+                                           # critic and SSRGAN phases (0: not measured)
+        'critic_eval_every': 0,            # in the critic phase, also measure every N steps
+                                           # (0: only at the validation steps, eval_every)
+        'critic_patience': 0,              # stopping rule of critic pretraining: stop updating
+                                           # the critic after N measurements in a row whose
+                                           # val_auc does not beat the best by critic_min_delta
+                                           # (0: off, all critic_pretrain_steps run; that
+                                           # count stays the cap); docs/aos4rec.md
+        'critic_min_delta': 0.005,         # the AUC gain that counts as an improvement
+        'critic_auc_bar': 0.7,             # the critic's val_auc the SSRGAN phase asks for
+                                           # (checked on entering it; 0: no check)
+        'critic_below_bar': 'warn',        # a critic under the bar: warn (one line, the run goes
+                                           # on) | stop (RunError; the critic is saved, rerun with
+                                           # warn or a lower bar to go on from it)
+        'critic_width': 0,                 # the critic's width: 0 = the generator's
+                                           # (model_kwargs); N: embed_dim = hidden_dim = N and
+                                           # mlp_dim scaled by N / embed_dim
         'gan_mle_weight': 0.0,             # MLE loss mixed into generator updates (paper: none)
         'gan_adv_weight': 1.0,             # weight of Eq. 4 in generator updates (0 with
                                            # gan_mle_weight > 0: the MLE-only control)
@@ -52,6 +74,49 @@ class ConfigError(ValueError):
 def _check(cond: bool, field: str, msg: str):
     if not cond:
         raise ConfigError(f'config.{field}: {msg}')
+
+
+def prepared_protocol(c: ml_collections.ConfigDict) -> tuple[dict, str] | None:
+    """(the protocol settings the run's data was or will be prepared with, where they come
+    from): `data_dir`/protocol.json, or the synthetic profile's settings; None when unknown (a
+    data_dir that does not exist yet: the loader reports it)."""
+    if c.data_dir:
+        path = os.path.join(c.data_dir, 'protocol.json')
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f), path
+    import data_prep                         # numpy only; the synthetic data's settings
+    try:
+        s = data_prep.settings_for(c.synthetic.profile, seed=int(c.synthetic.data_seed))
+    except data_prep.DataPrepError:
+        return None
+    return ({f: getattr(s, f) for f in ('protocol', 'target_len', 'k', 'cap')},
+            f"the synthetic data's profile {c.synthetic.profile!r}")
+
+
+def _check_target_len(c: ml_collections.ConfigDict) -> None:
+    """A `target_len` override must keep the evaluation the data was prepared for: the candidate
+    lists hold the first min(T0, h) items of each evaluated part (T0 the prepared target_len,
+    h <= cap its length), so T must give the same min(T, cap); and the paper protocol compares a
+    generated K-list with the first T items, so there T must equal K (leave-one-out: T free)."""
+    if int(c.target_len) == -1:
+        return
+    found = prepared_protocol(c)
+    if found is None:
+        return
+    proto, where = found
+    T, T0, K = int(c.target_len), int(proto['target_len']), int(proto['k'])
+    cap = int(proto.get('cap', T0))
+    _check(min(T, cap) == min(T0, cap), 'target_len',
+           f'{T} no longer matches the candidate lists of the data ({where}): they were made with '
+           f'target_len {T0}, i.e. from the first {min(T0, cap)} items of each evaluated part '
+           f'(cap {cap}), and T = {T} would evaluate the first {min(T, cap)}; use -1 (the '
+           f"data's {T0}) or prepare the data again with --target-len {T}")
+    if proto.get('protocol', 'paper') == 'paper':
+        _check(T == K, 'target_len',
+               f'{T} differs from K = {K} ({where}): the paper protocol generates a K-list '
+               f"against the first T items and needs T = K; use -1 (the data's {T0})")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -69,6 +134,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.weight_decay >= 0, 'weight_decay', f'must be >= 0, got {c.weight_decay}')
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
+    _check_target_len(c)
     _check(c.select_by in ('ndcg', 'nll_oracle', 'last'), 'select_by',
            f"{c.select_by!r} is not one of ('ndcg', 'nll_oracle', 'last')")
     if c.select_by == 'nll_oracle' and c.data_dir and os.path.isdir(c.data_dir):
@@ -98,7 +164,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     a = c.aos4rec
     for f in ('beam_size', 'g_steps', 'd_steps', 'num_next'):
         _check(int(a[f]) >= 1, f'aos4rec.{f}', f'must be >= 1, got {a[f]}')
-    for f in ('critic_pretrain_steps', 'gan_steps'):
+    for f in ('critic_pretrain_steps', 'gan_steps', 'critic_eval_users', 'critic_eval_every',
+              'critic_patience', 'critic_width'):
         _check(int(a[f]) >= 0, f'aos4rec.{f}', f'must be >= 0, got {a[f]}')
     for f in ('mu', 'temperature', 'g_learning_rate', 'd_learning_rate', 'clip_value'):
         _check(a[f] > 0, f'aos4rec.{f}', f'must be > 0, got {a[f]}')
@@ -108,6 +175,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
            'is 0 and so is aos4rec.gan_mle_weight: the generator would get no gradient')
     _check(0 <= a.critic_dropout < 1, 'aos4rec.critic_dropout', f'must be in [0, 1), got {a.critic_dropout}')
     _check(a.lipschitz in LIPSCHITZ, 'aos4rec.lipschitz', f'{a.lipschitz!r} is not one of {LIPSCHITZ}')
+    _check(a.critic_min_delta >= 0, 'aos4rec.critic_min_delta', f'must be >= 0, got {a.critic_min_delta}')
+    _check(0 <= a.critic_auc_bar <= 1, 'aos4rec.critic_auc_bar', f'must be in [0, 1], got {a.critic_auc_bar}')
+    _check(a.critic_below_bar in BELOW_BAR, 'aos4rec.critic_below_bar',
+           f'{a.critic_below_bar!r} is not one of {BELOW_BAR}')
+    if int(a.critic_patience) > 0 and a.adversarial:
+        _check(int(a.critic_eval_users) > 0, 'aos4rec.critic_patience',
+               'the stopping rule reads the critic\'s AUC on held-out users: set '
+               'aos4rec.critic_eval_users > 0')
+        _check(int(a.critic_eval_every) > 0 or int(c.eval_every) > 0, 'aos4rec.critic_patience',
+               'the stopping rule needs measurements during critic pretraining: set '
+               'aos4rec.critic_eval_every (or eval_every) > 0')
+    if int(a.critic_width) > 0 and c.model == 'transformer':
+        _check(int(a.critic_width) % int(c.model_kwargs.num_heads) == 0, 'aos4rec.critic_width',
+               f'{a.critic_width} is not a multiple of model_kwargs.num_heads '
+               f'({c.model_kwargs.num_heads})')
     if a.init_from:
         _check(a.adversarial, 'aos4rec.init_from', 'only the SSRGAN phase starts from another run; '
                'set aos4rec.adversarial=True')

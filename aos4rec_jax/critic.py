@@ -21,7 +21,10 @@ Lipschitz constraint (WGAN). The paper uses a WGAN critic without saying how its
 constraint is kept. Choice here (``lipschitz='gp'``, default): the gradient penalty of WGAN-GP
 (Gulrajani et al., 2017) on the EMBEDDED decoder inputs: e^ = a e(y*) + (1 - a) e(y^),
 a ~ U(0, 1) per user, penalty lambda * (||grad_e^ mean_t D(x, e^_1:t)|| - 1)^2 (the mean over the
-user's valid prefixes, the quantity Eq. 7 compares). Why: items are discrete, so the only
+user's valid prefixes, the quantity Eq. 7 compares). The interpolates are DATA, as in WGAN-GP:
+``stop_gradient`` on the embedded points, so the penalty's gradient reaches the critic's layers
+but not, through e^, its own item table (else the critic could meet the penalty by moving the
+embeddings of the items it is scored on instead of by becoming smoother). Why: items are discrete, so the only
 continuous input of D is its embedded sequence; a penalty keeps the critic's own layers free
 (LayerNorm and attention behave badly under weight clipping, which also needs a tuned clip value
 per width), and it leaves the TD(0) head unconstrained beyond that. ``lipschitz='clip'`` (WGAN's
@@ -123,12 +126,25 @@ class GRUCritic(nn.Module):
 
 def build_critic(config, info):
     """The critic for `config.model` sized for the dataset: the generator's hyper-parameters
-    (``config.model_kwargs``) with ``config.aos4rec.critic_dropout`` and room for T + 1 prefixes."""
+    (``config.model_kwargs``) with ``config.aos4rec.critic_dropout`` and room for T + 1 prefixes;
+    ``config.aos4rec.critic_width`` > 0 replaces embed_dim and hidden_dim (mlp_dim scaled with
+    them).
+    The dropout acts where the critic is applied with ``train=True`` and a 'dropout' key: its own
+    updates (``ssrgan.Steps.critic_update``); Eq. 4's advantages and the measurement use it
+    deterministically."""
     cls = models.config_class(config.model)
     fields = {f.name for f in dataclasses.fields(cls)}
     kw = {k: v for k, v in config.model_kwargs.to_dict().items() if k in fields}
     kw['num_items'] = info.num_items
     kw['dropout_rate'] = float(config.aos4rec.critic_dropout)
+    width = int(config.aos4rec.get('critic_width', 0))
+    if width > 0:           # a critic of its own width: the feed-forward keeps its ratio
+        base = int(kw.get('embed_dim', kw.get('hidden_dim', width)))
+        for f in ('embed_dim', 'hidden_dim'):
+            if f in kw:
+                kw[f] = width
+        if 'mlp_dim' in kw:
+            kw['mlp_dim'] = max(1, int(round(kw['mlp_dim'] * width / max(base, 1))))
     if 'max_history_len' in fields:
         kw['max_history_len'] = info.history_len
     if 'max_target_len' in fields:
@@ -146,21 +162,27 @@ def init_critic(critic, info, rng):
     return critic.init({'params': rng, 'dropout': rng}, hist, seq, succ)['params']
 
 
-def gradient_penalty(critic, params, history, real, fake, mask, rng) -> Array:
+def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None) -> Array:
     """WGAN-GP on embedded inputs: mean over users of (||d mean_t D(x, e^_1:t) / d e^|| - 1)^2.
 
     real, fake: int32 [B, T]; mask [B, T] valid positions t = 1..T (users with none are skipped).
-    The gradient is per user (each user's score depends only on its own inputs).
+    The gradient is per user (each user's score depends only on its own inputs). The embedded
+    points are constants of the penalty (``stop_gradient``): no gradient of it flows through e^
+    into the item table. dropout_rng: None = the critic without dropout; a key = in training
+    mode (the critic's dropout, ``aos4rec.critic_dropout``).
     """
-    e_real = critic.apply({'params': params}, real, method=critic.embed)
-    e_fake = critic.apply({'params': params}, fake, method=critic.embed)
+    e_real = jax.lax.stop_gradient(critic.apply({'params': params}, real, method=critic.embed))
+    e_fake = jax.lax.stop_gradient(critic.apply({'params': params}, fake, method=critic.embed))
     a = jax.random.uniform(rng, (real.shape[0], 1, 1), jnp.float32)
     e_hat = (a * e_real + (1.0 - a) * e_fake).astype(e_real.dtype)
     m = jnp.asarray(mask, jnp.float32)
     n = jnp.sum(m, axis=-1)
+    train = dropout_rng is not None
+    rngs = {'dropout': dropout_rng} if train else None
 
     def total(e):
-        d = critic.apply({'params': params}, history, e, method=critic.score_embeds)[:, 1:]
+        d = critic.apply({'params': params}, history, e, train, method=critic.score_embeds,
+                         rngs=rngs)[:, 1:]
         return jnp.sum(jnp.sum(d * m, axis=-1) / jnp.maximum(n, 1.0))
 
     g = jax.grad(total)(e_hat)

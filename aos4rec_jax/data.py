@@ -134,8 +134,16 @@ class Dataset:
         return np.bincount(p.items_flat[in_train], minlength=self.info.num_items + 1).astype(np.int64)
 
     # ---------------------------------------------------------------- evaluation
-    def eval_set(self, split: str, max_users: int = 0) -> EvalSet:
-        """The validation ('valid') or test ('test') examples of every user with a non-empty part."""
+    def eval_set(self, split: str, max_users: int = 0, seed: int | None = None) -> EvalSet:
+        """The validation ('valid') or test ('test') examples of every user with a non-empty part.
+
+        `max_users` > 0 and fewer than the users with a non-empty part: a fixed random subset of
+        that many of them (not the first N by raw id, which is a skewed slice: raw ids follow sign-up
+        order), in ascending user order. The subset is `eval_subset(users, max_users, seed)`: the
+        first `max_users` of one seeded permutation, so it is the same on every call and in every
+        run of this data (seed None: the data's own `seed` from protocol.json, which travels with
+        it), and a smaller N gives a subset of a larger one's.
+        """
         if split not in ('valid', 'test'):
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         p, info = self.prepared, self.info
@@ -148,7 +156,7 @@ class Dataset:
             end, h, cand = (p.n_train + p.n_valid).astype(np.int64), p.n_test.astype(np.int64), p.cand_test
         users = np.nonzero(h > 0)[0]
         if max_users and len(users) > max_users:
-            users = users[:max_users]
+            users = eval_subset(users, max_users, p.settings.seed if seed is None else seed)
         s, e, hh = start[users], end[users], h[users]
         items = p.items_flat
         # history: the L items before position e (left-padded)
@@ -167,6 +175,17 @@ class Dataset:
         """Longest whole history before a test part (static size for history banning)."""
         p = self.prepared
         return int(max(1, (p.n_train + p.n_valid).max()))
+
+
+def eval_subset(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A fixed random subset of `n` of `users` (all of them when n is 0 or covers them), in
+    ascending order: the first n of a permutation drawn from `np.random.default_rng([seed, 12])`
+    (12: this draw's own stream, apart from the data's other uses of the seed)."""
+    users = np.asarray(users)
+    if not n or n >= len(users):
+        return users
+    order = np.random.default_rng([int(seed), 12]).permutation(len(users))
+    return np.sort(users[order[:int(n)]])
 
 
 def eval_batches(es: EvalSet, batch_size: int):

@@ -19,6 +19,7 @@ import numpy as np
 import data_prep
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import synthetic
+from aos4rec_jax.methods.base import RunError
 
 ORACLE_FILE = 'oracle'
 
@@ -68,6 +69,48 @@ def get_dataset(config, workdir: str, log=print) -> data_lib.Dataset:
     return data_lib.Dataset.load(out, config.history_len, config.target_len)
 
 
+FINGERPRINT_FILES = data_prep.storage.FILES + (ORACLE_FILE + '.npz', ORACLE_FILE + '.json')
+
+
+def fingerprint(data_dir: str) -> dict:
+    """{file name: sha256 (16 hex digits)} of the files of a prepared folder a run reads."""
+    out = {}
+    for name in FINGERPRINT_FILES:
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            h = hashlib.sha256()
+            with open(path, 'rb') as f:
+                for chunk in iter(lambda: f.read(1 << 20), b''):
+                    h.update(chunk)
+            out[name] = h.hexdigest()[:16]
+    return out
+
+
+def check_fingerprint(workdir: str, ds: data_lib.Dataset) -> dict:
+    """The data folder's fingerprint; RunError if the run in `workdir` recorded another one (the
+    folder was re-prepared or edited since the run was trained on it). Runs from before the
+    fingerprint existed (no record) are accepted."""
+    fp = fingerprint(ds.data_dir)
+    path = os.path.join(workdir, 'dataset.json')
+    if not os.path.exists(path):
+        return fp
+    try:
+        with open(path) as f:
+            old = json.load(f).get('fingerprint')
+    except ValueError:
+        raise RunError(f'{path}: not a valid JSON file (damaged); it is rewritten by a run of '
+                       'main.py on this workdir only when it can be checked: restore it or use a '
+                       'new --workdir') from None
+    if old is None:
+        return fp
+    changed = sorted(n for n in set(old) | set(fp) if old.get(n) != fp.get(n))
+    if changed:
+        raise RunError(f'the data in {ds.data_dir} is not the data this run was trained on '
+                       f'({", ".join(changed)} changed since; the folder was prepared again or '
+                       'edited): use the original data, or train in a new --workdir')
+    return fp
+
+
 def oracle_for(ds: data_lib.Dataset):
     """(params, cfg) of the oracle that generated `ds`, or None for real data."""
     path = os.path.join(ds.data_dir, ORACLE_FILE)
@@ -79,7 +122,11 @@ def oracle_for(ds: data_lib.Dataset):
 @functools.lru_cache(maxsize=4)
 def _load_oracle(path: str):
     """Read once per process: every validation and every split asks for it again."""
-    return synthetic.load_oracle(path)
+    try:
+        return synthetic.load_oracle(path)
+    except (OSError, ValueError, KeyError) as e:      # npz (zip) or json damaged or truncated
+        raise RunError(f'{path}.npz/.json: cannot read the synthetic oracle ({type(e).__name__}: '
+                       f'{str(e)[:120]}); delete the dataset folder to generate it again') from None
 
 
 def oracle_prefix(ds: data_lib.Dataset, es: data_lib.EvalSet):

@@ -14,6 +14,7 @@ import sys
 
 import jax
 
+import data_prep
 from aos4rec_jax import evaluation
 from aos4rec_jax import run_summary
 from aos4rec_jax import trainer
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
                   num_sequences=a.num_sequences)
     try:
         config, ds, method, params, gen = trainer.load_run(a.workdir, decode, which=a.params)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, data_prep.DataPrepError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(run_summary.params_line(a.workdir, config, method, a.params), flush=True)

@@ -85,13 +85,16 @@ class Evaluator:
         self.ds, self.batch_size = ds, batch_size
         info = ds.info
         device_data = ds.device_data() if device_data is None else device_data
+        # The packed item array is an ARGUMENT of the compiled program, not a constant closed
+        # over by it (at ML-20M size it is about 80 MB, which would be baked into the executable).
+        self._items = device_data.items
         max_hist, ban = ds.max_history, info.ban_history
         loo = info.protocol == 'loo'
 
         @jax.jit
-        def run(params, b, rng):
+        def run(params, b, rng, items):
             if ban:
-                banned = data_lib.history_ban_mask(device_data.items, b['hist_start'], b['hist_len'],
+                banned = data_lib.history_ban_mask(items, b['hist_start'], b['hist_len'],
                                                    max_hist, info.vocab_size)
             else:
                 banned = jnp.zeros((b['history'].shape[0], info.vocab_size), bool)
@@ -115,7 +118,7 @@ class Evaluator:
         users = 0
         nb = (len(es) + self.batch_size - 1) // self.batch_size
         for bi, (b, real) in enumerate(data_lib.eval_batches(es, self.batch_size)):
-            sampled, full, ms, mf = self._run(params, b, jax.random.fold_in(rng, bi))
+            sampled, full, ms, mf = self._run(params, b, jax.random.fold_in(rng, bi), self._items)
             outs_s.append(np.asarray(sampled)[:real])
             outs_f.append(np.asarray(full)[:real])
             for proto, m in (('sampled', ms), ('full', mf)):
@@ -135,8 +138,12 @@ class Evaluator:
 def _atomic_write_bytes(path: str, write: Callable[[str], None]):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f'{path}.tmp-{os.getpid()}'
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:                  # a failed write (full disk, bad value) leaves nothing behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_json(path: str, obj) -> None:

@@ -100,6 +100,10 @@ def _summarize_column(targets, lists):
     return {f"{name}@{k}": (sums[name] / users if users else 0.0) for name in METRIC_NAMES}, users
 
 
+class PredictionsError(ValueError):
+    """A predictions file that cannot be scored; the message names the file."""
+
+
 def summarize_predictions(path) -> dict:
     """Per-user means of every metric in a predictions parquet file.
 
@@ -110,9 +114,23 @@ def summarize_predictions(path) -> dict:
       ``{"sampled": {"prec@K": .., "ndcg@K": .., "bleu@K": .., "hr@K": .., "mrr@K": ..},
       "full": {...}, "users": N}``. A section is left out when its column is absent.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    if not os.path.isfile(path):
+        raise PredictionsError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise PredictionsError(f"{path}: cannot read it as Parquet ({first})") from None
+    for col in ("target",):
+        if col not in table.column_names:
+            raise PredictionsError(f"{path}: no column {col!r} (columns: {table.column_names}); "
+                                   "expected a predictions file written by main.py")
+    if not {"generated", "generated_full"} & set(table.column_names):
+        raise PredictionsError(f"{path}: neither a 'generated' nor a 'generated_full' column "
+                               f"(columns: {table.column_names})")
     targets = table.column("target").to_pylist()
     out = {}
     users = sum(1 for t in targets if any(x is not None for x in (t or [])))
@@ -131,14 +149,25 @@ def main(argv=None) -> int:
     parser.add_argument("predictions", help="PATH/predictions/test.parquet")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the result here")
     args = parser.parse_args(argv)
-    result = summarize_predictions(args.predictions)
+    try:
+        result = summarize_predictions(args.predictions)
+    except PredictionsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=2, sort_keys=False)
     print(text)
     if args.json_out:
         tmp = f"{args.json_out}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.json_out)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text + "\n")
+            os.replace(tmp, args.json_out)
+        except OSError as e:
+            print(f"error: --json {args.json_out}: {e.strerror}", file=sys.stderr)
+            return 2
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return 0
 
 

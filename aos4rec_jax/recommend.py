@@ -1,7 +1,7 @@
 """Recommend the next K items for given histories with a trained run.
 
   python -m aos4rec_jax.recommend --workdir DIR --input histories.jsonl --output recs.jsonl \
-      [--strategy beam --beam 5 --k 10] [--unknown skip|error]
+      [--strategy beam --beam 5 --k 10] [--unknown skip|error] [--overwrite]
 
 Input (raw item ids, as in the original logs):
   * .jsonl: one object per line, {"user": "u1", "history": ["1193", "661", ...]} (oldest first);
@@ -9,12 +9,14 @@ Input (raw item ids, as in the original logs):
             column, if present, orders them).
 Output .jsonl: {"user": ..., "items": [raw ids, best first], "unknown": [raw ids ignored]}.
 Items the model never saw are skipped with a warning (--unknown skip, default) or refused
-(--unknown error); an empty history (or one with only unknown items) is refused.
+(--unknown error); an empty history (or one with only unknown items) is refused. An existing
+--output is replaced only with --overwrite, and never when it is the --input file.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import data_prep
 from aos4rec_jax import run_summary
 from aos4rec_jax import trainer
 
@@ -31,13 +34,24 @@ class InputError(ValueError):
     pass
 
 
+def _decode(raw: bytes, path: str, ln: int) -> str:
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise InputError(f'{path}:{ln}: not UTF-8 text (byte {raw[e.start]:#04x} at column '
+                         f'{e.start + 1}); save the file as UTF-8') from None
+
+
 def read_histories(path: str) -> list[tuple[str, list[str]]]:
     if not os.path.exists(path):
         raise InputError(f'{path}: no such file')
     out: list[tuple[str, list[str]]] = []
+    if os.path.isdir(path):
+        raise InputError(f'{path}: is a folder, not a .jsonl or .csv file')
     if path.endswith('.jsonl'):
-        with open(path) as f:
-            for ln, line in enumerate(f, 1):
+        with open(path, 'rb') as f:
+            for ln, raw in enumerate(f, 1):
+                line = _decode(raw, path, ln)
                 if not line.strip():
                     continue
                 try:
@@ -48,9 +62,17 @@ def read_histories(path: str) -> list[tuple[str, list[str]]]:
                     raise InputError(f'{path}:{ln}: expected an object with "user" and "history"')
                 if not isinstance(obj['history'], list):
                     raise InputError(f'{path}:{ln}: "history" must be a list of item ids')
+                if not isinstance(obj['user'], (str, int)) or isinstance(obj['user'], bool) \
+                        or str(obj['user']) == '':
+                    raise InputError(f'{path}:{ln}: "user" must be a non-empty string or number, '
+                                     f'got {json.dumps(obj["user"])}')
+                if any(x is None or isinstance(x, (bool, dict, list)) for x in obj['history']):
+                    raise InputError(f'{path}:{ln}: "history" holds a value that is not an item id')
                 out.append((str(obj['user']), [str(x) for x in obj['history']]))
     elif path.endswith('.csv'):
-        with open(path, newline='') as f:
+        with open(path, 'rb') as fb:
+            text = [_decode(raw, path, ln) for ln, raw in enumerate(fb, 1)]
+        with io.StringIO(''.join(text), newline='') as f:
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             for need in ('user', 'item'):
@@ -90,15 +112,31 @@ def main(argv=None) -> int:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--unknown', choices=('skip', 'error'), default='skip')
     ap.add_argument('--batch-size', type=int, default=256)
+    ap.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     a = ap.parse_args(argv)
     try:
+        check_output(a.output, a.input, a.overwrite)
         return _run(a)
-    except (InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, FileNotFoundError, ValueError, data_prep.DataPrepError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
 
 
+def check_output(output: str, input_path: str, overwrite: bool) -> None:
+    """Refuses an output that is the input, a folder, or (without --overwrite) an existing file."""
+    if os.path.isdir(output):
+        raise InputError(f'--output {output}: is a folder; name a file (e.g. {output.rstrip("/")}/recs.jsonl)')
+    if os.path.exists(input_path) and os.path.exists(output) and os.path.samefile(input_path, output):
+        raise InputError(f'--output {output} is the --input file; name another file')
+    if os.path.exists(output) and not overwrite:
+        raise InputError(f'--output {output} exists; pass --overwrite to replace it')
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise InputError(f'--output {output}: the folder {parent} does not exist')
+
+
 def _run(a) -> int:
+    histories = read_histories(a.input)       # a bad input fails before the model is loaded
     decode = dict(strategy=a.strategy, beam_size=a.beam, temperature=a.temperature)
     config, ds, method, params, gen = trainer.load_run(a.workdir, decode, k=a.k)
     info = ds.info
@@ -106,7 +144,6 @@ def _run(a) -> int:
     for line in run_summary.decode_warnings(method, decode):
         print(line, file=sys.stderr, flush=True)
 
-    histories = read_histories(a.input)
     raw_to_id = {str(r): i for i, r in enumerate(ds.prepared.item_raw) if i > 0}
     L = info.history_len
     rows, unknowns = [], []
@@ -144,16 +181,22 @@ def _run(a) -> int:
             hist[i, L - len(last):] = last
             if info.ban_history:
                 banned[i, ids] = True
-        lists = np.asarray(run(params, hist, banned, jax.random.PRNGKey(a.seed + lo)))[:n]
+        lists = np.asarray(run(params, hist, banned, jax.random.fold_in(jax.random.PRNGKey(a.seed), lo // B)))[:n]
         for i, lst in enumerate(lists):
             user = histories[lo + i][0]
             out_lines.append(json.dumps({'user': user,
                                          'items': [str(ds.prepared.item_raw[j]) for j in lst if j > 0],
                                          'unknown': unknowns[lo + i]}))
-    tmp = a.output + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write('\n'.join(out_lines) + '\n')
-    os.replace(tmp, a.output)
+    # a temporary name of this process beside the output, removed if anything fails
+    tmp = os.path.join(os.path.dirname(os.path.abspath(a.output)),
+                       f'.{os.path.basename(a.output)}.tmp-{os.getpid()}')
+    try:
+        with open(tmp, 'w') as f:
+            f.write('\n'.join(out_lines) + '\n')
+        os.replace(tmp, a.output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f'wrote {len(out_lines)} recommendation lists to {a.output}', file=sys.stderr)
     return 0
 

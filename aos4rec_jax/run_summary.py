@@ -377,7 +377,8 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
         base, _ = ref('valid', config.max_eval_users)
     s2s = [r for r in tr if 'loss' in r]
     adv = [r for r in tr if 'loss' not in r]
-    n = 2 + int(oracle) + int(bool(adv))
+    sep = [r for r in adv if 'val_auc' in r]        # the critic's separation on validation users
+    n = 2 + int(oracle) + int(bool(adv)) + int(bool(sep))
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0))
     ax = axes[0]
     ax.plot([r['step'] for r in s2s], [r['loss'] for r in s2s])
@@ -420,6 +421,21 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
                 ax.plot(*zip(*pts), label=key)
         ax.legend(fontsize=7)
         ax.set(xlabel='step', ylabel='value', title=' / '.join(sorted({r['phase'] for r in adv})))
+        i += 1
+    if sep:
+        ax = axes[i]
+        ax.plot([r['step'] for r in sep], [r['val_auc'] for r in sep], marker='o', color='C0',
+                label='AUC of D(x, y*) vs D(x, y^)')
+        ax.axhline(0.7, color='C0', ls=':', lw=1, label='AUC bar 0.7')
+        ax.set(xlabel='step', ylabel='AUC (0.5 = no separation)', ylim=(0, 1),
+               title="the critic's separation on validation users")
+        tw = ax.twinx()
+        tw.plot([r['step'] for r in sep], [r.get('val_wasserstein', float('nan')) for r in sep],
+                marker='s', color='C1', label='Wasserstein estimate')
+        tw.set_ylabel('Wasserstein estimate (mean D(y*) - D(y^))')
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = tw.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7)
     if kept is not None and source == 'best':
         for ax in axes:
             ax.axvline(kept, color='red', ls='--', lw=1)
@@ -431,7 +447,12 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
     fig.tight_layout()
     path = os.path.join(workdir, 'plots', 'training.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path + '.tmp.png', dpi=110)
-    os.replace(path + '.tmp.png', path)
+    tmp = f'{path}.tmp-{os.getpid()}.png'
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     plt.close(fig)
     return path

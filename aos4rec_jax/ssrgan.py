@@ -14,11 +14,38 @@ Phases (``schedule``): [0, P) seq2seq steps (MLE, or oracular learning when
 [P + C, P + C + G) SSRGAN rounds, each ``g_steps`` generator updates (Eq. 4) followed by
 ``d_steps`` critic updates (Eq. 7 + Eq. 8 + the Lipschitz term, ``critic.py``).
 
-Sampling (Sec. 4.3, Gumbel noise): generated lists y^ are drawn with Gumbel-max
-(``decoding.sample(method='gumbel')``, temperature ``config.aos4rec.temperature``), no item twice,
-history items banned when the dataset's profile bans them; the c successors of Eq. 8 by
-Gumbel-top-k (``aos4rec.sample_next_items``). The generator's log-probabilities in Eq. 4 are those
-of the distribution it sampled from: dropout off, banned and earlier items masked out.
+Sampling (Sec. 4.3, Gumbel noise): one policy, P_G at ``config.aos4rec.temperature`` (tau), for
+the three things drawn from or scored under it: the generated lists y^ (Gumbel-max,
+``decoding.sample(method='gumbel')``), Eq. 4's log-probabilities (log softmax(logits / tau) over
+the allowed items, dropout off) and Eq. 8's c successors (c independent draws,
+``aos4rec.sample_next_items``). No item twice in a list.
+
+One banning rule: where the dataset's profile bans history items, training bans what evaluation
+bans, the user's WHOLE history before the window's target (items[offsets[u] : offsets[u] + i] of
+the packed data on the device, ``data.history_ban_mask``, the function evaluation uses), not only
+the L items of the window: in the oracle's beams, the generated lists and the successors.
+``Steps(max_history=...)`` is the static bound of that history (the method passes the longest
+train part; without it, e.g. in unit tests without a dataset, the last L items).
+
+Measuring the critic: with ``critic_eval`` (an ``EvalSet`` of held-out validation users, the
+method passes ``config.aos4rec.critic_eval_users`` of them), the critic and SSRGAN steps also
+return, at every validation step of their phase (a multiple of ``eval_every`` and the phase's
+last step), ``aos4rec.critic_separation`` on those users (their validation histories and targets,
+generated lists drawn with a fixed key, their whole history banned as in evaluation): metrics
+``val_wasserstein``, ``val_auc``, ``val_adv_mean``, ``val_adv_std`` and ``val_count`` (1 at such
+a step, 0 elsewhere; the method's ``summarize`` averages the others over it). Computed under
+``lax.cond``: the other steps do not pay for it.
+
+The stopping rule of critic pretraining (``aos4rec.critic_patience`` > 0, with held-out users):
+the trainer runs phases of fixed length, so the critic phase keeps ``critic_pretrain_steps`` steps
+as its cap, and the rule lives in the state: ``critic_watch`` (``aos4rec.critic_watch_init``)
+records every val_auc measured in the phase (at its validation steps, and every
+``aos4rec.critic_eval_every`` steps); the measurement that ends ``critic_patience`` of them in a
+row without beating the best by ``critic_min_delta`` sets ``stopped`` (``aos4rec.critic_plateau``),
+and from the next step on the critic step is a no-op under ``lax.cond`` (no update, no
+measurement; only the step counter moves). A resumed run restores the record with the state, so
+it stops where an uninterrupted one does. Off (patience 0): the state has no ``critic_watch`` and
+the critic step is the one it always was.
 """
 from __future__ import annotations
 
@@ -53,10 +80,31 @@ def phase_of(step: int, config) -> str:
 
 
 def window_ban_mask(history: jax.Array, vocab_size: int) -> jax.Array:
-    """bool [B, V]: the items of each training window's history (padding 0 excluded)."""
+    """bool [B, V]: the items of each training window's L-item history (padding 0 excluded).
+    Not the training rule (that is ``history_ban``: the whole history, as evaluation bans)."""
     b = history.shape[0]
     mask = jnp.zeros((b, vocab_size), bool).at[jnp.arange(b)[:, None], history].set(True)
     return mask.at[:, 0].set(False)
+
+
+def window_positions(data, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """(users [B], positions i [B]) of the windows ``data.sample_windows(data, key, B, ...)``
+    draws with the same key: the same draw, repeated (a test holds the two equal), so the window
+    at position i of user u has target items[offsets[u] + i ...] and whole history
+    items[offsets[u] : offsets[u] + i]."""
+    w = jax.random.randint(key, (batch_size,), 0, data.window_cum[-1], dtype=jnp.int32)
+    user = jnp.searchsorted(data.window_cum, w, side='right') - 1
+    return user.astype(jnp.int32), (1 + w - data.window_cum[user]).astype(jnp.int32)
+
+
+def history_ban(data, users: jax.Array, positions: jax.Array, bound: int,
+                vocab_size: int) -> jax.Array:
+    """bool [B, V]: the items of each window's whole history, items[offsets[u] : offsets[u] + i]
+    (the rule evaluation applies, through the same ``data.history_ban_mask``), read from the
+    packed data on the device. ``bound`` (static) keeps at most the last `bound` of them."""
+    n = jnp.minimum(positions, bound)
+    start = data.offsets[users] + positions - n
+    return data_lib.history_ban_mask(data.items, start, n, int(bound), vocab_size)
 
 
 def allowed_items(generated: jax.Array, vocab_size: int, banned=None) -> jax.Array:
@@ -101,7 +149,11 @@ def make_mle_step(model, tx, info, batch_size: int, bsharding):
 class Steps:
     """The step functions of one run (see the module docstring). Built once per run."""
 
-    def __init__(self, config, model, critic, info, batch_size: int, bsharding):
+    def __init__(self, config, model, critic, info, batch_size: int, bsharding,
+                 max_history: int | None = None, critic_eval=None):
+        """max_history: static bound of a training window's whole history (the longest train
+        part); None: the window's L items. critic_eval: a ``data.EvalSet`` of validation users
+        on which the critic's separation is measured (None: not measured); module docstring."""
         # A snapshot: the steps are traced later (at their first call), and a caller that goes on
         # to change its config for another run must not change what these steps compute.
         config = copy.deepcopy(config)
@@ -112,35 +164,48 @@ class Steps:
         self.g_tx = seq2seq.make_optimizer(config, float(self.a.g_learning_rate))
         self.d_tx = make_critic_optimizer(config)
         self.L, self.T = info.history_len, info.target_len
+        self.ban_bound = max(int(max_history or info.history_len), 1)
+        self.temperature = float(self.a.temperature)
+        self.val = None
+        self.stopping = False       # the stopping rule of critic pretraining (aos4rec.critic_patience)
+        if critic is not None and critic_eval is not None and len(critic_eval) > 0:
+            # small host arrays (users x (L + T + 2) ints), constants of the step
+            self.val = dict(history=critic_eval.history, target=critic_eval.target,
+                            hist_start=critic_eval.hist_start, hist_len=critic_eval.hist_len,
+                            bound=max(int(critic_eval.hist_len.max()), 1))
+            self.stopping = int(self.a.critic_patience) > 0
 
     # -- pieces -----------------------------------------------------------------------------------
     def batch(self, data, key):
+        """(Batch of training windows, the ban of each window: bool [B, V] or None)."""
         b = data_lib.sample_windows(data, key, self.batch_size, self.L, self.T)
-        return jax.lax.with_sharding_constraint(b, self.bsharding)
-
-    def banned(self, history):
+        b = jax.lax.with_sharding_constraint(b, self.bsharding)
         if not self.info.ban_history:
-            return None
-        return window_ban_mask(history, self.info.vocab_size)
+            return b, None
+        users, positions = window_positions(data, key, self.batch_size)
+        banned = history_ban(data, users, positions, self.ban_bound, self.info.vocab_size)
+        return b, jax.lax.with_sharding_constraint(banned, self.bsharding)
 
     def generate(self, params, history, banned, key):
-        """y^ [B, T] drawn from G with Gumbel-max sampling (no gradient)."""
+        """y^ [B, T] drawn from G at the policy's temperature, Gumbel-max (no gradient)."""
         params = jax.lax.stop_gradient(params)
         state = self.model.apply({'params': params}, history, self.T,
                                  method=self.model.init_decode_state)
         out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
                               batch_size=history.shape[0], vocab_size=self.info.vocab_size,
                               length=self.T, bos_id=self.info.bos_id,
-                              temperature=float(self.a.temperature), method='gumbel',
+                              temperature=self.temperature, method='gumbel',
                               banned=banned, ban_generated=True)
         return out.sequences[:, 0]
 
     def log_probs(self, params, history, seq, banned):
-        """(log P_G(y_t | x, y_1:t-1) [B, T] under the allowed distribution, logits [B, T, V])."""
+        """(log P_G(y_t | x, y_1:t-1) [B, T] under the policy the lists are sampled from:
+        softmax(logits / temperature) over the allowed items; the raw logits [B, T, V])."""
         logits = self.model.apply({'params': params}, history,
                                   seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
         allowed = allowed_items(seq, self.info.vocab_size, banned)
-        logp = jax.nn.log_softmax(jnp.where(allowed, logits, -1e30), axis=-1)
+        scaled = logits.astype(jnp.float32) / self.temperature
+        logp = jax.nn.log_softmax(jnp.where(allowed, scaled, -1e30), axis=-1)
         return jnp.take_along_axis(logp, seq[..., None], axis=-1)[..., 0], logits
 
     # -- phase 1: seq2seq -------------------------------------------------------------------------
@@ -151,7 +216,7 @@ class Steps:
                                  self.bsharding)(state, data)
         key = jax.random.fold_in(state['rng'], state['step'])
         k_batch, k_loss = jax.random.split(key)
-        b = self.batch(data, k_batch)
+        b, banned = self.batch(data, k_batch)
         epoch = state['step'].astype(jnp.float32) * self.batch_size / self.info.num_windows
         p = aos4rec.mix_probability(epoch, float(self.a.mu))
 
@@ -159,7 +224,7 @@ class Steps:
             s, n = aos4rec.oracle_loss(params, self.model, b.history, b.target, k_loss, p=p,
                                        bos_id=self.info.bos_id, vocab_size=self.info.vocab_size,
                                        beam_size=int(self.a.beam_size),
-                                       banned=self.banned(b.history), train=True)
+                                       banned=banned, train=True)
             return s / jnp.maximum(n, 1.0), (s, n)
 
         (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -171,24 +236,34 @@ class Steps:
     def critic_update(self, state, data, key):
         """One critic update: Eq. 7 + td_weight * Eq. 8 + the Lipschitz term (critic.py)."""
         k_batch, k_gen, k_next, k_gp = jax.random.split(key, 4)
-        b = self.batch(data, k_batch)
-        banned = self.banned(b.history)
+        k_drop = jax.random.fold_in(key, 4)            # the critic's dropout (critic_dropout > 0)
+        b, banned = self.batch(data, k_batch)
         mask = b.target > 0
         fake = self.generate(state['params'], b.history, banned, k_gen)
         _, g_logits = self.log_probs(jax.lax.stop_gradient(state['params']), b.history, fake, banned)
         succ = aos4rec.sample_next_items(k_next, jax.lax.stop_gradient(g_logits),
-                                         int(self.a.num_next), banned=banned, generated=fake)
-        # fewer than c allowed items (tiny vocabularies only): the empty slots repeat y^_t
+                                         int(self.a.num_next), banned=banned, generated=fake,
+                                         temperature=self.temperature)
+        # a position with no allowed item (tiny vocabularies only): the empty slots repeat y^_t
         succ = jnp.where(succ > 0, succ, fake[..., None])
         a = self.a
+        # the critic's dropout (aos4rec.critic_dropout) acts in its own updates only
+        train = float(a.critic_dropout) > 0
+        drop = (lambda i: {'dropout': jax.random.fold_in(k_drop, i)}) if train else (lambda i: None)
 
         def loss_fn(cp):
-            d_real, _ = self.critic.apply({'params': cp}, b.history, b.target)
-            d_fake, d_next = self.critic.apply({'params': cp}, b.history, fake, succ)
+            d_real, _ = self.critic.apply({'params': cp}, b.history, b.target, None, train,
+                                          rngs=drop(0))
+            d_fake, d_next = self.critic.apply({'params': cp}, b.history, fake, succ, train,
+                                               rngs=drop(1))
             w = aos4rec.critic_loss_eq7(d_real, d_fake, mask)
             td = aos4rec.td0_loss_eq8(d_fake, d_next, mask)
+            # gp_weight 0: no penalty term at all, the same program as lipschitz='none' (a
+            # penalty computed and multiplied by 0 adds exact zeros, but XLA may then sum the
+            # other gradients in another order: a last-bit difference)
             gp = (critic_lib.gradient_penalty(self.critic, cp, b.history, b.target, fake, mask,
-                                              k_gp) if a.lipschitz == 'gp' else jnp.zeros(()))
+                                              k_gp, jax.random.fold_in(k_drop, 2) if train else None)
+                  if a.lipschitz == 'gp' and float(a.gp_weight) > 0 else jnp.zeros(()))
             total = w + a.td_weight * td + a.gp_weight * gp
             return total, dict(critic_loss=w, wasserstein=-w, td_loss=td, gp=gp,
                                d_real=jnp.mean(d_real[:, 1:]), d_fake=jnp.mean(d_fake[:, 1:]))
@@ -201,10 +276,110 @@ class Steps:
         return dict(state, critic=cp, critic_opt_state=c_opt), m
 
     def critic_step(self, state, data):
-        """Critic pretraining: one critic update against the fixed generator."""
+        """Critic pretraining: one critic update against the fixed generator. With the stopping
+        rule (``stopping``), see ``critic_step_with_rule``."""
+        if self.stopping:
+            return self.critic_step_with_rule(state, data)
         key = jax.random.fold_in(state['rng'], state['step'])
         state, m = self.critic_update(state, data, key)
-        return dict(state, step=state['step'] + 1), m
+        state = dict(state, step=state['step'] + 1)
+        return state, self.with_separation(state, data, m)
+
+    def critic_step_with_rule(self, state, data):
+        """Critic pretraining under the stopping rule (aos4rec.critic_patience > 0). The state's
+        ``critic_watch`` (``aos4rec.critic_watch_init``) records the val_auc measurements; once it
+        says stopped, the step is a no-op (``lax.cond``: no update, no measurement; the step
+        counter still advances, so the phase keeps its fixed length, critic_pretrain_steps being
+        the cap). Otherwise: one update as ``critic_step``, then, at a measurement, the plateau
+        test ``aos4rec.critic_plateau``. Metrics: the update's (zeros on an idle step),
+        ``critic_active`` (1 on a step that updated), ``critic_stop_step`` (the step the rule
+        stopped at, on that step only; 0 elsewhere), the separation and ``val_auc_best``."""
+        a = self.a
+        key = jax.random.fold_in(state['rng'], state['step'])
+        stopped = state['critic_watch']['stopped'] > 0
+
+        def update(s):
+            return self.critic_update(s, data, key)
+
+        shapes = jax.eval_shape(update, state)[1]
+
+        def idle(s):
+            return s, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+        state, m = jax.lax.cond(stopped, idle, update, state)
+        state = dict(state, step=state['step'] + 1)
+        m = self.with_separation(state, data, m, skip=stopped)
+        watch = state['critic_watch']
+        measured = m['val_count'] > 0
+        new = aos4rec.critic_plateau(watch, m['val_auc'], state['step'], int(a.critic_patience),
+                                     float(a.critic_min_delta))
+        new = jax.tree_util.tree_map(lambda x, y: jnp.where(measured, x, y), new, watch)
+        stop_now = (new['stopped'] > 0) & ~stopped
+        m = dict(m, critic_active=(~stopped).astype(jnp.float32),
+                 critic_stop_step=jnp.where(stop_now, state['step'], 0).astype(jnp.float32),
+                 val_auc_best=jnp.where(measured, new['best_auc'], 0.0).astype(jnp.float32))
+        return dict(state, critic_watch=new), m
+
+    # -- measuring the critic ---------------------------------------------------------------------
+    SEPARATION_KEYS = ('val_wasserstein', 'val_auc', 'val_adv_mean', 'val_adv_std')
+    MEASURE_KEY = 2**31 - 1          # fold_in(rng, this): the fixed key of the measurement's lists
+
+    def is_validation_step(self, step):
+        """True (traced bool) where the state reaches a validation step of the critic or SSRGAN
+        phase: a multiple of eval_every, or the last step of either phase; in the critic phase
+        also a multiple of aos4rec.critic_eval_every (> 0)."""
+        P, C, G = schedule(self.config)
+        hit = (step == P + C) | (step == P + C + G)
+        if int(self.config.eval_every) > 0:
+            hit = hit | (step % int(self.config.eval_every) == 0)
+        ce = int(self.a.get('critic_eval_every', 0))
+        if ce > 0:
+            hit = hit | ((step > P) & (step <= P + C) & (step % ce == 0))
+        return hit
+
+    def critic_separation(self, params, critic_params, data, key):
+        """``aos4rec.critic_separation`` on the held-out validation users (``self.val``): their
+        validation histories and targets against lists the generator draws for them (policy
+        temperature, whole history banned as in evaluation), critic and generator without
+        dropout. Returns the metrics named ``SEPARATION_KEYS``."""
+        v = self.val
+        history, target = jnp.asarray(v['history']), jnp.asarray(v['target'])
+        banned = None
+        if self.info.ban_history:
+            banned = data_lib.history_ban_mask(data.items, jnp.asarray(v['hist_start']),
+                                               jnp.asarray(v['hist_len']), v['bound'],
+                                               self.info.vocab_size)
+        fake = self.generate(params, history, banned, key)
+        cp = jax.lax.stop_gradient(critic_params)
+        d_real, _ = self.critic.apply({'params': cp}, history, target)
+        d_fake, _ = self.critic.apply({'params': cp}, history, fake)
+        sep = aos4rec.critic_separation(d_real, d_fake, target > 0, gamma=float(self.a.gamma))
+        return {f'val_{k}': sep[k] for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std')}
+
+    def separation_of(self, state, data):
+        """``critic_separation`` of the state's generator and critic, with the measurement's fixed
+        key (``fold_in(rng, MEASURE_KEY)``): what every measurement reports, and what the method
+        reads when the SSRGAN phase begins."""
+        key = jax.random.fold_in(state['rng'], self.MEASURE_KEY)
+        return self.critic_separation(state['params'], state['critic'], data, key)
+
+    def with_separation(self, state, data, m, skip=None):
+        """m plus the critic's separation (and val_count = 1) at a validation step, zeros (and
+        val_count = 0) elsewhere or where `skip` (a traced bool) holds; m unchanged without
+        held-out users."""
+        if self.val is None:
+            return m
+        when = self.is_validation_step(state['step'])
+        if skip is not None:
+            when = when & ~skip
+
+        def measure():
+            return dict(self.separation_of(state, data), val_count=jnp.ones((), jnp.float32))
+
+        def nothing():
+            return {k: jnp.zeros((), jnp.float32) for k in self.SEPARATION_KEYS + ('val_count',)}
+
+        return {**m, **jax.lax.cond(when, measure, nothing)}
 
     # -- the generator (actor) --------------------------------------------------------------------
     def generator_update(self, state, data, key):
@@ -213,8 +388,7 @@ class Steps:
         continuation. Weights 0 and 1 give the "MLE only" control: the same schedule, updates and
         model selection, with no signal from the critic."""
         k_batch, k_gen, k_drop = jax.random.split(key, 3)
-        b = self.batch(data, k_batch)
-        banned = self.banned(b.history)
+        b, banned = self.batch(data, k_batch)
         mask = b.target > 0
         fake = self.generate(state['params'], b.history, banned, k_gen)
         d_fake, _ = self.critic.apply({'params': state['critic']}, b.history, fake)
@@ -254,4 +428,5 @@ class Steps:
         state, gm = jax.lax.scan(g_body, state, g_keys)
         state, dm = jax.lax.scan(d_body, state, d_keys)
         m = {k: jnp.mean(v) for k, v in {**gm, **dm}.items()}
-        return dict(state, step=state['step'] + 1), m
+        state = dict(state, step=state['step'] + 1)
+        return state, self.with_separation(state, data, m)

@@ -95,13 +95,18 @@ def save_oracle(params: dict, cfg: OracleConfig, path) -> None:
     if directory:
         os.makedirs(directory, exist_ok=True)
     suffix = f".tmp-{os.getpid()}"
-    with open(npz_path + suffix, "wb") as f:
-        np.savez(f, **{k: np.asarray(params[k]) for k in _PARAM_NAMES})
-    with open(json_path + suffix, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-        f.write("\n")
-    os.replace(npz_path + suffix, npz_path)
-    os.replace(json_path + suffix, json_path)
+    try:
+        with open(npz_path + suffix, "wb") as f:
+            np.savez(f, **{k: np.asarray(params[k]) for k in _PARAM_NAMES})
+        with open(json_path + suffix, "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2)
+            f.write("\n")
+        os.replace(npz_path + suffix, npz_path)
+        os.replace(json_path + suffix, json_path)
+    finally:                        # a failed write leaves no temporary file behind
+        for tmp in (npz_path + suffix, json_path + suffix):
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def load_oracle(path):

@@ -5,6 +5,7 @@ Workdir layout:
   checkpoints/, best/                orbax (see checkpoint.py); a rerun resumes from them
   metrics/train.jsonl                one line per log step: loss, grad norm, speed
   metrics/valid_history.jsonl        one line per validation during training
+  metrics/valid_users.json           the validation users model selection looks at (seeded subset)
   metrics/valid.json, metrics/test.json   final figures (sampled and full protocol)
   predictions/test.parquet           user, target, generated, generated_full (raw ids)
   plots/training.png                 training curves
@@ -26,6 +27,7 @@ from aos4rec_jax import data as data_lib
 from aos4rec_jax import datasets
 from aos4rec_jax import evaluation
 from aos4rec_jax import methods as methods_lib
+from aos4rec_jax import preemption
 from aos4rec_jax import run_summary
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
@@ -94,8 +96,7 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
+    old = _read_run_json(path)
     # fields added since the run was made take their defaults (nested: aos4rec.* one by one)
     a, b = {**_flatten(FIELDS_ADDED_LATER), **_flatten(old)}, _flatten(cfg)
     resumable = methods_lib.get(cfg['model']).resumable_changes(cfg, set(RESUMABLE_CHANGES))
@@ -133,7 +134,7 @@ def _truncate_jsonl(path: str, max_step: int) -> None:
             continue
         if rec['step'] <= max_step:
             lines.append(l + '\n')
-    tmp = path + '.tmp'
+    tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'w') as f:
         f.writelines(lines)
     os.replace(tmp, path)
@@ -202,8 +203,12 @@ class Schedule:
         return [ph for ph, s in zip(self.phases, self.starts) if s == step]
 
 
-def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
-    """Runs (or resumes) the method's phases. Returns the parameters to evaluate."""
+def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, watcher=None):
+    """Runs (or resumes) the method's phases. Returns the parameters to evaluate.
+
+    `watcher` (preemption.Watcher): asked after every step; on a signal the step is saved (with
+    the step metrics accumulated since the last log line, so the resumed run logs the same
+    lines) and preemption.Stopped is raised."""
     info = ds.info
     sched = Schedule(method.phases(mesh))
     total = sched.total
@@ -219,8 +224,10 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
     ck = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     found = ck.restore_latest_verified(abstract, log=log)
     meta = {'best_score': -math.inf, 'best_step': -1}
+    pending = None       # step metrics accumulated before a preemption save (see `stop`)
     if found is not None:
         latest, state, meta = found
+        pending = meta.pop('pending_metrics', None)
         ck.prune_best_after(latest)
         log(f'resumed from checkpoint step {latest} ({workdir}/checkpoints)')
     else:
@@ -242,6 +249,10 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
         log(line)
 
     val_set = ds.eval_set('valid', config.max_eval_users)
+    if jax.process_index() == 0:      # the users model selection looks at (a seeded subset)
+        evaluation.write_json(os.path.join(mdir, 'valid_users.json'), {
+            'max_eval_users': int(config.max_eval_users), 'users': len(val_set),
+            'raw_users': [str(u) for u in ds.prepared.raw_users[val_set.users]]})
     oracle_data = datasets.oracle_for(ds) is not None
     if config.select_by == 'nll_oracle' and not oracle_data:
         raise config_lib.ConfigError('config.select_by: nll_oracle needs the synthetic dataset '
@@ -301,6 +312,24 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
         except ckpt_lib.NonFiniteState:
             raise diverged(step, 'the train state holds NaN or inf') from None
 
+    def stop(step, state, signum, saved):
+        """Saves `step` (unless just saved) with the unlogged step metrics, waits for the saves,
+        and raises preemption.Stopped."""
+        if not saved:
+            extra = {}
+            if acc is not None:
+                leaves = jax.device_get(jax.tree_util.tree_leaves(acc))
+                extra['pending_metrics'] = {'n': acc_n, 'sums': [np.asarray(x).item() for x in leaves]}
+            try:
+                ck.save(step, state, dict(meta, **extra))
+            except ckpt_lib.NonFiniteState:
+                raise diverged(step, 'the train state holds NaN or inf') from None
+        ck.wait()
+        name = preemption.signal_name(signum)
+        msg = (f'stopped by {name} at step {step}/{total}: checkpoint {step} saved in '
+               f'{workdir}/checkpoints; rerun the same command to resume from it')
+        raise preemption.Stopped(msg, signum)
+
     def validate(step, state):
         nonlocal meta
         t0 = time.time()
@@ -350,6 +379,11 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
             phase = sched.at(step)
             state, m = step_fns[phase.name](state, data)
             step += 1
+            if pending is not None:        # resumed after a preemption save between two logs
+                leaves, tdef = jax.tree_util.tree_flatten(m)
+                acc = jax.tree_util.tree_unflatten(
+                    tdef, [jnp.asarray(v, dtype=x.dtype) for v, x in zip(pending['sums'], leaves)])
+                acc_n, pending = int(pending['n']), None
             acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
             acc_n += 1
             last = step == total
@@ -366,6 +400,10 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator):
                 do_ckpt = do_ckpt or entered
             if do_ckpt:
                 save(step, state)
+            ck.check_errors()          # a background save that failed stops the run here
+            signum = watcher.requested(step) if watcher is not None and not last else None
+            if signum is not None:
+                stop(step, state, signum, saved=do_ckpt)
         ck.wait()
         kept = meta['best_step']
         log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
@@ -400,28 +438,48 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return _train_and_evaluate(config, workdir)
 
 
+def check_against_data(config, info) -> None:
+    """Settings that only the dataset can refute (ConfigError naming the field)."""
+    n = info.num_items
+    for field, v in (('decode.beam_size', config.decode.beam_size),
+                     ('aos4rec.beam_size', config.aos4rec.beam_size)):
+        if int(v) > n:
+            raise config_lib.ConfigError(f'config.{field}: {v} beams, but the dataset has only {n} '
+                                         'items (a beam holds distinct lists; the paper uses 5)')
+
+
 def _train_and_evaluate(config, workdir: str) -> dict:
     cfg_dict = config.to_dict()
     _check_resume_config(workdir, cfg_dict)
-    if jax.process_index() == 0:
-        evaluation.write_json(os.path.join(workdir, 'config.json'), cfg_dict)
+    # config.json and dataset.json are written only once the config and the data are known to
+    # be usable: a failed start (a mistyped data_dir, a damaged file) leaves the workdir reusable
     ds = datasets.get_dataset(config, workdir, log=log)
     info = ds.info
-    if jax.process_index() == 0:
-        evaluation.write_json(os.path.join(workdir, 'dataset.json'),
-                              dict(info.__dict__, data_dir=os.path.abspath(ds.data_dir)))
-    log(f'dataset {ds.data_dir}: {info.num_users} users, {info.num_items} items, K={info.k}, '
-        f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
-        f'(history items {"banned" if info.ban_history else "allowed"})')
+    fp = datasets.check_fingerprint(workdir, ds)
+    check_against_data(config, info)
     n_dev = int(config.mesh.get('num_devices', 0))
     mesh = shard_lib.make_mesh(jax.devices()[:n_dev] if n_dev else None)
     method, generate_fn = build(config, ds)
+    if jax.process_index() == 0:
+        evaluation.write_json(os.path.join(workdir, 'config.json'), cfg_dict)
+        evaluation.write_json(os.path.join(workdir, 'dataset.json'),
+                              dict(info.__dict__, data_dir=os.path.abspath(ds.data_dir),
+                                   fingerprint=fp))
+    log(f'dataset {ds.data_dir}: {info.num_users} users, {info.num_items} items, K={info.k}, '
+        f'T={info.target_len}, L={info.history_len}, profile={info.profile} '
+        f'(history items {"banned" if info.ban_history else "allowed"})')
     evaluator = evaluation.Evaluator(generate_fn, ds, config.eval_batch_size)
-    if method.trains:
-        params = train(config, workdir, ds, method, mesh, evaluator)
-    else:
-        params = method.fit()
+    with preemption.Watcher() as watcher:
+        if method.trains:
+            params = train(config, workdir, ds, method, mesh, evaluator, watcher)
+        else:
+            params = method.fit()
+        watcher.immediate()        # training is saved: a signal now stops at once
+        return _evaluate_and_finish(config, workdir, ds, method, evaluator, params)
 
+
+def _evaluate_and_finish(config, workdir, ds, method, evaluator, params) -> dict:
+    """Evaluates both splits with the kept parameters; the closing summary and the plot."""
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2 * 10**6)
     results = {split: evaluate_split(evaluator, params, ds, split, eval_rng, workdir,
                                      decode=method.decode_description())
@@ -460,6 +518,17 @@ def evaluate_split(evaluator, params, ds, split: str, rng, workdir: str, decode,
 
 
 # ------------------------------------------------------------------------------ finished runs
+def _read_run_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunError(f'{path}: not a valid JSON file ({e}); the run folder is damaged') from None
+    if not isinstance(obj, dict):
+        raise RunError(f'{path}: expected a JSON object; the run folder is damaged')
+    return obj
+
+
 def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None = None,
              which: str = 'best'):
     """(config, dataset, method, params, generate_fn) of a run folder written by main.py.
@@ -473,10 +542,10 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
     cfg_path, ds_path = os.path.join(workdir, 'config.json'), os.path.join(workdir, 'dataset.json')
     if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
         raise FileNotFoundError(f'{workdir} is not a run folder of main.py (no config.json/dataset.json)')
-    with open(cfg_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(ds_path) as f:
-        data_dir = json.load(f)['data_dir']
+    config = ml_collections.ConfigDict(_read_run_json(cfg_path))
+    data_dir = _read_run_json(ds_path).get('data_dir')
+    if not data_dir:
+        raise RunError(f'{ds_path}: no data_dir recorded (damaged file)')
     for key, v in FIELDS_ADDED_LATER.items():      # runs written before these fields existed
         if key not in config:
             config[key] = v
@@ -487,9 +556,16 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
         if v is not None:
             config.decode[key] = v
     config_lib.validate(config)
+    if not os.path.isdir(data_dir):
+        raise RunError(f'the run was trained on {data_dir}, which is not there any more '
+                       f'({ds_path} names it)')
     ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
+    datasets.check_fingerprint(workdir, ds)
     if k is not None:
+        if int(k) < 1:
+            raise config_lib.ConfigError(f'k: must be >= 1, got {k}')
         ds.info = dataclasses.replace(ds.info, k=int(k))
+    check_against_data(config, ds.info)
     method, generate_fn = build(config, ds)
     if method.trains:
         abstract = jax.eval_shape(method.init_state, jax.random.PRNGKey(0))['params']

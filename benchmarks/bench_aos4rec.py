@@ -93,8 +93,10 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
     for case in CASES:
         config = case_config(case)
         adversarial = config.aos4rec.adversarial
+        # the whole-history ban of training, bounded as the method bounds it (longest train part)
         steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,
-                             shard_lib.batch_sharding(mesh))
+                             shard_lib.batch_sharding(mesh),
+                             max_history=int(max(1, np.asarray(dev_np.n_train).max() - 1)))
         init_fn, _, shardings, rng = trainer.create_train_state(
             config, model, steps.mle_tx, info, mesh, steps.critic, steps.d_tx)
         fn = {'mle': steps.seq2seq_step, 'oracle': steps.seq2seq_step,

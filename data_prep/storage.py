@@ -58,6 +58,37 @@ def check_output(out_dir, overwrite: bool) -> Path:
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> list:
+    """Removes the temporary folders of ``out`` left by data_prep processes that died (a kill
+    while writing): ``.NAME.tmp-PID-*`` of a PID no longer alive. A ``.NAME.old-PID-*`` (the
+    previous dataset, moved aside during a replacement) is removed only when ``out`` exists;
+    otherwise it is the only copy and is left alone. Returns the removed paths."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for name in os.listdir(out.parent):
+        for kind in ("tmp", "old"):
+            prefix = f".{out.name}.{kind}-"
+            if not name.startswith(prefix):
+                continue
+            pid = name[len(prefix):].split("-")[0]
+            if not pid.isdigit() or _alive(int(pid)) or (kind == "old" and not out.exists()):
+                continue
+            shutil.rmtree(out.parent / name, ignore_errors=True)
+            removed.append(str(out.parent / name))
+    return removed
+
+
 def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> Path:
     """Write the folder atomically: into a temporary folder beside ``out_dir``, then rename.
 
@@ -68,6 +99,7 @@ def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> P
     p = prepared
     U = p.num_users
     out.parent.mkdir(parents=True, exist_ok=True)  # missing parents are made once the data parsed
+    remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -121,34 +153,76 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets - offsets[0]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataPrepError(f"not a valid JSON file ({type(e).__name__}: {e}); the file is damaged "
+                            "or truncated: prepare the folder again", path=str(path)) from None
+    if not isinstance(obj, dict):
+        raise DataPrepError("expected a JSON object", path=str(path))
+    return obj
+
+
+def _read_parquet(path: Path, columns: tuple, rows: int | None = None) -> pa.Table:
+    """The file's table; DataPrepError naming the file when it cannot be read (truncated,
+    damaged, not Parquet), lacks one of ``columns`` or has not ``rows`` rows."""
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataPrepError(f"cannot read it as Parquet ({first[:160]}); the file is damaged or "
+                            "truncated: prepare the folder again", path=str(path)) from None
+    missing = [c for c in columns if c not in t.column_names]
+    if missing:
+        raise DataPrepError(f"has no column {missing[0]!r} (columns: {t.column_names})",
+                            path=str(path))
+    if rows is not None and t.num_rows != rows:
+        raise DataPrepError(f"has {t.num_rows} rows, sequences.parquet has {rows} (the folder mixes "
+                            "files of two preparations)", path=str(path))
+    return t
+
+
 def load_dataset(path) -> PreparedData:
-    """Read a prepared dataset folder back into a PreparedData."""
+    """Read a prepared dataset folder back into a PreparedData; DataPrepError naming the file if
+    one is missing, damaged, truncated or inconsistent with the others."""
     d = Path(path)
     missing = [f for f in FILES if not (d / f).is_file()]
     if missing:
         raise DataPrepError(f"{d} is not a prepared dataset folder (missing {', '.join(missing)})")
-    proto = json.loads((d / "protocol.json").read_text())
-    stats = json.loads((d / "stats.json").read_text())
-    settings = Settings(**{k: proto[k] for k in SETTING_FIELDS if k in proto})
+    proto = _read_json(d / "protocol.json")
+    stats = _read_json(d / "stats.json")
+    try:
+        settings = Settings(**{k: proto[k] for k in SETTING_FIELDS if k in proto})
+    except (TypeError, ValueError) as e:
+        raise DataPrepError(f"bad settings ({e})", path=str(d / "protocol.json")) from None
     source = {k: v for k, v in proto.items()
               if k not in SETTING_FIELDS and k not in ("num_items", "num_users")}
-    seq = pq.read_table(d / "sequences.parquet")
+    seq = _read_parquet(d / "sequences.parquet", ("raw_user", "items"))
     items_flat, offsets = _list_column(seq, "items")
     raw_users = np.asarray(seq.column("raw_user").to_pylist(), dtype=str)
-    spl = pq.read_table(d / "splits.parquet")
     U = seq.num_rows
+    spl = _read_parquet(d / "splits.parquet", ("n_train", "n_valid", "n_test"), U)
     cands = []
     for name in ("candidates_valid", "candidates_test"):
-        t = pq.read_table(d / f"{name}.parquet")
+        t = _read_parquet(d / f"{name}.parquet", ("candidates",), U)
         vals, offs = _list_column(t, "candidates")
         C = int(offs[1] - offs[0]) if U else settings.num_candidates
+        if len(vals) != U * C:
+            raise DataPrepError("candidate lists of unequal lengths", path=str(d / f"{name}.parquet"))
         cands.append(vals.reshape(U, C))
-    imap = pq.read_table(d / "item_map.parquet")
+    imap = _read_parquet(d / "item_map.parquet", ("item", "raw_item"))
     item_ids = imap.column("item").to_numpy()
     raw_items = imap.column("raw_item").to_pylist()
     item_raw = [""] * (len(raw_items) + 1)
-    for k, r in zip(item_ids.tolist(), raw_items):
-        item_raw[k] = r
+    try:
+        for k, r in zip(item_ids.tolist(), raw_items):
+            item_raw[k] = r
+    except IndexError:
+        raise DataPrepError("item ids are not 1..N", path=str(d / "item_map.parquet")) from None
+    if len(items_flat) and (items_flat.min() < 1 or items_flat.max() > len(raw_items)):
+        raise DataPrepError(f"item ids outside 1..{len(raw_items)} (item_map.parquet has "
+                            f"{len(raw_items)} items)", path=str(d / "sequences.parquet"))
     return PreparedData(
         raw_users=raw_users,
         item_raw=np.asarray(item_raw, dtype=str),

@@ -1,5 +1,6 @@
 """Device data: window sampler, evaluation sets, history banning, top-k lists."""
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -111,3 +112,105 @@ def test_topk_lists_exact():
     samp = evaluation.topk_lists(scores, 3, candidates=cands, banned=banned)
     # row 0: 2 banned, 0 is padding -> 1 (1.0), 5 (0.0) then nothing left -> 0
     np.testing.assert_array_equal(samp, [[1, 5, 0], [4, 5, 0]])
+
+
+def test_eval_set_subset_is_a_fixed_seeded_random_sample_not_the_first_users():
+    """Issue 12, item 4: max_eval_users takes a seeded random subset, in user order, not the first
+    N users by raw id. Exact: the first N of np.random.default_rng([seed, 12]).permutation(U),
+    sorted; the data's own seed (protocol.json) by default; the same on every call and for a fresh
+    load; nested (a smaller N is a subset of a larger one's); N >= U gives every user."""
+    seqs = [list(range(100 * u, 100 * u + 6)) for u in range(40)]
+    ds = data_lib.Dataset(tiny_prepared(seqs, cap=1, history_len=3, target_len=1, k=1,
+                                        num_candidates=2, seed=5))
+    full = ds.eval_set('valid')
+    assert len(full) == 40
+    want = np.sort(np.random.default_rng([5, 12]).permutation(40)[:10])
+    sub = ds.eval_set('valid', 10)
+    np.testing.assert_array_equal(sub.users, want)
+    assert not np.array_equal(sub.users, np.arange(10))            # not the first 10 users
+    again = data_lib.Dataset(tiny_prepared(seqs, cap=1, history_len=3, target_len=1, k=1,
+                                           num_candidates=2, seed=5)).eval_set('valid', 10)
+    np.testing.assert_array_equal(again.users, want)
+    # every field follows its user: rows of the subset equal the full set's rows of those users
+    for f in ('history', 'target', 'candidates', 'hist_start', 'hist_len'):
+        np.testing.assert_array_equal(getattr(sub, f), getattr(full, f)[want], err_msg=f)
+    assert set(ds.eval_set('valid', 4).users) <= set(sub.users)
+    np.testing.assert_array_equal(ds.eval_set('valid', 40).users, full.users)
+    np.testing.assert_array_equal(ds.eval_set('valid', 1000).users, full.users)
+    np.testing.assert_array_equal(ds.eval_set('valid', 10, seed=6).users,
+                                  np.sort(np.random.default_rng([6, 12]).permutation(40)[:10]))
+
+
+def test_evaluator_takes_the_item_array_as_an_argument_not_a_constant():
+    """Issue 12, item 8: the compiled evaluation program reads the packed item array (for the
+    history ban) from an argument, so it is not baked into the executable as a constant (about
+    80 MB at ML-20M size). Checked two ways: no constant of the traced program is as large as the
+    item array, and a different array given at call time changes the ban."""
+    p = tiny_prepared(SEQS, cap=2, history_len=4, target_len=3, k=3, num_candidates=5,
+                      ban_history=True)
+    ds = data_lib.Dataset(p)
+    V = ds.info.vocab_size
+
+    def generate_fn(params, batch, rng):           # the 3 lowest allowed items
+        return evaluation.topk_sampled_and_full(-jnp.arange(V, dtype=jnp.float32), batch, 3)
+
+    ev = evaluation.Evaluator(generate_fn, ds, 4)
+    es = ds.eval_set('test')
+    b, _ = next(data_lib.eval_batches(es, 4))
+    items = ds.device_data().items
+    key = jax.random.PRNGKey(0)
+    closed = jax.make_jaxpr(ev._run)(None, b, key, items)
+
+    def consts(jaxpr):
+        out = list(jaxpr.consts)
+        for eqn in jaxpr.jaxpr.eqns:
+            for v in eqn.params.values():
+                if isinstance(v, jax.extend.core.ClosedJaxpr):
+                    out += consts(v)
+        return out
+    assert all(np.size(c) < items.size for c in consts(closed)), \
+        [np.shape(c) for c in consts(closed)]
+    _, full, _, _ = ev._run(None, b, key, items)
+    # user 0's test history is items 1..8: the 3 lowest allowed items are 9, 10, 11
+    np.testing.assert_array_equal(np.asarray(full)[0], [9, 10, 11])
+    _, full0, _, _ = ev._run(None, b, key, jnp.zeros_like(items))   # an array that bans nothing
+    np.testing.assert_array_equal(np.asarray(full0)[0], [1, 2, 3])
+    summary, _, _ = ev(None, es, key)                 # the public call passes the run's array
+    assert summary['users'] == 3
+
+
+def test_a_target_len_override_that_breaks_the_prepared_protocol_is_refused(tmp_path):
+    """Issue 12, item 7: the candidate lists hold the first min(T0, h) items of each evaluated
+    part (T0 the prepared target_len, h <= cap), so an override T with min(T, cap) != min(T0, cap)
+    is refused, naming config.target_len; under the paper protocol T must also equal K. Overrides
+    that change nothing the data was made with pass (-1; T = T0; T beyond cap under loo)."""
+    import data_prep
+    import pytest
+    from aos4rec_jax import config as config_lib
+    from experiments.configs import aos4rec as aos_cfg
+    seqs = [list(range(100 * u, 100 * u + 12)) for u in range(6)]
+
+    def prepared(name, **kw):
+        out = str(tmp_path / name)
+        data_prep.write_dataset(tiny_prepared(seqs, **kw), out)
+        return out
+
+    def config(data_dir, target_len):
+        c = aos_cfg.get_config('tiny')
+        c.data_dir, c.target_len = data_dir, target_len
+        return c
+
+    paper = prepared('paper', cap=3, target_len=3, k=3, num_candidates=5)
+    for ok in (-1, 3):
+        config_lib.validate(config(paper, ok))
+    with pytest.raises(config_lib.ConfigError, match=r'config\.target_len: 2 no longer matches'):
+        config_lib.validate(config(paper, 2))           # the candidates hold a 3rd target item
+    with pytest.raises(config_lib.ConfigError, match=r'config\.target_len: 5 differs from K = 3'):
+        config_lib.validate(config(paper, 5))           # min(5, cap 3) = 3: candidates fine, T != K
+    loo = prepared('loo', cap=1, target_len=1, k=3, num_candidates=5,
+                   protocol='loo')
+    config_lib.validate(config(loo, 4))                 # h = 1: T = 4 evaluates the same item
+    # the synthetic data (no data_dir): the profile's settings, default T0 = K = 10, cap 10
+    config_lib.validate(config('', 10))
+    with pytest.raises(config_lib.ConfigError, match=r'config\.target_len: 4 no longer matches'):
+        config_lib.validate(config('', 4))

@@ -208,6 +208,9 @@ def test_next_item_tiny_config_trains_and_evaluates(tmp_path, name):
     import json
     with open(tmp_path / 'metrics' / 'train.jsonl') as f:
         recs = [json.loads(l) for l in f]
+    # a method with later phases (CRR's regression stage) logs them after the first; its own
+    # test file checks them
+    recs = [r for r in recs if r['phase'] == recs[0]['phase']]
     assert [r['step'] for r in recs] == [10, 20, 30, 40]
     assert all(math.isfinite(r['loss']) for r in recs)
     assert recs[-1]['loss'] < recs[0]['loss'], [r['loss'] for r in recs]

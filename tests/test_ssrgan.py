@@ -1,13 +1,16 @@
 """SSRGAN: the critic (critic.py), the training steps (ssrgan.py) and the AOS4Rec schedule."""
+import dataclasses
 import json
 import math
 import os
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aos4rec_jax import aos4rec as aos4rec_lib
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import critic as critic_lib
@@ -233,6 +236,15 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
     gan = [r for r in train if r['phase'] == 'gan']
     assert gan and all(np.isfinite([r['wasserstein'], r['td_loss'], r['gp'], r['advantage']]).all()
                        for r in gan)
+    # the critic's separation on held-out validation users, at the validation steps of the
+    # critic and SSRGAN phases: here the end of each (eval_every 15 falls in neither)
+    P, C, G = ssrgan.schedule(c)
+    sep = [r for r in train if 'val_auc' in r]
+    assert [(r['step'], r['phase']) for r in sep] == [(P + C, 'critic'), (P + C + G, 'gan')]
+    for r in sep:
+        assert 0.0 <= r['val_auc'] <= 1.0 and r['val_adv_std'] >= 0.0
+        assert np.isfinite([r['val_wasserstein'], r['val_adv_mean']]).all()
+    assert not any('val_count' in r for r in train)
     valid = [json.loads(l) for l in open(tmp_path / 'metrics' / 'valid_history.jsonl')]
     assert [v['phase'] for v in valid] == ['seq2seq', 'seq2seq', 'gan']
     assert res['test']['users'] > 0 and (tmp_path / 'plots' / 'training.png').exists()
@@ -243,6 +255,9 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
     c2.train_steps = 0
     c2.aos4rec.init_from = str(tmp_path)
     c2.aos4rec.gan_steps = 2
+    # checkpoints 0 (SSRGAN phase entered), 6 (the critic checked against the bar, entering the
+    # SSRGAN rounds) and 8 (the end): keep all three, step 0 is read below
+    c2.keep_checkpoints = 3
     trainer.train_and_evaluate(c2, str(tmp_path / 'adver'))
     ck = ckpt_lib.Checkpointer(str(tmp_path))
     src_params = ck.restore_best(None)[0]
@@ -302,3 +317,218 @@ def test_generator_update_weights_and_the_mle_only_control():
     c.aos4rec.gan_adv_weight, c.aos4rec.gan_mle_weight = 0.0, 0.0
     with pytest.raises(config_lib.ConfigError, match='aos4rec.gan_adv_weight'):
         config_lib.validate(c)
+
+
+# ----------------------------------------------------------------------------- issue 12
+class FixedPolicy(nn.Module):
+    """A parameter-free generator whose every step has the same logits `table` [V], whatever the
+    history and the prefix: its policy at temperature tau is softmax(table / tau) over the allowed
+    items, known exactly."""
+    table: tuple
+
+    def _logits(self, shape):
+        return jnp.broadcast_to(jnp.asarray(self.table, jnp.float32), shape + (len(self.table),))
+
+    def __call__(self, history, dec_inputs, train=False):
+        return self._logits(dec_inputs.shape)
+
+    def init_decode_state(self, history, max_len):
+        return {'h': jnp.zeros((history.shape[0],), jnp.float32)}
+
+    def decode_step(self, state, prev_items, t):
+        return self._logits(prev_items.shape), state
+
+
+POLICY = (0.0,) + tuple(np.linspace(3.0, -3.0, N_ITEMS).tolist())
+
+
+@pytest.mark.slow
+def test_eq4_log_probs_are_those_of_the_tempered_sampling_policy():
+    """Issue 12, item 2: at aos4rec.temperature = 2 the lists are drawn from softmax(logits / 2),
+    so Eq. 4's log-probabilities must be those of that policy: log softmax(table / 2) over the
+    allowed items (not banned, not earlier in the list), to float precision. The sampler's
+    first-item frequencies over 3,000 users follow the same policy (5 standard errors)."""
+    c = tiny_config('gru')
+    c.aos4rec.temperature = 2.0
+    policy = FixedPolicy(POLICY)
+    steps = ssrgan.Steps(c, policy, None, INFO, 4, None)
+    hist, _, _ = random_inputs(seed=3, batch=4)
+    banned = ssrgan.window_ban_mask(hist, INFO.vocab_size)
+    fake = np.asarray(steps.generate({}, hist, banned, jax.random.PRNGKey(5)))
+    logp = np.asarray(steps.log_probs({}, hist, jnp.asarray(fake), banned)[0])
+    table = np.asarray(POLICY, np.float64)
+    ban = np.asarray(banned)
+    for b in range(4):
+        for t in range(T):
+            allowed = ~ban[b].copy()
+            allowed[0] = False
+            allowed[fake[b, :t]] = False
+            w = np.where(allowed, np.exp(table / 2.0), 0.0)
+            assert logp[b, t] == pytest.approx(np.log(w[fake[b, t]] / w.sum()), abs=1e-5), (b, t)
+    n = 3000
+    first = np.asarray(steps.generate({}, jnp.ones((n, L), jnp.int32) * 0, None,
+                                      jax.random.PRNGKey(6)))[:, 0]
+    w = np.exp(table / 2.0)
+    w[0] = 0.0
+    p = w / w.sum()
+    freq = np.bincount(first, minlength=len(p)) / n
+    np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
+
+
+BAN_INFO = dataclasses.replace(INFO, num_users=2, num_windows=13 + 5)
+
+
+def long_users():
+    """Two users with distinct items and train parts longer than L = 6: user 0 items 1..14, user 1
+    items 15..20; every item once, so a window's first target item names its user and position."""
+    seqs = [list(range(1, 15)), list(range(15, 21))]
+    n = np.array([len(s) for s in seqs])
+    return seqs, data_lib.DeviceData(
+        items=jnp.asarray(np.concatenate(seqs), jnp.int32),
+        offsets=jnp.asarray(np.concatenate([[0], np.cumsum(n)]), jnp.int32),
+        n_train=jnp.asarray(n, jnp.int32),
+        window_cum=jnp.asarray(np.concatenate([[0], np.cumsum(n - 1)]), jnp.int32))
+
+
+@pytest.mark.slow
+def test_training_bans_the_whole_history_as_evaluation_does():
+    """Issue 12, item 3: with a profile that bans history items, a training window at position i
+    of user u bans items[offsets[u] : offsets[u] + i], the user's whole history before the target
+    (what evaluation bans), not only the L = 6 items of the window; the lists the generator draws
+    under that ban hold none of them. 64 windows of two users whose train parts reach 13 items."""
+    seqs, data = long_users()
+    c = tiny_config('gru')
+    m = seq2seq.build_model(c, BAN_INFO)
+    params = seq2seq.init_params(m, BAN_INFO, jax.random.PRNGKey(0))
+    bsharding = shard_lib.batch_sharding(shard_lib.make_mesh(jax.devices()[:1]))
+    steps = ssrgan.Steps(c, m, None, BAN_INFO, 64, bsharding, max_history=13)
+    b, banned = jax.jit(steps.batch)(data, jax.random.PRNGKey(2))
+    fake = np.asarray(steps.generate(params, b.history, banned, jax.random.PRNGKey(3)))
+    hist, tgt, banned = np.asarray(b.history), np.asarray(b.target), np.asarray(banned)
+    longer = 0
+    for r in range(64):
+        u = 0 if tgt[r, 0] <= 14 else 1
+        i = seqs[u].index(int(tgt[r, 0]))
+        whole = set(seqs[u][:i])
+        window = [0] * max(0, L - i) + seqs[u][max(0, i - L):i]
+        assert hist[r].tolist() == window                       # the window sample_windows drew
+        assert set(np.flatnonzero(banned[r]).tolist()) == whole, (r, u, i)
+        assert not whole & set(fake[r].tolist())
+        longer += i > L
+    assert longer > 10                  # windows whose whole history is longer than the window
+    # the users and positions repeat sample_windows' own draw
+    users, pos = ssrgan.window_positions(data, jax.random.PRNGKey(2), 64)
+    np.testing.assert_array_equal(
+        np.asarray(data.items)[np.asarray(data.offsets)[np.asarray(users)] + np.asarray(pos)],
+        tgt[:, 0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('model', ['transformer', 'gru'])
+def test_gradient_penalty_treats_the_interpolates_as_data(model):
+    """Issue 12, item 5: the penalty's gradient reaches the critic's layers (and the item rows of
+    the history it reads) but not, through the interpolated points, the item-table rows of the
+    items of y* and y^ or of BOS: those rows get exactly 0 (items 11..18, no history holds them)."""
+    cr, p = make_critic(model)
+    hist = jax.random.randint(jax.random.PRNGKey(1), (3, L), 1, 6)
+    real = jnp.array([[11, 12, 13, 14]] * 3)
+    fake = jnp.array([[15, 16, 17, 18]] * 3)
+    mask = np.ones((3, T), bool)
+    g = jax.jit(jax.grad(lambda q: critic_lib.gradient_penalty(
+        cr, q, hist, real, fake, mask, jax.random.PRNGKey(4))))(p)
+    table = np.asarray(g['backbone']['item_embed']['embedding'])
+    assert np.all(table[11:19] == 0.0) and np.all(table[INFO.bos_id] == 0.0)
+    assert np.abs(table[1:6]).sum() > 0                 # the history's rows still move
+    head = np.asarray(g['head']['kernel'])
+    assert np.abs(head).sum() > 0
+
+
+@pytest.mark.slow
+def test_critic_dropout_acts_in_the_critic_updates_only():
+    """Issue 12, item 6: aos4rec.critic_dropout is applied in the critic's updates (one update
+    from the same start differs between dropout 0 and 0.5), and not where the critic is read:
+    the generator's advantages are the same at both rates."""
+    from tests.test_guard_ssrgan import INFO as GUARD_INFO
+    from tests.test_guard_ssrgan import init_state, make_config, make_steps, walks
+    data = walks(range(20))
+    out = {}
+    for rate in (0.0, 0.5):
+        cfg = make_config(critic_dropout=rate)
+        critic = critic_lib.build_critic(cfg, GUARD_INFO)
+        cp = critic_lib.init_critic(critic, GUARD_INFO, jax.random.PRNGKey(5))
+        model, steps = make_steps(cfg, critic)
+        state = init_state(model, steps, cp)
+        new, m = jax.jit(steps.critic_step)(state, data)
+        _, g = jax.jit(steps.generator_update)(state, data, jax.random.PRNGKey(9))
+        out[rate] = (jax.device_get(cp), float(m['critic_loss']), float(g['advantage']),
+                     jax.device_get(new['critic']))
+    leaves = lambda t: [np.asarray(x) for x in jax.tree_util.tree_leaves(t)]
+    for a, b in zip(leaves(out[0.0][0]), leaves(out[0.5][0])):
+        np.testing.assert_array_equal(a, b)             # the same start
+    assert out[0.0][1] != out[0.5][1]                   # the update sees the dropout
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(out[0.0][3]), leaves(out[0.5][3])))
+    assert out[0.0][2] == out[0.5][2]                   # the advantages do not
+
+
+
+@pytest.mark.slow
+def test_critic_separation_is_measured_on_held_out_users_at_validation_steps():
+    """Issue 12, "Measure the critic": the critic and SSRGAN steps return the critic's separation
+    on the held-out validation users (val_wasserstein, val_auc, val_adv_mean, val_adv_std) at the
+    validation steps of their phases only (multiples of eval_every = 4 and each phase's last step;
+    val_count 1 there, 0 elsewhere), equal to aos4rec.critic_separation of the critic's scores of
+    those users' validation targets and of lists drawn with the fixed measurement key under their
+    whole-history ban; the method's summarize averages them over val_count and drops them when
+    there was none."""
+    from aos4rec_jax.methods.aos4rec import AOS4Rec
+    from tests.helpers import tiny_prepared
+    seqs = [[(s + j) % N_ITEMS + 1 for j in range(12)] for s in range(12)]
+    ds = data_lib.Dataset(tiny_prepared(seqs, cap=2, history_len=L, target_len=T, k=T,
+                                        num_candidates=6, ban_history=True))
+    info = ds.info
+    c = tiny_config('gru')
+    c.train_steps, c.eval_every = 2, 4
+    c.aos4rec.critic_pretrain_steps, c.aos4rec.gan_steps, c.aos4rec.d_steps = 3, 2, 1
+    es = ds.eval_set('valid', 8)
+    model = seq2seq.build_model(c, info)
+    critic = critic_lib.build_critic(c, info)
+    bsharding = shard_lib.batch_sharding(shard_lib.make_mesh(jax.devices()[:1]))
+    steps = ssrgan.Steps(c, model, critic, info, 8, bsharding, max_history=8, critic_eval=es)
+    params = seq2seq.init_params(model, info, jax.random.PRNGKey(0))
+    cp = critic_lib.init_critic(critic, info, jax.random.PRNGKey(1))
+    state = dict(step=jnp.int32(2), rng=jax.random.PRNGKey(2), params=params,
+                 opt_state=steps.g_tx.init(params), critic=cp, critic_opt_state=steps.d_tx.init(cp))
+    data = ds.device_data()
+    crit, gan = jax.jit(steps.critic_step), jax.jit(steps.gan_round)
+    counts, measured = [], {}
+    for s in range(2, 7):
+        state, m = (crit if s < 5 else gan)(state, data)
+        m = jax.device_get(m)
+        counts.append(float(m['val_count']))
+        if m['val_count']:
+            measured[s + 1] = (m, jax.device_get(state))
+    assert counts == [0.0, 1.0, 1.0, 0.0, 1.0]                # steps 4 (eval_every), 5 (end), 7
+    m, st = measured[4]
+    # the same figures from the pieces: the users' validation examples, the fixed key, their ban
+    banned = data_lib.history_ban_mask(data.items, jnp.asarray(es.hist_start),
+                                       jnp.asarray(es.hist_len), int(es.hist_len.max()),
+                                       info.vocab_size)
+    key = jax.random.fold_in(st['rng'], ssrgan.Steps.MEASURE_KEY)
+    fake = steps.generate(st['params'], jnp.asarray(es.history), banned, key)
+    p = ds.prepared
+    for r, u in enumerate(es.users):
+        assert not set(np.asarray(fake)[r].tolist()) & set(
+            p.items_flat[p.offsets[u]:p.offsets[u] + p.n_train[u]].tolist())
+    d_real, _ = critic.apply({'params': st['critic']}, jnp.asarray(es.history), jnp.asarray(es.target))
+    d_fake, _ = critic.apply({'params': st['critic']}, jnp.asarray(es.history), fake)
+    want = aos4rec_lib.critic_separation(d_real, d_fake, es.target > 0)
+    for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std'):
+        assert float(m[f'val_{k}']) == pytest.approx(float(want[k]), rel=1e-5, abs=1e-6), k
+    assert 0.0 <= float(m['val_auc']) <= 1.0
+    method = AOS4Rec(c, ds)
+    out = method.summarize('critic', {'critic_loss': 2.0, 'val_auc': 1.4, 'val_wasserstein': 0.6,
+                                      'val_adv_mean': 0.2, 'val_adv_std': 1.0, 'val_count': 2.0}, 4)
+    assert out == pytest.approx({'critic_loss': 0.5, 'val_auc': 0.7, 'val_wasserstein': 0.3,
+                                 'val_adv_mean': 0.1, 'val_adv_std': 0.5})
+    out = method.summarize('gan', {'critic_loss': 2.0, 'val_auc': 0.0, 'val_count': 0.0}, 4)
+    assert out == {'critic_loss': 0.5}

@@ -10,6 +10,11 @@ are those of aos4rec_jax/ssrgan.py (Sec. 4.3):
 Entering the critic phase copies the generator kept by the seq2seq phase (best validation), or
 the kept parameters of another run (aos4rec.init_from), gives it a fresh optimizer state and
 starts model selection again. The K-lists come from the configured decoder (config.decode).
+
+The critic is measured on held-out validation users (aos4rec.critic_eval_users of the seeded
+validation subset) at every validation step of the critic and SSRGAN phases (ssrgan.py, "Measuring
+the critic"): train.jsonl's line of that step gets val_wasserstein, val_auc, val_adv_mean and
+val_adv_std (`summarize`).
 """
 from __future__ import annotations
 
@@ -17,8 +22,11 @@ import json
 import math
 import os
 
+import numpy as np
+
 import jax
 
+from aos4rec_jax import aos4rec as aos4rec_lib
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import critic as critic_lib
@@ -28,8 +36,10 @@ from aos4rec_jax import ssrgan
 from aos4rec_jax.methods.base import Method, Phase, RunError
 
 
-def init_state_fn(model, tx, info, critic=None, critic_tx=None):
-    """Pure init(rng) -> {step, params, opt_state, rng[, critic, critic_opt_state]}."""
+def init_state_fn(model, tx, info, critic=None, critic_tx=None, watch=False):
+    """Pure init(rng) -> {step, params, opt_state, rng[, critic, critic_opt_state][,
+    critic_watch]}; `critic_watch` (the stopping rule's record, aos4rec.critic_watch_init) only
+    with `watch`, so that a run without the rule keeps the state it always had."""
     def init(rng):
         import jax.numpy as jnp
         p_rng, s_rng = jax.random.split(rng)
@@ -38,6 +48,8 @@ def init_state_fn(model, tx, info, critic=None, critic_tx=None):
         if critic is not None:
             cp = critic_lib.init_critic(critic, info, jax.random.fold_in(p_rng, 1))
             state.update(critic=cp, critic_opt_state=critic_tx.init(cp))
+            if watch:
+                state['critic_watch'] = aos4rec_lib.critic_watch_init()
         return state
     return init
 
@@ -78,27 +90,41 @@ class AOS4Rec(Method):
         self.a = config.aos4rec
         self.adversarial = bool(self.a.adversarial)
         self.critic = critic_lib.build_critic(config, ds.info) if self.adversarial else None
+        # the stopping rule of critic pretraining: on with a patience and held-out users
+        self.stopping = (self.adversarial and int(self.a.critic_patience) > 0
+                         and int(self.a.critic_eval_users) > 0)
         self._steps = None
+        self._mesh = None
 
     @classmethod
     def resumable_changes(cls, config: dict, resumable: set) -> set:
         if config.get('aos4rec', {}).get('adversarial'):
             # the phases follow train_steps: only the last one (SSRGAN rounds) may be extended
-            return (resumable - {'train_steps'}) | {'aos4rec.gan_steps'}
+            # ... and the bar the SSRGAN phase asks of the critic, checked on entering it (a run
+            # stopped there by critic_below_bar=stop goes on with warn or a lower bar)
+            return (resumable - {'train_steps'}) | {'aos4rec.gan_steps', 'aos4rec.critic_auc_bar',
+                                                    'aos4rec.critic_below_bar'}
         return resumable
 
     def steps(self, mesh) -> ssrgan.Steps:
         if self._steps is None:
             shard_lib.check_batch_size(self.config.batch_size, mesh)
+            p = self.ds.prepared
+            # the ban of a training window is its whole history: at most the longest train part
+            max_history = int(max(1, p.n_train.max() - 1))
+            n_val = int(self.a.critic_eval_users)
+            critic_eval = self.ds.eval_set('valid', n_val) if self.adversarial and n_val else None
             self._steps = ssrgan.Steps(self.config, self.model, self.critic, self.info,
-                                       self.config.batch_size, shard_lib.batch_sharding(mesh))
+                                       self.config.batch_size, shard_lib.batch_sharding(mesh),
+                                       max_history=max_history, critic_eval=critic_eval)
+            self._mesh = mesh
         return self._steps
 
     def init_state(self, rng):
         # the optimizers do not depend on the mesh: build them here for load_run (no mesh)
         tx = seq2seq.make_optimizer(self.config)
         d_tx = ssrgan.make_critic_optimizer(self.config) if self.adversarial else None
-        return init_state_fn(self.model, tx, self.info, self.critic, d_tx)(rng)
+        return init_state_fn(self.model, tx, self.info, self.critic, d_tx, self.stopping)(rng)
 
     def phases(self, mesh):
         st = self.steps(mesh)
@@ -108,7 +134,8 @@ class AOS4Rec(Method):
         if self.adversarial:
             out += [Phase('critic', C, st.critic_step, validate=False, enter=self._enter_ssrgan,
                           entered_key='ssrgan_from'),
-                    Phase('gan', G, st.gan_round)]
+                    Phase('gan', G, st.gan_round, enter=self._enter_gan,
+                          entered_key='critic_checked')]
         return out
 
     def _enter_ssrgan(self, state, ctx):
@@ -129,8 +156,72 @@ class AOS4Rec(Method):
         opt_state = jax.jit(g_tx.init, out_shardings=ctx.shardings['opt_state'])(params)
         meta = {'best_score': -math.inf, 'best_step': -1, 'ssrgan_from': src,
                 'seq2seq_best': {k: meta.get(k) for k in ('best_score', 'best_step')}}
-        ctx.log(f'SSRGAN phase: generator copied from {src}; critic pretraining for {C} steps')
+        ctx.log(f'SSRGAN phase: generator copied from {src}; critic pretraining for '
+                + (f'at most {C} steps (stopping rule)' if self.stopping else f'{C} steps'))
         return dict(state, params=params, opt_state=opt_state), meta
+
+    def _critic_reached(self, state):
+        """(what critic pretraining reached: a dict for the log and metrics/critic_pretraining.json,
+        val_auc or None when the critic is not measured)."""
+        P, C, _ = ssrgan.schedule(self.config)
+        st = self._steps
+        rec = dict(cap=C, critic_patience=int(self.a.critic_patience),
+                   critic_min_delta=float(self.a.critic_min_delta))
+        if 'critic_watch' in state:
+            w = {k: np.asarray(v).item() for k, v in jax.device_get(state['critic_watch']).items()}
+            stopped = bool(w['stopped'])
+            rec.update(val_auc=float(w['last_auc']), best_val_auc=float(w['best_auc']),
+                       best_step=int(w['best_step']), stopped_by_rule=stopped,
+                       steps_run=(int(w['stop_step']) - P) if stopped else C)
+            auc = rec['val_auc'] if w['best_step'] >= 0 else None
+        elif st.val is not None:       # no rule: measured here, as at the phase's last step
+            data = self.ds.device_data(shard_lib.replicated(self._mesh))
+            sep = jax.device_get(jax.jit(st.separation_of)(state, data))
+            auc = float(sep['val_auc'])
+            rec.update(val_auc=auc, val_wasserstein=float(sep['val_wasserstein']),
+                       stopped_by_rule=False, steps_run=C)
+        else:
+            auc = None
+            rec.update(val_auc=None, stopped_by_rule=False, steps_run=C)
+        return rec, auc
+
+    def _enter_gan(self, state, ctx):
+        """Before the first SSRGAN round: what critic pretraining reached (the log line, the
+        meta and metrics/critic_pretraining.json) and the bar (aos4rec.critic_auc_bar): a critic
+        under it gets a one-line warning (critic_below_bar=warn) or stops the run
+        (critic_below_bar=stop: RunError; the rerun resumes from the newest checkpoint, and the
+        critic steps after it give the same critic again)."""
+        P, C, _ = ssrgan.schedule(self.config)
+        rec, auc = self._critic_reached(state)
+        bar, action = float(self.a.critic_auc_bar), str(self.a.critic_below_bar)
+        passed = None if (auc is None or bar <= 0) else bool(auc >= bar)
+        rec.update(bar=bar, passed=passed, below_bar=action)
+        how = (f'stopped by the plateau rule at step {P + rec["steps_run"]} after '
+               f'{rec["steps_run"]} of at most {C} updates (best val_auc {rec["best_val_auc"]:.4f} '
+               f'at step {rec["best_step"]})' if rec['stopped_by_rule'] else f'{C} updates')
+        if auc is None:
+            ctx.log(f'critic pretraining: {how}; its separation is not measured '
+                    '(aos4rec.critic_eval_users 0): the bar is not checked')
+        else:
+            ctx.log(f'critic pretraining: {how}; val_auc {auc:.4f} on held-out validation users'
+                    + ('' if passed is None else f' (bar {bar:g}: {"passed" if passed else "NOT reached"})'))
+        if jax.process_index() == 0:
+            from aos4rec_jax import evaluation
+            evaluation.write_json(os.path.join(ctx.checkpointer.workdir, 'metrics',
+                                               'critic_pretraining.json'), rec)
+        if passed is False:
+            msg = (f'the critic reached val_auc {auc:.4f} < aos4rec.critic_auc_bar {bar:g} after '
+                   f'critic pretraining')
+            if action == 'stop':
+                raise RunError(
+                    f'{msg}: the SSRGAN phase starts only from a critic that separates '
+                    '(aos4rec.critic_below_bar=stop). Train the critic longer or better (a new '
+                    'run: aos4rec.critic_pretrain_steps, d_learning_rate, gp_weight; '
+                    'docs/results/critic_sweep.md), or rerun this command with '
+                    '--config.aos4rec.critic_below_bar=warn (or a lower bar) to go on from the '
+                    'newest checkpoint')
+            ctx.log(f'WARNING: {msg}; the SSRGAN phase starts anyway (aos4rec.critic_below_bar=warn)')
+        return state, dict(ctx.meta, critic_checked=rec)
 
     def describe(self):
         a = self.a
@@ -145,12 +236,42 @@ class AOS4Rec(Method):
         return (f'schedule: {P} seq2seq steps ({"oracular, b=%d mu=%g" % (a.beam_size, a.mu) if a.oracle else "MLE"})'
                 + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
                    f'{a.d_steps}, c={a.num_next}, critic {n_crit:,} parameters, lipschitz={a.lipschitz})'
-                   if self.adversarial else ''))
+                   if self.adversarial else '')
+                + (f'; critic pretraining stops when val_auc has not improved by '
+                   f'{float(a.critic_min_delta):g} in {int(a.critic_patience)} measurements '
+                   f'(every {int(a.critic_eval_every) or int(self.config.eval_every)} steps; '
+                   f'{C} the cap)' if self.stopping else ''))
+
+    def summarize(self, phase, summed, n):
+        """The default, except the critic's separation on held-out users (ssrgan.Steps, measured
+        at validation steps only): the mean over the measurements of the interval (val_count of
+        them, usually one), and left out when there was none."""
+        summed = dict(summed)
+        count = float(summed.pop('val_count', 0.0))
+        vals = {k: summed.pop(k) for k in ssrgan.Steps.SEPARATION_KEYS + ('val_auc_best',)
+                if k in summed}
+        # the stopping rule (critic phase): the update metrics are averaged over the steps that
+        # updated (critic_updates of them; none after the stop), and the stop step is named
+        active = summed.pop('critic_active', None)
+        stop_at = summed.pop('critic_stop_step', None)
+        if active is None:
+            out = super().summarize(phase, summed, n)
+        else:
+            upd = float(active)
+            out = {k: float(v / upd) for k, v in summed.items()} if upd > 0 else {}
+            out['critic_updates'] = upd
+        if stop_at is not None and float(stop_at) > 0:
+            out['critic_stopped_at'] = float(stop_at)
+        if count > 0:
+            out.update({k: float(v / count) for k, v in vals.items()})
+        return out
 
     def console(self, phase, m):
         if phase == 'seq2seq':
             return f'loss {m["loss"]:.4f} gnorm {m["grad_norm"]:.3f}' + (f' p {m["p"]:.3f}' if 'p' in m else '')
-        keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll')
+        keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll',
+                'val_wasserstein', 'val_auc', 'val_auc_best', 'val_adv_mean', 'val_adv_std',
+                'critic_updates', 'critic_stopped_at')
         return ' '.join(f'{k} {m[k]:.4f}' for k in keys if k in m)
 
     def generate_fn(self):

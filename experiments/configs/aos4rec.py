@@ -16,7 +16,11 @@ aos4rec.gan_steps rounds of g_steps generator and d_steps critic updates. Every 
 
 Other knobs (documented in aos4rec_jax/config.py): aos4rec.beam_size (b), aos4rec.mu,
 aos4rec.num_next (c), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.lipschitz
-(gp | clip | none), aos4rec.g_learning_rate, aos4rec.d_learning_rate, aos4rec.init_from
+(gp | clip | none), aos4rec.g_learning_rate, aos4rec.d_learning_rate, aos4rec.critic_dropout,
+aos4rec.critic_eval_users (held-out users the critic's separation is measured on),
+aos4rec.critic_patience / critic_min_delta / critic_eval_every (the stopping rule of critic
+pretraining; critic_pretrain_steps is its cap), aos4rec.critic_auc_bar / critic_below_bar (warn |
+stop: the critic the SSRGAN phase asks for), aos4rec.critic_width, aos4rec.init_from
 (start the SSRGAN phase from a finished run's generator, with train_steps=0: this is how
 experiments/ablation.sh shares one seq2seq run between a row and its adversarial row).
 Variants combine with commas: ':tiny' (every phase in about a minute on a CPU, for tests),
@@ -41,6 +45,8 @@ def tiny(c):
     c.log_every = 5
     c.aos4rec.beam_size = 3
     c.aos4rec.critic_pretrain_steps = 6
+    c.aos4rec.critic_patience = 0          # tests: the fixed critic phase (the rule's own tests
+                                           # turn it on: tests/test_critic_stop.py)
     c.aos4rec.gan_steps = 6
     c.aos4rec.d_steps = 2
     c.max_eval_users = 64
@@ -57,6 +63,11 @@ def get_config(variant=''):
     c.train_steps = 5000
     c.aos4rec.oracle = True
     c.aos4rec.adversarial = True
+    # critic pretraining until its val_auc plateaus (measured every 25 steps; 4 measurements
+    # without a gain of 0.005 stop it), at most 500 steps; the bar 0.7 warns (docs/aos4rec.md,
+    # "Critic pretraining: the stopping rule"; docs/results/critic_sweep.md)
     c.aos4rec.critic_pretrain_steps = 500
+    c.aos4rec.critic_eval_every = 25
+    c.aos4rec.critic_patience = 4
     c.aos4rec.gan_steps = 1000
     return base.apply_variant(c, variant, 'aos4rec.py', VARIANTS)

@@ -1,0 +1,59 @@
+"""CRR-Transformer: next-item pretraining, then Critic Regularized Regression (offline RL).
+
+The method: aos4rec_jax/methods/crr.py (the policy is models/gpt.py's causal Transformer, the Q
+critic models/crr.py); docs/crr.md.
+
+python main.py --config=experiments/configs/crr.py --workdir=/tmp/crr \
+    --config.data_dir=PREPARED_DIR
+
+Stage 1 runs config.train_steps steps of next-item cross-entropy (methods/gpt.py's training, the
+GPT-style network with its defaults: d 64, 2 layers, 1 head, dropout 0.1, Adam 1e-3, batch 64);
+stage 2 runs crr.crr_steps CRR steps from the kept stage-1 policy. CRR's settings live in the
+`crr` block (methods/crr.CRR.OPTIONS): beta 1 and m = 4 sampled actions (the paper), the
+exponential weights clipped at 20, gamma -1 = 0.9 on the yoochoose profile and 0.6 otherwise
+(the paper's YOOCHOOSE / MovieLens values), Polyak rate tau 0.005, reward 1 an interaction.
+Variants: ':tiny' (seconds on a CPU: 60 + 40 steps), ':quick', ':paper' (embedding size 128),
+':nopretrain' (stage 2 from a random policy: the paper's ablation of stage 1).
+"""
+from aos4rec_jax.methods.crr import CRR
+from experiments.configs import _next_item
+from experiments.configs import base
+
+
+def tiny(c):
+    c = base.tiny(c)
+    c.crr.crr_steps = 40
+    return c
+
+
+def quick(c):
+    c = base.quick(c)
+    c.crr.crr_steps = 1000
+    return c
+
+
+def nopretrain(c):
+    c.train_steps = 0
+    return c
+
+
+def _wide(c):
+    c = _next_item.paper(c)
+    c.model_kwargs.mlp_dim = 4 * c.model_kwargs.embed_dim
+    return c
+
+
+VARIANTS = {'tiny': tiny, 'quick': quick, 'paper': _wide, 'nopretrain': nopretrain}
+
+
+def get_config(variant=''):
+    c = _next_item.get_config('crr', CRR.OPTIONS)
+    c.batch_size = 64
+    c.model_kwargs.embed_dim = 64
+    c.model_kwargs.num_layers = 2
+    c.model_kwargs.num_heads = 1
+    c.model_kwargs.mlp_dim = 256
+    c.model_kwargs.dropout_rate = 0.1
+    c.train_steps = 20000
+    c.crr.crr_steps = 5000
+    return base.apply_variant(c, variant, 'crr.py', VARIANTS)
