@@ -86,23 +86,14 @@ def fingerprint(data_dir: str) -> dict:
     return out
 
 
-def check_fingerprint(workdir: str, ds: data_lib.Dataset) -> dict:
-    """The data folder's fingerprint; RunError if the run in `workdir` recorded another one (the
-    folder was re-prepared or edited since the run was trained on it). Runs from before the
-    fingerprint existed (no record) are accepted."""
+def check_fingerprint(ds: data_lib.Dataset, recorded: dict | None) -> dict:
+    """The data folder's fingerprint; RunError if the run recorded another one (`recorded`: the
+    `fingerprint` of its dataset.json; the folder was re-prepared or edited since the run was
+    trained on it). Runs from before the fingerprint existed (None) are accepted."""
     fp = fingerprint(ds.data_dir)
-    path = os.path.join(workdir, 'dataset.json')
-    if not os.path.exists(path):
+    if recorded is None:
         return fp
-    try:
-        with open(path) as f:
-            old = json.load(f).get('fingerprint')
-    except ValueError:
-        raise RunError(f'{path}: not a valid JSON file (damaged); it is rewritten by a run of '
-                       'main.py on this workdir only when it can be checked: restore it or use a '
-                       'new --workdir') from None
-    if old is None:
-        return fp
+    old = recorded
     changed = sorted(n for n in set(old) | set(fp) if old.get(n) != fp.get(n))
     if changed:
         raise RunError(f'the data in {ds.data_dir} is not the data this run was trained on '

@@ -455,7 +455,9 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     # be usable: a failed start (a mistyped data_dir, a damaged file) leaves the workdir reusable
     ds = datasets.get_dataset(config, workdir, log=log)
     info = ds.info
-    fp = datasets.check_fingerprint(workdir, ds)
+    ds_path = os.path.join(workdir, 'dataset.json')
+    recorded = _read_run_json(ds_path).get('fingerprint') if os.path.exists(ds_path) else None
+    fp = datasets.check_fingerprint(ds, recorded)
     check_against_data(config, info)
     n_dev = int(config.mesh.get('num_devices', 0))
     mesh = shard_lib.make_mesh(jax.devices()[:n_dev] if n_dev else None)
@@ -543,7 +545,8 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
     if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
         raise FileNotFoundError(f'{workdir} is not a run folder of main.py (no config.json/dataset.json)')
     config = ml_collections.ConfigDict(_read_run_json(cfg_path))
-    data_dir = _read_run_json(ds_path).get('data_dir')
+    ds_record = _read_run_json(ds_path)
+    data_dir = ds_record.get('data_dir')
     if not data_dir:
         raise RunError(f'{ds_path}: no data_dir recorded (damaged file)')
     for key, v in FIELDS_ADDED_LATER.items():      # runs written before these fields existed
@@ -560,7 +563,7 @@ def load_run(workdir: str, decode_overrides: dict | None = None, k: int | None =
         raise RunError(f'the run was trained on {data_dir}, which is not there any more '
                        f'({ds_path} names it)')
     ds = data_lib.Dataset.load(data_dir, config.history_len, config.target_len)
-    datasets.check_fingerprint(workdir, ds)
+    datasets.check_fingerprint(ds, ds_record.get('fingerprint'))
     if k is not None:
         if int(k) < 1:
             raise config_lib.ConfigError(f'k: must be >= 1, got {k}')

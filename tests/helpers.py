@@ -1,5 +1,6 @@
 """Small shared builders for tests."""
 import os
+import signal
 
 import numpy as np
 
@@ -43,3 +44,22 @@ def run_full_then_killed_and_resumed(cmd, env, full_dir, killed_dir, marker, cwd
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'resumed from checkpoint step' in again.stdout
     return again
+
+
+class StopAt:
+    """A preemption.Watcher that 'receives' SIGTERM after a chosen step (deterministic)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def requested(self, step):
+        return signal.SIGTERM if step == self.step else None
+
+    def immediate(self):
+        pass

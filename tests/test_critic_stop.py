@@ -9,7 +9,6 @@ The whole-run tests replace the critic's measurement by a constructed AUC sequen
 the step, `Steps.separation_of`), so the step the rule must stop at is known exactly."""
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +23,7 @@ from aos4rec_jax import data as data_lib
 from aos4rec_jax import preemption
 from aos4rec_jax import ssrgan
 from aos4rec_jax import trainer
+from tests.helpers import StopAt
 from experiments.configs import aos4rec as aos_cfg
 
 
@@ -165,25 +165,6 @@ def _updates(opt_state):
     return counts[0]
 
 
-class _StopAt:
-    """A preemption.Watcher that 'receives' SIGTERM after a chosen step (deterministic)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def requested(self, step):
-        return signal.SIGTERM if step == self.step else None
-
-    def immediate(self):
-        pass
-
-
 @pytest.mark.slow
 def test_the_rule_stops_the_critic_where_it_must_and_a_resumed_run_ends_identical(
         tmp_path, constructed_auc, monkeypatch, capsys):
@@ -223,7 +204,7 @@ def test_the_rule_stops_the_critic_where_it_must_and_a_resumed_run_ends_identica
     wd = tmp_path / 'stopped'
     for at in (STOP - 1, STOP + 1):
         with monkeypatch.context() as m:
-            m.setattr(preemption, 'Watcher', lambda at=at: _StopAt(at))
+            m.setattr(preemption, 'Watcher', lambda at=at: StopAt(at))
             with pytest.raises(preemption.Stopped):
                 trainer.train_and_evaluate(_config(tmp_path / 'data'), str(wd))
     trainer.train_and_evaluate(_config(tmp_path / 'data'), str(wd))

@@ -27,6 +27,7 @@ from aos4rec_jax import metrics_ref
 from aos4rec_jax import preemption
 from aos4rec_jax import recommend as recommend_cli
 from aos4rec_jax import trainer
+from tests.helpers import StopAt
 from aos4rec_jax.methods.base import RunError
 from experiments.configs import transformer as tf_cfg
 
@@ -85,25 +86,6 @@ def _assert_same_end(a, b):
 
 
 # ------------------------------------------------------------------------------ preemption
-class _StopAt:
-    """A preemption.Watcher that 'receives' SIGTERM after a chosen step (deterministic)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def requested(self, step):
-        return signal.SIGTERM if step == self.step else None
-
-    def immediate(self):
-        pass
-
-
 def test_a_preemption_between_two_log_lines_saves_that_step_and_the_rerun_ends_as_an_uninterrupted_one(
         tmp_path, monkeypatch):
     """SIGTERM after step 10 (log lines every 4 steps, checkpoints every 50): step 10 is saved
@@ -113,7 +95,7 @@ def test_a_preemption_between_two_log_lines_saves_that_step_and_the_rerun_ends_a
     trainer.train_and_evaluate(_config(tmp_path / 'data', 20), str(tmp_path / 'full'))
     wd = tmp_path / 'stopped'
     with monkeypatch.context() as m:
-        m.setattr(preemption, 'Watcher', lambda: _StopAt(10))
+        m.setattr(preemption, 'Watcher', lambda: StopAt(10))
         with pytest.raises(preemption.Stopped) as e:
             trainer.train_and_evaluate(_config(tmp_path / 'data', 20), str(wd))
     assert e.value.exit_code == 143

@@ -18,6 +18,7 @@ Variants: ':tiny' (seconds on a CPU: 60 + 40 steps), ':quick', ':paper' (embeddi
 from aos4rec_jax.methods.crr import CRR
 from experiments.configs import _next_item
 from experiments.configs import base
+from experiments.configs import gpt as gpt_cfg
 
 
 def tiny(c):
@@ -37,23 +38,11 @@ def nopretrain(c):
     return c
 
 
-def _wide(c):
-    c = _next_item.paper(c)
-    c.model_kwargs.mlp_dim = 4 * c.model_kwargs.embed_dim
-    return c
-
-
-VARIANTS = {'tiny': tiny, 'quick': quick, 'paper': _wide, 'nopretrain': nopretrain}
+VARIANTS = {'tiny': tiny, 'quick': quick, 'paper': gpt_cfg.paper, 'nopretrain': nopretrain}
 
 
 def get_config(variant=''):
-    c = _next_item.get_config('crr', CRR.OPTIONS)
-    c.batch_size = 64
-    c.model_kwargs.embed_dim = 64
-    c.model_kwargs.num_layers = 2
-    c.model_kwargs.num_heads = 1
-    c.model_kwargs.mlp_dim = 256
-    c.model_kwargs.dropout_rate = 0.1
+    c = gpt_cfg.network_defaults(_next_item.get_config('crr', CRR.OPTIONS))
     c.train_steps = 20000
     c.crr.crr_steps = 5000
     return base.apply_variant(c, variant, 'crr.py', VARIANTS)

@@ -36,7 +36,7 @@ VARIANTS = {
     'sample': _strategy('sample', temperature=0.3),
     'rra': _strategy('multi_rra', temperature=0.3, num_sequences=20),
     'ra': _strategy('multi_ra', temperature=0.3, num_sequences=20),
-    'paper': lambda c: _wide(_next_item.paper(c)),
+    'paper': lambda c: paper(c),
 }
 
 
@@ -45,12 +45,22 @@ def _wide(c):
     return c
 
 
-def get_config(variant=''):
-    c = _next_item.get_config('gpt', GPT.OPTIONS)
+def paper(c):
+    """The paper's embedding size with GPT-2's inner width (crr.py's ':paper' too)."""
+    return _wide(_next_item.paper(c))
+
+
+def network_defaults(c):
+    """The GPT network's sizes and batch (crr.py's policy is this network: it uses them too)."""
     c.batch_size = 64
     c.model_kwargs.embed_dim = 64
     c.model_kwargs.num_layers = 2
     c.model_kwargs.num_heads = 1
     c.model_kwargs.mlp_dim = 256
     c.model_kwargs.dropout_rate = 0.1
+    return c
+
+
+def get_config(variant=''):
+    c = network_defaults(_next_item.get_config('gpt', GPT.OPTIONS))
     return base.apply_variant(c, variant, 'gpt.py', VARIANTS)
