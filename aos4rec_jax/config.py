@@ -7,6 +7,7 @@ import os
 import jax
 import ml_collections
 
+SELECT_BY = ('ndcg', 'full_ndcg', 'nll_oracle', 'last')
 STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'topk')
 DTYPES = ('float32', 'bfloat16')
 LIPSCHITZ = ('gp', 'clip', 'none')
@@ -135,8 +136,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)
-    _check(c.select_by in ('ndcg', 'nll_oracle', 'last'), 'select_by',
-           f"{c.select_by!r} is not one of ('ndcg', 'nll_oracle', 'last')")
+    _check(c.select_by in SELECT_BY, 'select_by', f"{c.select_by!r} is not one of {SELECT_BY}")
     if c.select_by == 'nll_oracle' and c.data_dir and os.path.isdir(c.data_dir):
         _check(os.path.exists(os.path.join(c.data_dir, 'oracle.npz')), 'select_by',
                f'nll_oracle needs the synthetic oracle data, and {c.data_dir} has no oracle '

@@ -6,7 +6,13 @@ The model is seen only through a callback (docs/DESIGN.md, "Decoding contract"):
 
 ``state`` is a pytree whose every leaf has leading dimension B'. The decoders tile it along axis 0
 for beams / samples (``[B * beams, ...]``, beam-major inside each user) and gather it when beams
-are reordered. Every decoder is a fixed-length ``lax.scan`` over T steps, vectorised over the
+are reordered, except the parts wrapped in ``PerUser``: those (e.g. an encoder's output and its
+cross-attention keys / values) are the same for every beam / sample of a user, so they stay
+``[B, ...]``, are never tiled nor gathered, and ``step_fn`` broadcasts them itself (it sees
+``B' = B * n`` rows of the rest and ``n = B' // B``). Beam search and multi-sequence sampling
+run step 0 once per user (``B' = B``: all rows of a user start from the same state and BOS) and
+tile the state after it, so a step function must not depend on the row count. Every decoder is
+a fixed-length ``lax.scan`` over T steps (beam search: T - 1 after step 0), vectorised over the
 batch, jit-able with ``step_fn`` and the integer / string options bound by ``functools.partial``.
 Nothing here is jitted by itself, so the decoders compose inside a caller's jitted eval step.
 
@@ -58,6 +64,7 @@ samples independent of the batch it is in and of the batch size.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -81,6 +88,10 @@ MIN_TEMPERATURE = 1e-4
 # Index 0 of the logits is padding and never a valid output (docs/DESIGN.md, "Item ids").
 PAD_ID = 0
 
+# Beam search's top-k over beam x items runs in two levels (``_top_k``) from this many entries a
+# user on; below it one ``lax.top_k``.
+_TWO_LEVEL_TOP_K_MIN = 16384
+
 STRATEGIES = ("beam", "greedy", "sample", "gumbel", "multi_rra", "multi_ra")
 SAMPLE_METHODS = ("categorical", "gumbel")
 AGGREGATIONS = ("rra", "ra")
@@ -89,6 +100,23 @@ AGGREGATIONS = ("rra", "ra")
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
+@struct.dataclass
+class PerUser:
+    """The beam-invariant part of a decoding state: one entry per user, the same for every beam /
+    sample of that user (an encoder's output, its cross-attention keys / values, a source mask).
+
+    Decoders pass it to ``step_fn`` untiled, every leaf ``[B, ...]``, while every other leaf of
+    the state has ``B' = B * n`` rows (n beams or samples, beam-major inside each user, so row
+    ``r`` belongs to user ``r // n``); they never tile, gather or carry it through the scan.
+    ``step_fn`` must return it unchanged at the same place of the state (decoders keep the
+    original). Called with ``B' = B`` rows (n = 1), a model's step is its plain per-user step.
+
+    Attributes:
+      value: pytree, every leaf [B, ...].
+    """
+    value: PyTree
+
+
 @struct.dataclass
 class BeamSearchOutput:
     """Result of ``beam_search``, beams sorted best first.
@@ -237,6 +265,27 @@ def gather_beams(x: PyTree, beam_indices: jax.Array) -> PyTree:
 # --------------------------------------------------------------------------------------------
 # Internals shared by the strategies
 # --------------------------------------------------------------------------------------------
+def _is_per_user(x) -> bool:
+    return isinstance(x, PerUser)
+
+
+def _split_per_user(state: PyTree):
+    """state -> (rows, join): ``rows`` is the state with every ``PerUser`` node replaced by None
+    (what decoders tile, gather and carry); ``join(rows')`` puts the original ``PerUser`` nodes
+    back into a tree of the same structure as ``rows``."""
+    rows = jax.tree.map(lambda x: None if _is_per_user(x) else x, state, is_leaf=_is_per_user)
+
+    def join(new_rows: PyTree) -> PyTree:
+        return jax.tree.map(lambda s, r: s if _is_per_user(s) else r, state, new_rows,
+                            is_leaf=_is_per_user)
+    return rows, join
+
+
+def _rows_of(state: PyTree) -> PyTree:
+    """The state returned by ``step_fn`` without its ``PerUser`` nodes (see ``_split_per_user``)."""
+    return jax.tree.map(lambda x: None if _is_per_user(x) else x, state, is_leaf=_is_per_user)
+
+
 def _check_state(state: PyTree, batch_size: int) -> None:
     for leaf in jax.tree.leaves(state):
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch_size:
@@ -271,6 +320,27 @@ def _make_space(batch_size: int, vocab_size: int, candidates: jax.Array | None,
     if banned is not None:
         allowed = allowed & ~jnp.take_along_axis(banned, items, axis=-1)
     return _Space(allowed=allowed, items=items, size=candidates.shape[1], vocab_size=vocab_size)
+
+
+def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``lax.top_k(x, k)`` over the last axis of x [B, n], exactly (values, indices, and the
+    lower-index-first order of ties), in two levels when n is large: the rows are cut into
+    blocks of about sqrt(n / k) entries, ``lax.top_k`` picks the k blocks with the largest
+    maxima (ties: the lower block), and a second ``lax.top_k`` runs over those k blocks only,
+    taken in index order. Every one of the k best entries lies in such a block: were it in
+    another block, the maxima of the k chosen blocks would be k entries ranked before it."""
+    b, n = x.shape
+    chunk = int(math.sqrt(n / k))
+    if n < _TWO_LEVEL_TOP_K_MIN or chunk <= k:
+        return lax.top_k(x, k)
+    m = -(-n // chunk)
+    if m * chunk > n:  # -inf padding at the end: ranked after every real entry, as lax.top_k would
+        x = jnp.pad(x, ((0, 0), (0, m * chunk - n)), constant_values=NEG_INF)
+    blocks = x.reshape(b, m, chunk)
+    _, best = lax.top_k(jnp.max(blocks, axis=-1), k)
+    best = jnp.sort(best, axis=-1)                       # index order, for the ties
+    values, pos = lax.top_k(jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(b, -1), k)
+    return values, jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
 
 
 def _allowed_log_probs(space: _Space, logits: jax.Array, indices: jax.Array,
@@ -347,13 +417,17 @@ def _inverse_cdf(keys: jax.Array, scaled: jax.Array) -> jax.Array:
 
 def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch_size: int,
                  num_rows: int, length: int, bos_id: int, ban_generated: bool,
-                 sum_probs: bool = False):
+                 sum_probs: bool = False, share_first_step: bool = False):
     """Row-wise decoding (no reordering): each of the n rows of a user picks one index per step.
 
     Args:
       choose: ``choose(t, log_probs [B, n, S]) -> int32 [B, n]``; rows with no allowed item are
         overridden to "no item" afterwards.
       sum_probs: also accumulate the allowed probabilities into ``prob_sum [B, S]``.
+      share_first_step: run step 0 once per user (``step_fn`` sees B rows, then B * n): the n
+        rows of a user start from the same state and BOS, so their step-0 logits are equal.
+        Only for step functions whose rows are independent of the row count (not, e.g.,
+        methods/seqgan.py's forced prefixes, which index rows of B * n).
 
     Returns:
       indices: int32 [B, n, T] (S = no item); log_probs: float32 [B, n, T]; scores: float32 [B, n]
@@ -361,11 +435,18 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
     """
     _check_state(state, batch_size)
     b, n, size = batch_size, num_rows, space.size
+    rows, join = _split_per_user(state)
 
-    def body(carry: RowState, t):
-        logits, cache = step_fn(carry.cache, carry.prev_items, t)
-        log_probs, any_allowed = _allowed_log_probs(
-            space, unflatten_beam_dim(logits, b, n), carry.indices, ban_generated)
+    def body(carry: RowState, t, first=None):
+        if first is None:
+            logits, cache = step_fn(join(carry.cache), carry.prev_items, t)
+            cache = _rows_of(cache)
+            log_probs, any_allowed = _allowed_log_probs(
+                space, unflatten_beam_dim(logits, b, n), carry.indices, ban_generated)
+        else:  # step 0 computed once per user: broadcast to the user's n rows
+            log_probs, any_allowed, cache = first
+            log_probs = jnp.broadcast_to(log_probs, (b, n, size))
+            any_allowed = jnp.broadcast_to(any_allowed, (b, n))
         index = choose(t, log_probs)
         chosen = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
         index = jnp.where(any_allowed, index, size)
@@ -381,10 +462,21 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
     init = RowState(
         indices=jnp.full((b, n, length), size, jnp.int32),
         prev_items=jnp.full((b * n,), bos_id, jnp.int32),
-        cache=flatten_beam_dim(add_beam_dim(state, n)),
+        cache=None,
         scores=jnp.zeros((b, n), jnp.float32),
         prob_sum=jnp.zeros((b, size), jnp.float32) if sum_probs else None)
-    final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
+    if share_first_step and n > 1 and length > 0:
+        t0 = jnp.zeros((), jnp.int32)
+        logits, cache = step_fn(state, jnp.full((b,), bos_id, jnp.int32), t0)
+        log_probs, any_allowed = _allowed_log_probs(
+            space, logits[:, None, :], init.indices[:, :1], ban_generated)
+        cache = flatten_beam_dim(add_beam_dim(_rows_of(cache), n))
+        init, chosen0 = body(init, t0, first=(log_probs, any_allowed, cache))
+        final, chosen = lax.scan(body, init, jnp.arange(1, length, dtype=jnp.int32))
+        chosen = jnp.concatenate([chosen0[None], chosen], axis=0)
+    else:
+        init = init.replace(cache=flatten_beam_dim(add_beam_dim(rows, n)))
+        final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
     return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum
 
 
@@ -416,7 +508,8 @@ def beam_search(step_fn: StepFn, state: PyTree, *, batch_size: int, vocab_size: 
 
     Args:
       step_fn: ``(state, prev_items [B'], t) -> (logits [B', V], state)``.
-      state: pytree, every leaf [B, ...]; tiled to [B * beam_size, ...] and gathered on reorders.
+      state: pytree, every leaf [B, ...]; tiled to [B * beam_size, ...] and gathered on reorders,
+        except its ``PerUser`` parts (kept [B, ...]).
       batch_size: B.
       vocab_size: V (index 0 = padding).
       length: T, number of items generated.
@@ -433,35 +526,67 @@ def beam_search(step_fn: StepFn, state: PyTree, *, batch_size: int, vocab_size: 
     space = _make_space(batch_size, vocab_size, candidates, banned)
     b, k, size = batch_size, beam_size, space.size
     beam_ids = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
+    rows, join = _split_per_user(state)
+    no_item = jnp.full((b, k), size, jnp.int32)
 
-    def body(carry: BeamState, t):
-        logits, cache = step_fn(carry.cache, carry.prev_items, t)
+    def select(scores, indices, logits, n):
+        """One step of the search from n live-or-dead beams per user (n = k, or 1 at t = 0 where
+        the other k - 1 beams are dead copies of beam 0): (new scores [B, k], parents [B, k],
+        indices chosen [B, k]). ``lax.top_k`` over beam x items in one call."""
         log_probs, any_allowed = _allowed_log_probs(
-            space, unflatten_beam_dim(logits, b, k), carry.indices, ban_generated)
-        extended = carry.scores[:, :, None] + log_probs  # [B, beam, S]
-        top_scores, flat = lax.top_k(extended.reshape(b, k * size), k)
+            space, unflatten_beam_dim(logits, b, n), indices, ban_generated)
+        extended = scores[:, :, None] + log_probs  # [B, n, S]
+        kk = min(k, n * size)
+        top_scores, flat = _top_k(extended.reshape(b, n * size), kk)
+        if kk < k:  # fewer (beam, item) pairs than beams: the rest are dead
+            top_scores = jnp.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=NEG_INF)
+            flat = jnp.pad(flat, ((0, 0), (0, k - kk)))
         # A live beam with nothing left to choose continues with "no item" at an unchanged score; it
         # competes with the real extensions, after them at equal score.
-        stay = jnp.where(any_allowed, NEG_INF, carry.scores)
+        stay = jnp.where(any_allowed, NEG_INF, scores)
+        if n < k:
+            stay = jnp.pad(stay, ((0, 0), (0, k - n)), constant_values=NEG_INF)
         new_scores, pick = lax.top_k(jnp.concatenate([top_scores, stay], axis=1), k)
         parents = jnp.take_along_axis(
             jnp.concatenate([flat // size, beam_ids], axis=1), pick, axis=1)
-        index = jnp.take_along_axis(
-            jnp.concatenate([flat % size, jnp.full((b, k), size, flat.dtype)], axis=1), pick, axis=1)
+        index = jnp.take_along_axis(jnp.concatenate([flat % size, no_item], axis=1), pick, axis=1)
         index = jnp.where(new_scores > NEG_INF, index, size).astype(jnp.int32)  # dead beam: no item
-        cache = flatten_beam_dim(gather_beams(unflatten_beam_dim(cache, b, k), parents))
+        return new_scores, parents, index
+
+    def reorder(cache, parents):
+        """Gathers the per-beam rows of the state (never the PerUser part)."""
+        return flatten_beam_dim(gather_beams(unflatten_beam_dim(cache, b, k), parents))
+
+    def body(carry: BeamState, t):
+        logits, cache = step_fn(join(carry.cache), carry.prev_items, t)
+        new_scores, parents, index = select(carry.scores, carry.indices, logits, k)
         new = BeamState(scores=new_scores,
                         indices=gather_beams(carry.indices, parents).at[:, :, t].set(index),
                         prev_items=flatten_beam_dim(space.to_items(index)),
-                        cache=cache)
+                        cache=reorder(_rows_of(cache), parents))
         return new, None
 
-    init = BeamState(
-        scores=jnp.full((b, k), NEG_INF, jnp.float32).at[:, 0].set(0.0),
-        indices=jnp.full((b, k, length), size, jnp.int32),
-        prev_items=jnp.full((b * k,), bos_id, jnp.int32),
-        cache=flatten_beam_dim(add_beam_dim(state, k)))
-    final, _ = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
+    if k == 1 or length == 0:
+        init = BeamState(
+            scores=jnp.full((b, k), NEG_INF, jnp.float32).at[:, 0].set(0.0),
+            indices=jnp.full((b, k, length), size, jnp.int32),
+            prev_items=jnp.full((b * k,), bos_id, jnp.int32),
+            cache=flatten_beam_dim(add_beam_dim(rows, k)))
+        steps = jnp.arange(length, dtype=jnp.int32)
+    else:
+        # Step 0 once per user: every beam of a user starts from the same state and BOS, so the
+        # old search's k - 1 dead copies of beam 0 are not computed; all beams then descend from
+        # beam 0, and the state after the step is tiled instead of gathered.
+        logits, cache = step_fn(state, jnp.full((b,), bos_id, jnp.int32), jnp.zeros((), jnp.int32))
+        scores, _, index = select(jnp.zeros((b, 1), jnp.float32),
+                                  jnp.full((b, 1, length), size, jnp.int32), logits, 1)
+        init = BeamState(
+            scores=scores,
+            indices=jnp.full((b, k, length), size, jnp.int32).at[:, :, 0].set(index),
+            prev_items=flatten_beam_dim(space.to_items(index)),
+            cache=flatten_beam_dim(add_beam_dim(_rows_of(cache), k)))
+        steps = jnp.arange(1, length, dtype=jnp.int32)
+    final, _ = lax.scan(body, init, steps)
     return BeamSearchOutput(sequences=space.to_items(final.indices), scores=final.scores)
 
 
@@ -621,7 +746,8 @@ def multi_sequence(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size
     choose = _sampler("categorical", _per_user_keys(rng, batch_size), temperature)
     indices, _, _, prob_sum = _decode_rows(
         step_fn, state, space, choose, batch_size=batch_size, num_rows=num_sequences,
-        length=length, bos_id=bos_id, ban_generated=ban_generated, sum_probs=aggregation == "ra")
+        length=length, bos_id=bos_id, ban_generated=ban_generated, sum_probs=aggregation == "ra",
+        share_first_step=True)
     scores = prob_sum if aggregation == "ra" else reciprocal_rank_scores(indices, space.size)
     return _rank(space, scores, k)
 

@@ -37,6 +37,7 @@ STRATEGY_FIELDS = {'beam': {'beam_size'}, 'greedy': set(), 'sample': {'temperatu
 FLAG_OF_FIELD = {'strategy': '--strategy', 'beam_size': '--beam', 'temperature': '--temperature',
                  'num_sequences': '--num-sequences'}
 SELECTION = {'ndcg': 'the best validation sampled NDCG@{k}',
+             'full_ndcg': 'the best validation full-protocol NDCG@{k}',
              'nll_oracle': 'the lowest validation NLL_oracle',
              'last': 'the last validation (select_by=last)'}
 
@@ -317,10 +318,11 @@ def _verdict(config, test, pop, K, oracle) -> str | None:
         rel = 'lower (better) than' if a < b else 'not lower than'
         return (f'selected by NLL_oracle: test NLL_oracle of the sampled-protocol lists {a:.2f} nats, '
                 f'{rel} PopRec\'s {b:.2f} (true continuations: {test["nll_oracle"]["target"]:.2f})')
-    a, b = test['sampled'][f'ndcg@{K}'], pop['sampled'][f'ndcg@{K}']
+    scene = 'full' if config.select_by == 'full_ndcg' else 'sampled'
+    a, b = test[scene][f'ndcg@{K}'], pop[scene][f'ndcg@{K}']
     rel = 'above' if a > b else 'not above'
-    what = 'selected by' if config.select_by == 'ndcg' else 'for comparison,'
-    return f'{what} sampled NDCG@{K}: test {a:.4f}, {rel} PopRec\'s {b:.4f} ({100 * (a / b - 1):+.1f}%)' \
+    what = 'selected by' if config.select_by in ('ndcg', 'full_ndcg') else 'for comparison,'
+    return f'{what} {scene} NDCG@{K}: test {a:.4f}, {rel} PopRec\'s {b:.4f} ({100 * (a / b - 1):+.1f}%)' \
         if b > 0 else None
 
 

@@ -341,8 +341,9 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
         if oracle_data:
             rec['nll_oracle'] = datasets.oracle_nll(ds, val_set, v_sampled)
         _append_jsonl(os.path.join(mdir, 'valid_history.jsonl'), rec)
-        # higher is better: NDCG, minus the oracle NLL, or the step itself ('last')
-        score = {'ndcg': ndcg, 'nll_oracle': -rec.get('nll_oracle', math.inf),
+        # higher is better: sampled or full NDCG, minus the oracle NLL, or the step itself ('last')
+        score = {'ndcg': ndcg, 'full_ndcg': summ['full'][f'ndcg@{info.k}'],
+                 'nll_oracle': -rec.get('nll_oracle', math.inf),
                  'last': float(step)}[config.select_by]
         improved = score > meta['best_score']
         log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '

@@ -143,6 +143,71 @@ class PeerGPT2:
         return gen
 
 
+def _candidate_processor_class():
+    import torch
+    from transformers import LogitsProcessor
+
+    class OnlyCandidates(LogitsProcessor):
+        """Sets -inf for every item outside the user's candidate list (the sampled protocol).
+        `allowed` is [B, V] bool; rows of input_ids are user-major, `rows` per user."""
+
+        def __init__(self, allowed):
+            self.allowed = allowed
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+            rows = scores.shape[0] // self.allowed.shape[0]
+            allowed = self.allowed.repeat_interleave(rows, dim=0)
+            return scores.masked_fill(~allowed, float('-inf'))
+
+    return OnlyCandidates
+
+
+def generate_strategy_fn(peer: 'PeerGPT2', histories, *, strategy: str, candidates=None,
+                         num_sequences: int = 20) -> Callable[[], Any]:
+    """[B, T] lists of `peer` for [B, history] item ids (numpy) by HF `generate`:
+    'beam' (num_beams = peer.beam), 'greedy' (num_beams = 1, do_sample=False) or 'multi'
+    (do_sample=True, top_k=0, num_return_sequences=num_sequences, then reciprocal rank
+    aggregation and top-T in torch, as our decoding.multi_sequence 'rra'). `candidates` [B, C]
+    (numpy) restricts generation to those items (a second logits processor)."""
+    torch = peer.torch
+    from transformers import LogitsProcessorList
+    ids = torch.as_tensor(histories, dtype=torch.long, device=peer.device)
+    mask = torch.ones_like(ids)
+    L, T, V = ids.shape[1], peer.T, peer.vocab_size
+    procs = [_ban_processor_class()()]
+    if candidates is not None:
+        c = torch.as_tensor(candidates, dtype=torch.long, device=peer.device)
+        allowed = torch.zeros((ids.shape[0], V), dtype=torch.bool, device=peer.device)
+        allowed.scatter_(1, c, True)
+        procs.append(_candidate_processor_class()(allowed))
+    procs = LogitsProcessorList(procs)
+    if strategy == 'beam':
+        kw = dict(num_beams=peer.beam, do_sample=False, num_return_sequences=1)
+    elif strategy == 'greedy':
+        kw = dict(num_beams=1, do_sample=False, num_return_sequences=1)
+    elif strategy == 'multi':
+        kw = dict(num_beams=1, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                  num_return_sequences=num_sequences)
+    else:
+        raise ValueError(f'unknown strategy {strategy!r}')
+    weights = 1.0 / torch.arange(1, T + 1, dtype=torch.float32, device=peer.device)
+
+    def gen():
+        peer.model.eval()
+        with torch.no_grad(), peer._autocast():
+            out = peer.model.generate(ids, attention_mask=mask, max_new_tokens=T,
+                                      logits_processor=procs, **kw)[:, L:]
+            if strategy == 'multi':
+                out = out.reshape(ids.shape[0], num_sequences * T)
+                scores = torch.zeros((ids.shape[0], V), device=peer.device)
+                scores.scatter_add_(1, out, weights.repeat(num_sequences).expand_as(out).contiguous())
+                scores[:, 0] = float('-inf')
+                out = torch.topk(scores, T, dim=1).indices
+        peer._sync()
+        return out
+    return gen
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Seconds of one call (the callables synchronise the device themselves)."""
     t0 = time.perf_counter()

@@ -18,15 +18,13 @@ full ("all items"), with the published figure and our mean's ratio to it.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ''):        # run as a script (python experiments/next_item_table.py)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import _runs  # noqa: E402
+from experiments._runs import ROOT, fmt, read_result, shown  # noqa: E402,F401 (this module's names)
 
 DATASETS = ('Sports_and_Outdoors', 'Toys_and_Games', 'Yelp', 'LastFM', 'ml-1m-sasrec')
 SHORT = {'Sports_and_Outdoors': 'Sports', 'Toys_and_Games': 'Toys', 'Yelp': 'Yelp', 'LastFM': 'LastFM',
@@ -78,29 +76,9 @@ def run_command(model, dataset, seed, args, overrides) -> list[str]:
            f'--config.seed={seed}']
     if args.steps and model != 'poprec':
         cmd.append(f'--config.train_steps={args.steps}')
-    for key, value in (overrides.get('*', []) + overrides.get(model, [])
-                       + overrides.get(f'{model}@{dataset}', [])):
+    for key, value in _runs.overrides_for(overrides, model, dataset):
         cmd.append(f'--config.{key}={value}')
     return cmd
-
-
-def shown(cmd: list[str]) -> str:
-    return ' '.join(['python'] + cmd[1:])
-
-
-def read_result(workdir: str):
-    path = os.path.join(workdir, 'metrics', 'test.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def fmt(vals):
-    if not vals:
-        return 'n/a'
-    m = statistics.fmean(vals)
-    return f'{m:.4f} ± {statistics.stdev(vals):.4f}' if len(vals) > 1 else f'{m:.4f}'
 
 
 def main(argv=None) -> int:
@@ -131,16 +109,7 @@ def main(argv=None) -> int:
         if not args.dry_run and not os.path.isdir(os.path.join(args.data_root, d)):
             ap.error(f'{os.path.join(args.data_root, d)} is not a prepared dataset folder '
                      '(docs/data_prep.md, "Next-item protocol recipes")')
-    overrides: dict[str, list] = {}
-    for s in args.set:
-        if s.startswith('*:') and 'train_steps' in s:
-            ap.error('--set *:train_steps would train PopRec: use --steps')
-        try:
-            target, kv = s.split(':', 1)
-            key, value = kv.split('=', 1)
-        except ValueError:
-            ap.error(f'--set {s!r}: expected MODEL[@DATASET]:KEY=VALUE')
-        overrides.setdefault(target, []).append((key, value))
+    overrides = _runs.parse_sets(args.set, ap.error)
 
     rows = []
     for model in models:
@@ -150,16 +119,12 @@ def main(argv=None) -> int:
             for seed in seeds:
                 cmd = run_command(model, dataset, seed, args, overrides)
                 cmd0 = cmd0 or cmd
-                workdir = next(c for c in cmd if c.startswith('--workdir=')).split('=', 1)[1]
+                workdir = _runs.workdir_of(cmd)
                 res = read_result(workdir)
                 if res is None and not args.collect_only:
-                    print(f'[{time.strftime("%H:%M:%S")}] {shown(cmd)}', flush=True)
+                    _runs.announce(cmd)
                     if not args.dry_run:
-                        os.makedirs(workdir, exist_ok=True)
-                        with open(os.path.join(workdir, 'run.log'), 'a') as log:
-                            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-                        if rc:
-                            print(f'  failed (exit {rc}): see {workdir}/run.log', flush=True)
+                        _runs.run_logged(cmd, workdir)
                         res = read_result(workdir)
                 if res is None:
                     continue
@@ -169,11 +134,9 @@ def main(argv=None) -> int:
             for scene in ('sampled', 'full'):
                 pub = published(model, dataset, scene)
                 hr, nd = cells[scene]['hr'], cells[scene]['ndcg']
+                (hr_m, hr_s), (nd_m, nd_s) = _runs.mean_std(hr), _runs.mean_std(nd)
                 rows.append(dict(model=model, dataset=SHORT[dataset], scene=scene, seeds=len(hr),
-                                 hr10_mean=statistics.fmean(hr) if hr else '',
-                                 hr10_std=statistics.stdev(hr) if len(hr) > 1 else '',
-                                 ndcg10_mean=statistics.fmean(nd) if nd else '',
-                                 ndcg10_std=statistics.stdev(nd) if len(nd) > 1 else '',
+                                 hr10_mean=hr_m, hr10_std=hr_s, ndcg10_mean=nd_m, ndcg10_std=nd_s,
                                  published_hr10=pub[0] if pub else '', published_ndcg10=pub[1] if pub else '',
                                  hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
     if args.dry_run:
@@ -186,15 +149,8 @@ def write_tables(rows, args, seeds):
     os.makedirs(args.out_dir, exist_ok=True)
     fields = ['model', 'dataset', 'scene', 'seeds', 'hr10_mean', 'hr10_std', 'ndcg10_mean', 'ndcg10_std',
               'published_hr10', 'published_ndcg10', 'command']
-    tmp = os.path.join(args.out_dir, 'next_item.csv.tmp')
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, os.path.join(args.out_dir, 'next_item.csv'))
-
-    def ratio(ours, pub):
-        return f' ({ours / pub:.2f}x)' if ours != '' and pub else ''
+    _runs.write_csv(os.path.join(args.out_dir, 'next_item.csv'), fields, rows)
+    ratio = _runs.ratio_text
 
     lines = ['# Next-item baselines (leave-one-out)', '',
              'Made by `python -m experiments.next_item_table ' + ' '.join(sys.argv[1:]) + '`; '
@@ -217,10 +173,9 @@ def write_tables(rows, args, seeds):
     missing = sorted({f'{r["model"]} x {r["dataset"]}' for r in rows if not r['seeds']})
     if missing:
         lines += ['Not run yet (no finished run in the work root): ' + ', '.join(missing) + '.', '']
-    tmp = os.path.join(args.out_dir, 'next_item.md.tmp')
-    with open(tmp, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(tmp, os.path.join(args.out_dir, 'next_item.md'))
+    lines += ['How precise these figures are (the standard error of each published cell), what the '
+              'shortfalls are, and runs made by hand: [next_item_notes.md](next_item_notes.md).', '']
+    _runs.write_atomic(os.path.join(args.out_dir, 'next_item.md'), '\n'.join(lines) + '\n')
     print(f'wrote {args.out_dir}/next_item.md and next_item.csv ({len(rows)} rows)')
 
 

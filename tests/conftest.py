@@ -40,6 +40,7 @@ SLOW = {
                        'test_recommend_never_clobbers_and_names_a_bad_input_line',
                        'test_a_beam_wider_than_the_item_set_is_refused',
                        'test_evaluate_and_recommend_on_a_folder_without_checkpoints_create_nothing'),
+    'test_irgan.py': ('test_tiny_run_through_main_goes_through_both_phases_and_writes_test_json',),
     'test_fake_devices.py': ('test_gru4rec_step_on_eight_fake_devices_does_not_deadlock',
                              'test_gru4rec_trains_alike_on_one_and_eight_devices'),
     'test_gpt.py': ('test_decode_step_equals_teacher_forcing_and_the_next_item_scores',

@@ -61,3 +61,39 @@ def test_bench_aos4rec_smoke(tmp_path):
     for c in cases.values():
         assert c['step_ms']['n'] == 2 and c['step_ms']['median'] > 0 and c['ratio_to_mle'] > 0
     assert res['args']['d_steps'] == 2 and res['device']['platform'] == 'cpu'
+
+
+@pytest.mark.slow
+def test_python_m_benchmarks_quick(tmp_path):
+    """`python -m benchmarks --quick`: one JSON report and one Markdown table; every ratio is the
+    quotient of two rates of the same report (about 60 s on the 2-core CPU when it is quiet)."""
+    cmd = [sys.executable, '-m', 'benchmarks', '--quick', '--out-dir', str(tmp_path)]
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ['report.json', 'report.md']   # atomic: no temp left
+    rep = json.loads((tmp_path / 'report.json').read_text())
+    assert {'date', 'command', 'device', 'load_average_before', 'load_average_after', 'config',
+            'groups', 'skipped', 'wall_s'} <= set(rep)
+    assert rep['command'].startswith('python -m benchmarks --quick')
+    assert {'platform', 'device_kind', 'jax_version'} <= set(rep['device'])
+    assert len(rep['load_average_before']) == 3 and len(rep['load_average_after']) == 3
+    assert set(rep['groups']) == {'train', 'generate', 'data_prep'} and not rep['skipped']
+    train = rep['groups']['train']['tiny/float32']
+    assert train['cases']['transformer']['rate'] > 0 and train['cases']['transformer']['flops'] > 0
+    gen = rep['groups']['generate']['tiny']['results']
+    assert set(gen) == {'beam/full', 'beam/c8'}
+    for g in gen.values():
+        assert all(c['lists_valid'] and c['rate'] > 0 for c in g['cases'].values())
+    dp = rep['groups']['data_prep']
+    assert dp['returncode'] == 0 and dp['rows'] == 20_000 and 0 < dp['peak_rss_gb'] < 2
+    available, _ = peer_gpt2.availability()
+    for g in [train] + list(gen.values()):
+        if available:                    # ratios = ours / peer of this very report
+            assert set(g['ratios']) == set(g['cases']) - {'peer'}
+            for name, ratio in g['ratios'].items():
+                assert ratio == pytest.approx(g['cases'][name]['rate'] / g['cases']['peer']['rate'])
+        else:
+            assert 'skipped' in g['ratios']
+    md = (tmp_path / 'report.md').read_text()
+    assert rep['command'] in md and 'load average' in md and '| transformer |' in md

@@ -210,6 +210,26 @@ def test_select_by_nll_oracle_keeps_the_lowest(tmp_path):
     assert final['nll_oracle']['sampled'] != pytest.approx(max(nll), rel=1e-6)
 
 
+def test_select_by_full_ndcg_keeps_the_best_all_items_validation(tmp_path):
+    """M4c: with select_by=full_ndcg the kept step is the validation with the highest NDCG@K over
+    all items (the S3-Rec repository's rule for its all-items figures), not the sampled one's."""
+    c = tf_cfg.get_config('tiny')
+    c.select_by = 'full_ndcg'
+    c.train_steps, c.eval_every, c.log_every, c.checkpoint_every = 40, 10, 10, 40
+    c.max_eval_users = 0
+    c.synthetic.num_users, c.synthetic.vocab_size = 100, 60
+    trainer.train_and_evaluate(c, str(tmp_path))
+    hist = _history(str(tmp_path))
+    (name,) = [k[len('full/'):] for k in hist[0] if k.startswith('full/ndcg@')]
+    full = [r[f'full/{name}'] for r in hist]
+    assert len(set(full)) > 1, full
+    best = hist[int(np.argmax(full))]
+    assert best is not hist[int(np.argmax([r[f'sampled/{name}'] for r in hist]))]  # tells them apart
+    final = read_json(tmp_path / 'metrics' / 'valid.json')
+    assert final['full'][name] == pytest.approx(max(full), abs=1e-9)
+    assert final['sampled'][name] == pytest.approx(best[f'sampled/{name}'], abs=1e-9)
+
+
 # ------------------------------------------------------------------------------ M6: NLL_oracle
 T1 = math.tanh(1.0)
 W_OUT = np.array([[3.0, -1.0], [-2.0, 2.0]])

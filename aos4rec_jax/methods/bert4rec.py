@@ -1,12 +1,19 @@
 """BERT4Rec (Sun et al., CIKM 2019): a bidirectional Transformer trained by the cloze task.
 
-The network is models/bert4rec.py ([MASK] = item id N + 1). Batches: B users, each one's last L
-train items. Cloze masking (the authors' data generation): round(`mask_prob` x length) of the
-row's real positions, at least 1 and at most `max_predictions`, chosen uniformly, are replaced
-by [MASK] (padding is never masked); the loss is the softmax cross-entropy over all items of
-the original item at every masked position. Prediction (evaluation and `recommend`): [MASK] is
-appended to the history (its oldest item drops out of the window) and the K-list ranks the
-scores at that position.
+The network is models/bert4rec.py ([MASK] = item id N + 1). Training sequences
+(`window_step`): 0 = B users drawn uniformly, each one's last L train items; > 0 = the authors'
+sliding windows (gen_data_fin.py: a user with more than L train items gives the windows of L
+items ending at n, n - step, ... plus the first L items), B windows drawn uniformly among all.
+Cloze masking (the authors' data generation, with [MASK] always, their mask_prob = 1.0):
+round(`mask_prob` x length) of the row's real positions, at least 1 and at most
+`max_predictions`, chosen uniformly, are replaced by [MASK] (padding is never masked); with
+probability `mask_last_prob` a row instead masks only its last item (the authors' mask_last
+instances, one per window beside dupe_factor = 10 cloze copies: 1/11). A fresh mask is drawn
+every time a sequence is drawn (the authors write dupe_factor fixed copies). The loss is the
+softmax cross-entropy over all items of the original item, averaged over the masked positions
+of the batch. Prediction (evaluation and `recommend`): [MASK] is appended to the history (its
+oldest item drops out of the window) and the K-list ranks the scores at that position.
+Optimizer: `make_optimizer` (the shared one unless `lr_decay` or config.weight_decay > 0).
 """
 from __future__ import annotations
 
@@ -14,9 +21,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
+from aos4rec_jax import seq2seq
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.next_item import NextItemMethod, shift_in
 from aos4rec_jax.models.bert4rec import BERT4Rec as BERT4RecNet, BERT4RecConfig
@@ -37,12 +47,105 @@ def cloze_mask(key, seq, mask_prob: float, max_predictions: int):
     return pos.astype(jnp.int32), weights
 
 
+def decays(path) -> bool:
+    """Weight decay applies to a parameter: the authors' AdamWeightDecayOptimizer (BERT's) leaves
+    out LayerNorm parameters and biases, so only Dense kernels and embedding tables decay."""
+    return getattr(path[-1], 'key', str(path[-1])) in ('kernel', 'embedding')
+
+
+def make_optimizer(config, lr_decay: bool) -> optax.GradientTransformation:
+    """The shared optimizer (seq2seq.make_optimizer: Adam, linear warm-up, constant rate,
+    config.weight_decay on every parameter) unless `lr_decay` or config.weight_decay > 0; then
+    the authors' schedule (FeiSun/BERT4Rec optimization.py): linear warm-up over
+    config.warmup_steps, then (with `lr_decay`) linear decay to 0 at config.train_steps, Adam
+    eps 1e-6, decoupled weight decay config.weight_decay on kernels and embeddings only."""
+    wd = float(config.weight_decay)
+    if not lr_decay and wd <= 0:
+        return seq2seq.make_optimizer(config)
+    lr, warm = float(config.learning_rate), max(int(config.warmup_steps), 1)
+    total = max(int(config.train_steps), warm + 1)
+    after = (optax.linear_schedule(lr, 0.0, total - warm) if lr_decay
+             else optax.constant_schedule(lr))
+    sched = optax.join_schedules([optax.linear_schedule(lr / warm, lr, warm), after], [warm])
+    mask = lambda params: jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
+    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+    parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-6, weight_decay=wd, mask=mask))
+    return optax.chain(*parts)
+
+
+def mask_batch(key, seq, mask_prob: float, max_predictions: int, mask_last_prob: float,
+               mask_id: int):
+    """The cloze inputs of a batch of left-padded sequences [B, L]: (masked [B, L] with [MASK] =
+    `mask_id` at the chosen positions, positions [B, M], weights [B, M]). A row is a
+    `cloze_mask` row, or, with probability `mask_last_prob`, a row whose only masked item is its
+    last one (position L - 1; the authors' mask_last instances, what prediction looks like)."""
+    where, w = cloze_mask(key, seq, mask_prob, max_predictions)
+    if mask_last_prob > 0:
+        last = jax.random.bernoulli(jax.random.fold_in(key, 1), mask_last_prob, (seq.shape[0], 1))
+        where = jnp.where(last, seq.shape[1] - 1, where)
+        w = jnp.where(last, (jnp.arange(w.shape[1]) == 0).astype(w.dtype)[None], w)
+    b = jnp.arange(seq.shape[0])[:, None]
+    chosen = jnp.zeros(seq.shape, bool).at[b, where].max(w > 0)
+    return jnp.where(chosen, mask_id, seq), where, w
+
+
+def sample_windows(data, key, batch_size: int, seq_len: int, step: int):
+    """The authors' training sequences (gen_data_fin.py, prop_sliding_window): a user with n <=
+    L train items gives one sequence, all of them; a longer user gives the windows of L
+    consecutive train items ending at n, n - step, n - 2 step, ... (while the window starts
+    after item 0) plus the first L items. `batch_size` windows are drawn uniformly among all of
+    them (a long user is drawn more often, as in the authors' instance files). Jit-compatible.
+
+    Returns (users [B] int32, seq [B, L] int32 left-padded)."""
+    n = data.n_train
+    count = jnp.where(n > seq_len, (n - seq_len + step - 1) // step + 1, 1)
+    count = jnp.where(n >= 2, count, 0)                     # as sample_user_sequences: n >= 2
+    cum = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(count).astype(jnp.int32)])
+    w = jax.random.randint(key, (batch_size,), 0, cum[-1], dtype=jnp.int32)
+    user = (jnp.searchsorted(cum, w, side='right') - 1).astype(jnp.int32)
+    k = w - cum[user]                                        # 0 = the window ending at n
+    nu = n[user]
+    end = jnp.where(k < count[user] - 1, nu - k * step, jnp.minimum(nu, seq_len))
+    pos = end[:, None] - seq_len + jnp.arange(seq_len)[None, :]
+    seq = jnp.where(pos >= 0, data.items[data.offsets[user][:, None] + jnp.maximum(pos, 0)], 0)
+    return user, seq.astype(jnp.int32)
+
+
+def sample_prefixes(data, key, batch_size: int, seq_len: int):
+    """Every prefix of a user's train sequence of at least 2 items is a training sequence (its
+    last L items, left-padded): the windows SASRec's causal training sees (not the authors'):
+    `batch_size` of them drawn uniformly among all. Jit-compatible.
+
+    Returns (users [B] int32, seq [B, L] int32 left-padded)."""
+    count = jnp.maximum(data.n_train - 1, 0)
+    cum = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(count).astype(jnp.int32)])
+    w = jax.random.randint(key, (batch_size,), 0, cum[-1], dtype=jnp.int32)
+    user = (jnp.searchsorted(cum, w, side='right') - 1).astype(jnp.int32)
+    end = 2 + w - cum[user]                                  # prefix length, 2..n
+    pos = end[:, None] - seq_len + jnp.arange(seq_len)[None, :]
+    seq = jnp.where(pos >= 0, data.items[data.offsets[user][:, None] + jnp.maximum(pos, 0)], 0)
+    return user, seq.astype(jnp.int32)
+
+
 class BERT4Rec(NextItemMethod):
     NETWORK = BERT4RecNet
     NETWORK_CONFIG = BERT4RecConfig
     OPTIONS = {
         'mask_prob': 0.2,           # rho, the masked proportion (paper: 0.2 on ML-1M)
         'max_predictions': 0,       # masked positions a row at most (0: ceil(rho * L) + 1)
+        'window_step': 0,           # > 0: sliding windows of L train items, this step apart
+                                    # (the authors: prop_sliding_window x L); 0: each user's
+                                    # last L train items, users drawn uniformly
+        'prefixes': False,          # True: every train prefix (>= 2 items) is a sequence, drawn
+                                    # uniformly (overrides window_step; not the authors')
+        'mask_last_prob': 0.0,      # share of rows whose only masked item is the last one (the
+                                    # authors' mask_last instances: 1 / (dupe_factor + 1))
+        'include_valid': False,     # True: training sequences end with the validation item
+                                    # (the authors' protocol, gen_data_fin.py "put validate into
+                                    # train"); validation is then no held-out measure, so it
+                                    # needs select_by='last'. A diagnostic, not a default
+        'lr_decay': False,          # True: linear decay of the rate to 0 at train_steps (the
+                                    # authors'); with config.weight_decay > 0 see make_optimizer
     }
 
     @classmethod
@@ -52,22 +155,56 @@ class BERT4Rec(NextItemMethod):
                                          f'got {opts.mask_prob}')
         if int(opts.max_predictions) < 0:
             raise config_lib.ConfigError(f'config.{config.model}.max_predictions: must be >= 0')
+        if int(opts.window_step) < 0:
+            raise config_lib.ConfigError(f'config.{config.model}.window_step: must be >= 0')
+        if opts.include_valid and config.select_by != 'last':
+            raise config_lib.ConfigError(
+                f'config.{config.model}.include_valid trains on the validation items: it needs '
+                f"config.select_by='last' (got {config.select_by!r})")
+        if not 0 <= opts.mask_last_prob <= 1:
+            raise config_lib.ConfigError(f'config.{config.model}.mask_last_prob: must be in '
+                                         f'[0, 1], got {opts.mask_last_prob}')
 
     def __init__(self, config, ds):
         super().__init__(config, ds)
         m = int(self.opts.max_predictions)
         self.M = min(self.L, m if m > 0 else math.ceil(float(self.opts.mask_prob) * self.L) + 1)
         self.mask_id = self.N + 1
+        self.tx = make_optimizer(config, bool(self.opts.lr_decay))
+        self.n_valid = jnp.asarray(np.asarray(ds.prepared.n_valid), jnp.int32)
+
+    def epoch_examples(self) -> int:
+        """Training sequences in one epoch: users, or the windows (`window_step`), or the
+        prefixes (`prefixes`)."""
+        step = int(self.opts.window_step)
+        n = np.asarray(self.ds.prepared.n_train, np.int64)
+        if self.opts.include_valid:
+            n = n + np.asarray(self.ds.prepared.n_valid, np.int64)
+        if self.opts.prefixes:
+            return int(np.sum(np.maximum(n - 1, 0)))
+        if step <= 0:
+            return super().epoch_examples()
+        count = np.where(n > self.L, (n - self.L + step - 1) // step + 1, 1)
+        return int(np.sum(np.where(n >= 2, count, 0)))
+
+    def training_sequences(self, data, key):
+        """(users [B], seq [B, L]) left-padded train sequences of the batch."""
+        if self.opts.include_valid:          # the validation item follows the train items
+            data = data.replace(n_train=data.n_train + self.n_valid)
+        if self.opts.prefixes:
+            return sample_prefixes(data, key, self.batch_size, self.L)
+        step = int(self.opts.window_step)
+        if step > 0:
+            return sample_windows(data, key, self.batch_size, self.L, step)
+        users, inputs, pos = data_lib.sample_user_sequences(data, key, self.batch_size, self.L)
+        return users, jnp.concatenate([inputs, pos[:, -1:]], axis=1)[:, 1:]   # last L items
 
     def loss(self, params, data, key):
         k_batch, k_mask, k_drop = jax.random.split(key, 3)
-        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
-        seq = jnp.concatenate([inputs, pos[:, -1:]], axis=1)[:, 1:]      # the last L train items
+        users, seq = self.training_sequences(data, k_batch)
         seq = self.constrain(seq)
-        where, w = cloze_mask(k_mask, seq, float(self.opts.mask_prob), self.M)
-        b = jnp.arange(seq.shape[0])[:, None]
-        chosen = jnp.zeros(seq.shape, bool).at[b, where].max(w > 0)
-        masked = jnp.where(chosen, self.mask_id, seq)
+        masked, where, w = mask_batch(k_mask, seq, float(self.opts.mask_prob), self.M,
+                                      float(self.opts.mask_last_prob), self.mask_id)
         h = self.encode(params, masked, users, key=k_drop, train=True)               # [B, L, D]
         h_m = jnp.take_along_axis(h, where[..., None], axis=1)                     # [B, M, D]
         labels = jnp.take_along_axis(seq, where, axis=1)

@@ -20,7 +20,9 @@ projections ~ N(0, 0.02 / sqrt(2 num_layers)), biases 0.
 
 Generation with a cache. The first decoder input (BOS, t = 0) stands for "the end of the
 history": `init_decode_state(history [B, L], K)` runs the first L - 1 history items once and
-keeps their keys and values (a cache of L - 1 + K slots per layer); `decode_step` at t = 0
+keeps their keys and values once per user (`decoding.PerUser`: never tiled nor gathered for
+beams / samples), next to a per-row cache of K slots per layer for the items fed while
+decoding; a step attends to both in one softmax; `decode_step` at t = 0
 feeds the last history item, at t >= 1 the item generated at t - 1, so step t's logits are the
 next-item scores after history + y_<t. Teacher forcing (`__call__(history, dec_inputs)`) runs
 `history ++ dec_inputs[:, 1:]` through `encode` and returns the last T positions: the same
@@ -41,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
 
 Array = jax.Array
@@ -114,14 +117,30 @@ class GPTBlock(nn.Module):
         y = layers.dot_product_attention(q, k, v, attn_mask, self.drop, deterministic)
         return self._finish(x, y, deterministic), (k, v)
 
-    def step(self, x: Array, cache: dict, at: Array, valid: Array):
-        """x [B, 1, D]; cache {'k', 'v'} [B, S, H, Dh]; at [B, S] bool (the slot this position is
-        written to); valid [B, S] bool (keys it may attend to, itself included)."""
+    def step(self, x: Array, cache: dict, at: Array, valid: Array, prefix: dict,
+             prefix_valid: Array):
+        """One cached position. x [B', 1, D] (B' = B * n: n rows per user, user-major); cache
+        {'k', 'v'} [B', K, H, Dh] (this row's fed positions); at [B', K] bool (the slot this
+        position is written to); valid [B', K] bool (those slots it may attend to, itself
+        included); prefix {'k', 'v'} [B, P, H, Dh] and prefix_valid [B, P] bool: the user's
+        history keys, shared by the user's n rows. One softmax over the P + K keys."""
         q, k, v = self._qkv(x)
         sel = at[:, :, None, None]
         ck = jnp.where(sel, k.astype(cache['k'].dtype), cache['k'])
         cv = jnp.where(sel, v.astype(cache['v'].dtype), cache['v'])
-        y = layers.dot_product_attention(q, ck, cv, valid[:, None, None, :])
+        rows, _, h, dh = q.shape
+        b, p = prefix['k'].shape[:2]
+        n = rows // b
+        dtype = q.dtype
+        q = q * jnp.asarray(1.0 / math.sqrt(dh), dtype)
+        own = jnp.einsum('bqhd,bkhd->bhqk', q, ck, preferred_element_type=jnp.float32)
+        shared = jnp.einsum('bnhd,bphd->bnhp', q.reshape(b, n, h, dh), prefix['k'],
+                            preferred_element_type=jnp.float32).reshape(rows, h, 1, p)
+        mask = jnp.concatenate([jnp.repeat(prefix_valid, n, axis=0), valid], axis=1)
+        weights = layers.masked_softmax(jnp.concatenate([shared, own], axis=-1),
+                                        mask[:, None, None, :]).astype(dtype)
+        y = jnp.einsum('bnhp,bphd->bnhd', weights[..., :p].reshape(b, n, h, p), prefix['v'])
+        y = y.reshape(rows, 1, h, dh) + jnp.einsum('bhqk,bkhd->bqhd', weights[..., p:], cv)
         return self._finish(x, y, True), {'k': ck, 'v': cv}
 
 
@@ -186,28 +205,37 @@ class GPT(nn.Module):
         return self.score_all(h[:, history.shape[1] - 1:])
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
-        """Runs history[:, :-1] once. Returns {'layers': per layer {'k', 'v'} [B, L - 1 +
-        max_len, H, Dh], 'real' [B, S] bool (slots holding a real item), 'count' [B] int32 (real
-        items so far), 'length' [B] int32 (slots filled), 'last' [B] int32 (the last history
-        item, fed at t = 0)}. `max_len` (Python int) = decode steps the cache can hold."""
+        """Runs history[:, :-1] once. Returns {'user': decoding.PerUser({'prefix': per layer
+        {'k', 'v'} [B, L - 1, H, Dh], 'prefix_real' [B, L - 1] bool (slots holding a real item),
+        'last' [B] int32 (the last history item, fed at t = 0)}), 'layers': per layer {'k', 'v'}
+        [B, max_len, H, Dh] (the fed positions, zeros), 'real' [B, max_len] bool, 'count' [B]
+        int32 (real items so far), 'length' [B] int32 (fed slots filled)}. The decoders tile and
+        gather all but 'user'. `max_len` (Python int) = decode steps the cache can hold."""
         b, l = history.shape
         prefix = history[:, :l - 1]
         _, kvs = self._run(prefix, train=False)
-        pad = ((0, 0), (0, int(max_len)), (0, 0), (0, 0))
-        cache = tuple({'k': jnp.pad(k, pad), 'v': jnp.pad(v, pad)} for k, v in kvs)
         real = prefix > 0
-        return {'layers': cache,
-                'real': jnp.pad(real, ((0, 0), (0, int(max_len)))),
-                'count': jnp.sum(real, axis=1, dtype=jnp.int32),
-                'length': jnp.full((b,), l - 1, jnp.int32),
+        cfg = self.cfg
+        shape = (b, int(max_len), cfg.num_heads, cfg.head_dim)
+        cache = tuple({'k': jnp.zeros(shape, k.dtype), 'v': jnp.zeros(shape, v.dtype)}
+                      for k, v in kvs)
+        user = {'prefix': tuple({'k': k, 'v': v} for k, v in kvs), 'prefix_real': real,
                 'last': history[:, l - 1].astype(jnp.int32)}
+        return {'user': decoding.PerUser(user),
+                'layers': cache,
+                'real': jnp.zeros((b, int(max_len)), jnp.bool_),
+                'count': jnp.sum(real, axis=1, dtype=jnp.int32),
+                'length': jnp.zeros((b,), jnp.int32)}
 
     def decode_step(self, state: dict, prev_items: Array, t: Array):
-        """prev_items [B] (BOS at t = 0, ignored), t int32 scalar -> (logits [B, N + 1] f32,
-        state); equals position t of `__call__`."""
+        """prev_items [B'] (BOS at t = 0, ignored), t int32 scalar -> (logits [B', N + 1] f32,
+        state); equals position t of `__call__`. B' = B * n rows (n beams / samples per user,
+        user-major) against the B users' 'user' part of the state."""
         cfg = self.cfg
         t = jnp.asarray(t, jnp.int32)
-        tok = jnp.where(t == 0, state['last'], prev_items).astype(jnp.int32)
+        user = state['user'].value
+        n = prev_items.shape[0] // user['last'].shape[0]
+        tok = jnp.where(t == 0, jnp.repeat(user['last'], n), prev_items).astype(jnp.int32)
         real = tok > 0
         count = state['count'] + real.astype(jnp.int32)
         pos = jnp.clip(count - 1, 0, cfg.max_len - 1)
@@ -216,9 +244,9 @@ class GPT(nn.Module):
         at = slots == state['length'][:, None]
         valid = jnp.where(at, real[:, None], state['real'])
         new_layers = []
-        for block, cache in zip(self.blocks, state['layers']):
-            x, cache = block.step(x, cache, at, valid)
+        for block, cache, prefix in zip(self.blocks, state['layers'], user['prefix']):
+            x, cache = block.step(x, cache, at, valid, prefix, user['prefix_real'])
             new_layers.append(cache)
         logits = self.score_all(self.ln_f(x))[:, 0]
-        return logits, {'layers': tuple(new_layers), 'real': valid, 'count': count,
-                        'length': state['length'] + 1, 'last': state['last']}
+        return logits, {'user': state['user'], 'layers': tuple(new_layers), 'real': valid,
+                        'count': count, 'length': state['length'] + 1}

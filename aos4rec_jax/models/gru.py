@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
 
 Array = jax.Array
@@ -121,18 +122,24 @@ class GRURec(layers.ItemTable, nn.Module):
         return self._attend_and_output(hs, keys, values, mask, train)
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
-        """Encodes the history once. Returns {'values' [B, L, 2H], 'keys' [B, L, H],
-        'enc_mask' [B, L] bool, 'h' [B, H]}. `max_len` is accepted for the contract (unused)."""
+        """Encodes the history once. Returns {'user': decoding.PerUser({'values' [B, L, 2H],
+        'keys' [B, L, H], 'enc_mask' [B, L] bool}), 'h' [B, H]}: the decoders tile and gather
+        'h' only. `max_len` is accepted for the contract (unused)."""
         del max_len
         values, keys, mask, h0 = self.encode(history, train=False)
-        return {'values': values, 'keys': keys, 'enc_mask': mask, 'h': h0}
+        return {'user': decoding.PerUser({'values': values, 'keys': keys, 'enc_mask': mask}),
+                'h': h0}
 
     def decode_step(self, state: dict, prev_items: Array, t: Array):
-        """prev_items [B] (BOS at t = 0), t (unused) -> (logits [B, N + 1] f32, new state)."""
+        """prev_items [B'] (BOS at t = 0), t (unused) -> (logits [B', N + 1] f32, new state).
+        B' = B * n rows (n beams / samples per user, user-major); the n decoder states of a
+        user attend to that user's encoder states as n query positions of one call."""
         del t
+        user = state['user'].value
         x = self._embed_items(prev_items)
-        xp = self.decoder.project_inputs(x)                            # [B, 1, 3H]
-        h = self.decoder.step(xp, state['h'][:, None, :])[:, 0]        # [B, H]
-        logits = self._attend_and_output(h[:, None, :], state['keys'], state['values'],
-                                         state['enc_mask'], train=False)[:, 0]
-        return logits, dict(state, h=h)
+        xp = self.decoder.project_inputs(x)                            # [B', 1, 3H]
+        h = self.decoder.step(xp, state['h'][:, None, :])[:, 0]        # [B', H]
+        b = user['keys'].shape[0]
+        logits = self._attend_and_output(h.reshape(b, -1, h.shape[-1]), user['keys'],
+                                         user['values'], user['enc_mask'], train=False)
+        return logits.reshape(h.shape[0], -1), {'user': state['user'], 'h': h}

@@ -10,8 +10,10 @@ encoder and the decoder). Encoder positions are counted from the first real item
 Output: tied to `item_embed` (rows [:N + 1]) or a separate `output_proj`.
 
 Decoding with a cache (`init_decode_state` / `decode_step`): per decoder layer a preallocated
-self-attention KV cache [B, max_len, H, Dh] written at index t with `lax.dynamic_update_slice`,
-and the cross-attention keys / values of the encoder output, computed once.
+self-attention KV cache [B', max_len, H, Dh] written at index t with `lax.dynamic_update_slice`,
+one row per beam / sample, and, once per user (`decoding.PerUser`: never tiled nor gathered by the
+decoders), the cross-attention keys / values of the encoder output and its mask. The n beams of a
+user attend to them as n queries of one attention call (queries reshaped to [B, n, H, Dh]).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
 
 Array = jax.Array
@@ -125,7 +128,16 @@ class DecoderBlock(nn.Module):
     def _cross_and_mlp(self, x, cross_k, cross_v, enc_mask, deterministic):
         y = self.ln_cross(x)
         q = self.cross_q(y)
-        y = layers.dot_product_attention(q, cross_k, cross_v, enc_mask, self.attn_drop, deterministic)
+        if q.shape[0] != cross_k.shape[0]:
+            # Decoding: x [B * n, 1, D] (n beams / samples per user), keys [B, L, H, Dh] once per
+            # user: the n rows of a user are n queries of one attention over that user's keys.
+            b, n = cross_k.shape[0], q.shape[0] // cross_k.shape[0]
+            y = layers.dot_product_attention(q.reshape((b, n) + q.shape[2:]), cross_k, cross_v,
+                                             enc_mask, self.attn_drop, deterministic)
+            y = y.reshape(q.shape)
+        else:
+            y = layers.dot_product_attention(q, cross_k, cross_v, enc_mask, self.attn_drop,
+                                             deterministic)
         x = x + self.drop(self.cross_out(y), deterministic=deterministic)
         y = self.mlp(self.ln_mlp(x))
         return x + self.drop(y, deterministic=deterministic)
@@ -144,9 +156,10 @@ class DecoderBlock(nn.Module):
         x = x + self.drop(self.self_out(y), deterministic=deterministic)
         return self._cross_and_mlp(x, cross_k, cross_v, enc_mask, deterministic)
 
-    def step(self, x: Array, cache: dict, enc_mask: Array, t: Array):
-        """One cached step. x [B, 1, D]; cache holds self_k / self_v [B, M, H, Dh] and
-        cross_k / cross_v [B, L, H, Dh]; enc_mask [B, 1, 1, L]; t int32 scalar (0 <= t < M)."""
+    def step(self, x: Array, cache: dict, cross: dict, enc_mask: Array, t: Array):
+        """One cached step. x [B', 1, D] (B' = B * n: n rows per user); cache holds self_k /
+        self_v [B', M, H, Dh]; cross holds the user's k / v [B, L, H, Dh]; enc_mask [B, 1, 1, L];
+        t int32 scalar (0 <= t < M)."""
         y = self.ln_self(x)
         q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)          # each [B, 1, H, Dh]
         zero = jnp.zeros((), jnp.int32)
@@ -156,9 +169,8 @@ class DecoderBlock(nn.Module):
         valid = (jnp.arange(self_k.shape[1]) <= t)[None, None, None, :]
         y = layers.dot_product_attention(q, self_k, self_v, valid)
         x = x + self.self_out(y)
-        x = self._cross_and_mlp(x, cache['cross_k'], cache['cross_v'], enc_mask, True)
-        new_cache = dict(cache, self_k=self_k, self_v=self_v)
-        return x, new_cache
+        x = self._cross_and_mlp(x, cross['k'], cross['v'], enc_mask, True)
+        return x, {'self_k': self_k, 'self_v': self_v}
 
 
 class TransformerRec(layers.ItemTable, nn.Module):
@@ -225,29 +237,35 @@ class TransformerRec(layers.ItemTable, nn.Module):
         return self.decoder_norm(x)
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
-        """Encodes the history once. Returns {'enc_mask' [B, L] bool, 'layers': tuple per decoder
-        layer of {'cross_k', 'cross_v' [B, L, H, Dh], 'self_k', 'self_v' [B, max_len, H, Dh]
-        (zeros)}}. `max_len` (Python int) = number of decode steps the cache can hold."""
+        """Encodes the history once. Returns {'user': decoding.PerUser({'enc_mask' [B, L] bool,
+        'cross': tuple per decoder layer of {'k', 'v'} [B, L, H, Dh]}), 'layers': tuple per
+        decoder layer of {'self_k', 'self_v' [B, max_len, H, Dh] (zeros)}}. The decoders tile and
+        gather 'layers' only. `max_len` (Python int) = number of decode steps the cache can
+        hold."""
         cfg = self.cfg
         enc_out, mask = self.encode(history, train=False)
         b = history.shape[0]
         cache_shape = (b, int(max_len), cfg.num_heads, cfg.head_dim)
-        per_layer = []
+        cross, per_layer = [], []
         for block in self.decoder_blocks:
             ck, cv = block.cross_kv(enc_out)
-            per_layer.append({'cross_k': ck, 'cross_v': cv,
-                              'self_k': jnp.zeros(cache_shape, cfg.dtype),
+            cross.append({'k': ck, 'v': cv})
+            per_layer.append({'self_k': jnp.zeros(cache_shape, cfg.dtype),
                               'self_v': jnp.zeros(cache_shape, cfg.dtype)})
-        return {'enc_mask': mask, 'layers': tuple(per_layer)}
+        return {'user': decoding.PerUser({'enc_mask': mask, 'cross': tuple(cross)}),
+                'layers': tuple(per_layer)}
 
     def decode_step(self, state: dict, prev_items: Array, t: Array):
-        """prev_items [B] (BOS at t = 0), t int32 scalar -> (logits [B, N + 1] f32, new state)."""
+        """prev_items [B'] (BOS at t = 0), t int32 scalar -> (logits [B', N + 1] f32, new state).
+        B' = B * n rows (n beams / samples per user, user-major) against the B users' 'user'
+        part of the state."""
         t = jnp.asarray(t, jnp.int32)
         x = self._embed_items(prev_items[:, None]) + self.dec_pos_embed(self._dec_positions(t))
-        enc_mask = state['enc_mask'][:, None, None, :]
+        user = state['user'].value
+        enc_mask = user['enc_mask'][:, None, None, :]
         new_layers = []
-        for block, cache in zip(self.decoder_blocks, state['layers']):
-            x, cache = block.step(x, cache, enc_mask, t)
+        for block, cache, cross in zip(self.decoder_blocks, state['layers'], user['cross']):
+            x, cache = block.step(x, cache, cross, enc_mask, t)
             new_layers.append(cache)
         logits = self._logits(self.decoder_norm(x))[:, 0]
-        return logits, {'enc_mask': state['enc_mask'], 'layers': tuple(new_layers)}
+        return logits, {'user': state['user'], 'layers': tuple(new_layers)}

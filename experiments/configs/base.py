@@ -40,7 +40,8 @@ def get_config():
     c.keep_checkpoints = 2              # keep the last N periodic checkpoints
     c.max_eval_users = 0                # evaluate at most N users during training (0 = all)
     c.select_by = 'ndcg'                # parameters kept for the final evaluation: best validation
-                                        # ndcg (sampled NDCG@K) | nll_oracle (synthetic data) | last
+                                        # ndcg (sampled NDCG@K) | full_ndcg (NDCG@K over all items,
+                                        # the S3-Rec repository's rule) | nll_oracle (synthetic) | last
 
     # AOS4Rec (paper Sec. 4; aos4rec_jax/ssrgan.py). Off by default: plain MLE seq2seq training.
     # Schedule: train_steps seq2seq steps (MLE, or oracular with `oracle`), then with

@@ -9,7 +9,8 @@ Defaults are the paper's for the sparse data sets (d = 50, 2 blocks, 1 head, dro
 Adam 1e-3, batch 128); maxlen is the prepared dataset's history_len (50; 200 on ML-1M).
 Variants (comma-separated): ':plus' SASRec+ (full softmax cross-entropy), ':ml1m' (dropout 0.2,
 the paper's ML-1M setting), ':paper' (embedding size 128, the AOS4Rec paper's rule for its
-Table 3 runs), ':tiny' (seconds on a CPU), ':quick'.
+Table 3 runs), ':s3rec' (the S3-Rec repository's width, heads, batch and all-items selection,
+for its all-items figures), ':tiny' (seconds on a CPU), ':quick'.
 The K-list is the top-K of the next-item scores (decode.strategy='topk'); set
 --config.decode.strategy=beam (or greedy, ...) to feed the model its own predictions instead.
 """
@@ -28,7 +29,19 @@ def ml1m(c):
     return c
 
 
-VARIANTS = {'plus': plus, 'ml1m': ml1m, 'paper': _next_item.paper}
+def s3rec(c):
+    """The S3-Rec repository's settings for its SASRec (run_finetune_full.py without a pretrained
+    checkpoint): width 64, 2 heads, batch 256, parameters kept by the all-items validation
+    (it stops on full NDCG@20; we keep the best full NDCG@10). Its network also differs (GELU,
+    layer norm on the input); ours stays the SASRec paper's."""
+    c.model_kwargs.embed_dim = 64
+    c.model_kwargs.num_heads = 2
+    c.batch_size = 256
+    c.select_by = 'full_ndcg'
+    return c
+
+
+VARIANTS = {'plus': plus, 'ml1m': ml1m, 'paper': _next_item.paper, 's3rec': s3rec}
 
 
 def get_config(variant=''):

@@ -1,0 +1,255 @@
+"""Helpers shared by the table drivers (next_item_table.py, table3.py, strategies_table.py,
+oracle_nll_table.py): command building and printing, skipping finished runs, mean ± std, and
+Markdown / CSV files written through a temporary file and os.replace.
+
+A run is finished when its metrics file exists (`metrics/test.json`, or `metrics/test_TAG.json`
+for a re-evaluation with `python -m aos4rec_jax.evaluate --tag TAG`): main.py and evaluate.py
+write it last, so a killed run leaves none and its command, run again, resumes it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- commands
+
+def config_path(name: str) -> str:
+    """experiments/configs/NAME.py (NAME without a variant)."""
+    return os.path.join(ROOT, 'experiments', 'configs', name.split(':')[0] + '.py')
+
+
+def config_exists(name: str) -> bool:
+    return os.path.exists(config_path(name))
+
+
+def main_command(config: str, variant: str, workdir: str, sets) -> list[str]:
+    """`python main.py --config=experiments/configs/CONFIG.py[:VARIANT] --workdir=W --config.K=V...`
+    (cwd: the repository root); `sets`: (key, value) pairs in order."""
+    return ([sys.executable, 'main.py',
+             f'--config=experiments/configs/{config}.py' + (f':{variant}' if variant else ''),
+             f'--workdir={workdir}']
+            + [f'--config.{k}={v}' for k, v in sets])
+
+
+def evaluate_command(workdir: str, tag: str, args) -> list[str]:
+    """`python -m aos4rec_jax.evaluate --workdir=W --tag=TAG ARGS...`: writes metrics/test_TAG.json."""
+    return [sys.executable, '-m', 'aos4rec_jax.evaluate', f'--workdir={workdir}', f'--tag={tag}'] + list(args)
+
+
+def workdir_of(cmd: list[str]) -> str:
+    return next(c for c in cmd if c.startswith('--workdir=')).split('=', 1)[1]
+
+
+def shown(cmd: list[str], quote: bool = False) -> str:
+    """The command as a person types it: 'python' for the interpreter; `quote`: shell-quoted."""
+    parts = ['python'] + cmd[1:]
+    return shlex.join(parts) if quote else ' '.join(parts)
+
+
+def parse_sets(items, error, forbid_star_steps: bool = True) -> dict[str, list]:
+    """--set TARGET:KEY=VALUE strings -> {TARGET: [(key, value), ...]} in the given order.
+    TARGET is ROW, ROW@DATASET or * (every row); `error` is argparse's ap.error."""
+    overrides: dict[str, list] = {}
+    for s in items:
+        if forbid_star_steps and s.startswith('*:') and 'train_steps' in s:
+            error('--set *:train_steps would train PopRec: use --steps')
+        try:
+            target, kv = s.split(':', 1)
+            key, value = kv.split('=', 1)
+        except ValueError:
+            error(f'--set {s!r}: expected MODEL[@DATASET]:KEY=VALUE')
+        overrides.setdefault(target, []).append((key, value))
+    return overrides
+
+
+def overrides_for(overrides: dict, row: str, dataset: str) -> list:
+    """The --set pairs of `row` on `dataset`: those of *, then ROW, then ROW@DATASET."""
+    return overrides.get('*', []) + overrides.get(row, []) + overrides.get(f'{row}@{dataset}', [])
+
+
+# ----------------------------------------------------------------------------- running
+
+def read_result(workdir: str, tag: str = ''):
+    """metrics/test.json (or test_TAG.json) of a run as a dict; None while it is not finished."""
+    path = os.path.join(workdir, 'metrics', f'test_{tag}.json' if tag else 'test.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def announce(cmd: list[str], quote: bool = False, stamp: bool = True) -> None:
+    print((f'[{time.strftime("%H:%M:%S")}] ' if stamp else '') + shown(cmd, quote), flush=True)
+
+
+def run_logged(cmd: list[str], workdir: str, log_name: str = 'run.log', record: str | None = None,
+               quote: bool = False, graceful: bool = False) -> int:
+    """Runs `cmd` from the repository root, its output appended to WORKDIR/LOG_NAME; prints the
+    failure. `record`: a file that gets one line per command started and one per exit status.
+
+    `graceful` (the new drivers): a Ctrl-C (which the run receives too) or a SIGTERM to this
+    process (forwarded to the run) waits for the run to save its state and exit (main.py: 130 /
+    143), then stops the driver with that status instead of starting the next run. Without it
+    (next_item_table.py, as before), subprocess.call kills the run on Ctrl-C; its last
+    checkpoint still resumes."""
+    os.makedirs(workdir, exist_ok=True)
+    if record:
+        _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} start {shown(cmd, True)}')
+    log_path = os.path.join(workdir, log_name)
+    with open(log_path, 'a') as log:
+        if graceful:
+            rc = _wait_gracefully(cmd, log)
+        else:
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if record:
+        _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} exit {rc} {workdir}')
+    if graceful and rc in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+        print(f'  interrupted (exit {rc}): the same command resumes it; see {log_path}', flush=True)
+        raise SystemExit(130 if rc in (130, -signal.SIGINT) else 143)
+    if rc:
+        print(f'  failed (exit {rc}): see {log_path}', flush=True)
+    return rc
+
+
+def _wait_gracefully(cmd, log) -> int:
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:     # the terminal's SIGINT reached the run too: let it save
+                print('  Ctrl-C: waiting for the run to save its state and stop', flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _append(path: str, line: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+        f.write(line + '\n')
+
+
+def ensure_run(cmd: list[str], done, args, record: str | None = None, quote: bool = True,
+               log_name: str = 'run.log'):
+    """The result of a run, running it first when it is not finished (`done()` returns None) and
+    neither --collect-only nor --dry-run is set; --dry-run prints the command only."""
+    res = done()
+    if res is not None or args.collect_only:
+        return res
+    if args.dry_run:
+        print(shown(cmd, quote), flush=True)
+        return None
+    announce(cmd, quote)
+    run_logged(cmd, workdir_of(cmd), log_name=log_name, record=record, quote=quote, graceful=True)
+    return done()
+
+
+# ----------------------------------------------------------------------------- numbers
+
+def mean_std(vals):
+    """(mean, sample std) of a list; '' where undefined (no value; one value for the std)."""
+    return (statistics.fmean(vals) if vals else '', statistics.stdev(vals) if len(vals) > 1 else '')
+
+
+def fmt(vals, digits: int = 4):
+    if not vals:
+        return 'n/a'
+    m = statistics.fmean(vals)
+    return (f'{m:.{digits}f} ± {statistics.stdev(vals):.{digits}f}' if len(vals) > 1
+            else f'{m:.{digits}f}')
+
+
+def ratio_text(ours, ref, digits: int = 2) -> str:
+    """' (0.93x)': our mean / the published figure; '' when either is missing."""
+    return f' ({ours / ref:.{digits}f}x)' if ours != '' and ours is not None and ref else ''
+
+
+def ranks(values) -> list[float]:
+    """Ranks 1..n of values in ascending order, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a, b):
+    """Spearman's rank correlation of two equally long lists (Pearson's r of their ranks, ties
+    at mean rank); None with fewer than 2 values or a constant list."""
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    sab = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    saa = sum((x - ma) ** 2 for x in ra)
+    sbb = sum((y - mb) ** 2 for y in rb)
+    if not saa or not sbb:
+        return None
+    return sab / (saa * sbb) ** 0.5
+
+
+def inverted_pairs(names, ours, ref):
+    """Pairs (a, b) that the reference orders a > b and we order a < b (ties in either: not
+    inverted), the reference's higher one first, in the reference's order."""
+    idx = sorted(range(len(names)), key=lambda i: -ref[i])
+    out = []
+    for x in range(len(idx)):
+        for y in range(x + 1, len(idx)):
+            i, j = idx[x], idx[y]
+            if ref[i] > ref[j] and ours[i] < ours[j]:
+                out.append((names[i], names[j]))
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes `text` to PATH.tmp, then renames it over PATH (readers never see half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def csv_text(fields, rows) -> str:
+    buf = io.StringIO(newline='')
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str, fields, rows) -> None:
+    write_atomic(path, csv_text(fields, rows))
+
+
+def made_by(module: str, argv) -> str:
+    """'python -m MODULE ARGS' as a person types it (arguments shell-quoted)."""
+    return shlex.join(['python', '-m', module] + list(argv))
+
+
+def seeds_arg(text: str) -> list[int]:
+    return [int(s) for s in text.split(',') if s]
+
+
+def list_arg(text: str) -> list[str]:
+    return [s for s in text.split(',') if s]
