@@ -247,6 +247,13 @@ def made_by(module: str, argv) -> str:
     return shlex.join(['python', '-m', module] + list(argv))
 
 
+def add_output_args(ap, missing: str = 'runs') -> None:
+    """The flags every driver shares: --out-dir (docs/results), --collect-only, --dry-run."""
+    ap.add_argument('--out-dir', default=os.path.join(ROOT, 'docs', 'results'))
+    ap.add_argument('--collect-only', action='store_true', help='write the tables from finished runs only')
+    ap.add_argument('--dry-run', action='store_true', help=f'print the commands of the missing {missing}, run nothing')
+
+
 def seeds_arg(text: str) -> list[int]:
     return [int(s) for s in text.split(',') if s]
 

@@ -94,9 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument('--set', action='append', default=[], metavar='MODEL[@DATASET]:KEY=VALUE',
                     help='a config override for one model (and dataset; model * = every model), e.g. '
                          'sasrec:model_kwargs.dropout_rate=0.2')
-    ap.add_argument('--out-dir', default=os.path.join(ROOT, 'docs', 'results'))
-    ap.add_argument('--collect-only', action='store_true', help='write the table from finished runs only')
-    ap.add_argument('--dry-run', action='store_true', help='print the commands, run nothing')
+    _runs.add_output_args(ap)
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(',') if m]
     datasets = [d for d in args.datasets.split(',') if d]

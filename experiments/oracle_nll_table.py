@@ -193,9 +193,7 @@ def main(argv=None) -> int:
                     help='MLE steps, discriminator/critic pretraining steps, adversarial rounds')
     ap.add_argument('--set', action='append', default=[], metavar='[ROW:]KEY=VALUE',
                     help='a config override of every run (or of one row), e.g. max_eval_users=300')
-    ap.add_argument('--out-dir', default=os.path.join(_runs.ROOT, 'docs', 'results'))
-    ap.add_argument('--collect-only', action='store_true', help='write the tables from finished runs only')
-    ap.add_argument('--dry-run', action='store_true', help='print the commands of the missing steps, run nothing')
+    _runs.add_output_args(ap, 'steps')
     args = ap.parse_args(argv)
     rows = _runs.list_arg(args.rows)
     seeds = _runs.seeds_arg(args.seeds)

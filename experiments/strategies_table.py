@@ -180,9 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument('--steps', type=int, default=0, help='train_steps of the model (0: TRAIN_SETS)')
     ap.add_argument('--set', action='append', default=[], metavar='[gpt[@DATASET]:]KEY=VALUE',
                     help='a config override of the training run, e.g. model_kwargs.dropout_rate=0.2')
-    ap.add_argument('--out-dir', default=os.path.join(_runs.ROOT, 'docs', 'results'))
-    ap.add_argument('--collect-only', action='store_true', help='write the tables from finished runs only')
-    ap.add_argument('--dry-run', action='store_true', help='print the commands of the missing steps, run nothing')
+    _runs.add_output_args(ap, 'steps')
     args = ap.parse_args(argv)
     seeds = _runs.seeds_arg(args.seeds)
     tags = _runs.list_arg(args.strategies)

@@ -327,9 +327,7 @@ def main(argv=None) -> int:
     ap.add_argument('--set', action='append', default=[], metavar='ROW[@DATASET]:KEY=VALUE',
                     help='a config override for one row (and dataset; row * = every row), e.g. '
                          'sasrec@yoochoose-100k:train_steps=3000; it wins over ROWS and --steps')
-    ap.add_argument('--out-dir', default=os.path.join(_runs.ROOT, 'docs', 'results'))
-    ap.add_argument('--collect-only', action='store_true', help='write the tables from finished runs only')
-    ap.add_argument('--dry-run', action='store_true', help='print the commands of the missing runs, run nothing')
+    _runs.add_output_args(ap)
     args = ap.parse_args(argv)
     rows = _runs.list_arg(args.rows)
     datasets = _runs.list_arg(args.datasets)
