@@ -44,13 +44,6 @@ class BPRMFConfig(layers.ItemVocabulary):
     init_std: float = 0.1          # factors ~ N(0, init_std^2)
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.num_users < 0:
-            raise ValueError(f'num_users must be >= 0, got {self.num_users}')
-
 
 class BPRMF(nn.Module):
     """BPR-MF next-item network; see the module docstring and docs/DESIGN.md."""

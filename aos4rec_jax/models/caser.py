@@ -49,15 +49,6 @@ class CaserConfig(layers.ItemVocabulary):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.num_users < 0:
-            raise ValueError(f'num_users must be >= 0, got {self.num_users}')
-        if self.max_len < 1:
-            raise ValueError(f'max_len must be >= 1, got {self.max_len}')
-
     @property
     def output_dim(self) -> int:
         """Features of h and of the output item vectors: 2d."""

@@ -58,13 +58,6 @@ class GCSANConfig(layers.ItemVocabulary):
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.num_steps < 1:
-            raise ValueError(f'num_steps must be >= 1, got {self.num_steps}')
-
 
 def symmetric_uniform(scale: float):
     """Initializer U(-scale, scale) (SR-GNN: every parameter U(-1/sqrt(d), 1/sqrt(d)))."""

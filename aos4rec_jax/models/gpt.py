@@ -62,16 +62,6 @@ class GPTConfig(layers.ItemVocabulary):
     dropout_rate: float = 0.1      # embeddings, attention weights, residual branches (GPT-2)
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.max_len < 1:
-            raise ValueError(f'max_len must be >= 1, got {self.max_len}')
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
-                             f'num_heads={self.num_heads}')
-
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads

@@ -36,11 +36,6 @@ class GRUConfig(layers.ItemVocabulary):
     tie_output: bool = True        # logits = out @ item_embed[:N + 1].T
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-
 
 class GRURec(layers.ItemTable, nn.Module):
     """Seq2seq attentive GRU recommender; see the module docstring and docs/DESIGN.md."""

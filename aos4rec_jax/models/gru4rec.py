@@ -46,11 +46,6 @@ class GRU4RecConfig(layers.ItemVocabulary):
     embed_dropout_rate: float = 0.0  # on the input embeddings (dropout_p_embed)
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-
 
 class GRU4Rec(nn.Module):
     """GRU4Rec+ next-item network; see the module docstring and docs/DESIGN.md."""

@@ -243,7 +243,21 @@ class ItemTable:
 
 
 class ItemVocabulary:
-    """Mixin of the model configs: the ids and table sizes that follow from `num_items` (N)."""
+    """Mixin of the model configs: the ids and table sizes that follow from `num_items` (N), and
+    the checks every config shares (its frozen dataclass calls `__post_init__`)."""
+
+    def __post_init__(self):
+        """dtype made canonical; N >= 1; and, for the fields a config has: num_users >= 0,
+        max_len >= 1, num_steps >= 1, embed_dim a multiple of num_heads."""
+        object.__setattr__(self, 'dtype', canonical_dtype(self.dtype))
+        if self.num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
+        for name, least in (('num_users', 0), ('max_len', 1), ('num_steps', 1)):
+            if hasattr(self, name) and getattr(self, name) < least:
+                raise ValueError(f'{name} must be >= {least}, got {getattr(self, name)}')
+        if hasattr(self, 'num_heads') and self.embed_dim % self.num_heads:
+            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
+                             f'num_heads={self.num_heads}')
 
     @property
     def bos_id(self) -> int:

@@ -53,16 +53,6 @@ class SASRecConfig(layers.ItemVocabulary):
     dropout_rate: float = 0.2      # embeddings, attention weights, FFN
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.max_len < 1:
-            raise ValueError(f'max_len must be >= 1, got {self.max_len}')
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
-                             f'num_heads={self.num_heads}')
-
 
 def absolute_positions(length: int, max_len: int) -> Array:
     """Positions of a left-padded window of `length` <= max_len, counted from the right end."""

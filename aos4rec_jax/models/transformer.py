@@ -45,14 +45,6 @@ class TransformerConfig(layers.ItemVocabulary):
     dtype: Any = jnp.float32                       # computation dtype (params stay float32)
     attention_dropout_rate: Optional[float] = None  # on attention weights; None = dropout_rate
 
-    def __post_init__(self):
-        object.__setattr__(self, 'dtype', layers.canonical_dtype(self.dtype))
-        if self.num_items < 1:
-            raise ValueError(f'num_items must be >= 1, got {self.num_items}')
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f'embed_dim={self.embed_dim} is not a multiple of '
-                             f'num_heads={self.num_heads}')
-
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
