@@ -145,7 +145,7 @@ class SelfAttentionBlock(nn.Module):
         return drop(f, deterministic=deterministic)
 
 
-class GCSAN(nn.Module):
+class GCSAN(layers.TiedItemScores, nn.Module):
     """GC-SAN next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: GCSANConfig
     per_position = False
@@ -174,19 +174,6 @@ class GCSAN(nn.Module):
             f = block(f, mask, not train)
         omega = jnp.asarray(cfg.omega, cfg.dtype)
         return omega * f[:, -1] + (1.0 - omega) * x[:, -1]
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> item table rows [..., D] (tied: the input table `item_embed`)."""
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """No output bias: zeros [...] float32."""
-        return jnp.zeros(jnp.shape(ids), jnp.float32)
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        return layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding,
-                                  self.cfg.vocab_size)
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""

@@ -134,7 +134,7 @@ class GPTBlock(nn.Module):
         return self._finish(x, y, True), {'k': ck, 'v': cv}
 
 
-class GPT(nn.Module):
+class GPT(layers.TiedItemScores, nn.Module):
     """GPT-style next-item network and generator; see the module docstring."""
     cfg: GPTConfig
     per_position = True
@@ -172,19 +172,6 @@ class GPT(nn.Module):
         """seq [B, L] left-padded (users unused) -> h [B, L, D]; h[:, i] sees seq[:, :i+1]."""
         del users
         return self.ln_f(self._run(seq, train)[0])
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> the item table's rows [..., D] (tied input / output embeddings)."""
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """No output bias: zeros [...] float32."""
-        return jnp.zeros(jnp.shape(ids), jnp.float32)
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        return layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding,
-                                  self.cfg.vocab_size)
 
     # -- model contract ------------------------------------------------------------------------
     def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:

@@ -242,6 +242,23 @@ class ItemTable:
         return self.output_proj(x)
 
 
+class TiedItemScores:
+    """Mixin of the next-item models whose output is their input item table `self.item_embed`
+    (tied), without an output bias: the method side's `item_vectors`, `item_bias`, `score_all`."""
+
+    def item_vectors(self, ids):
+        """ids [...] -> the item table's rows [..., D] (tied input / output embeddings)."""
+        return lookup(self.item_embed.embedding, ids, self.cfg.dtype)
+
+    def item_bias(self, ids):
+        """No output bias: zeros [...] float32."""
+        return jnp.zeros(jnp.shape(ids), jnp.float32)
+
+    def score_all(self, h):
+        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
+        return tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, self.cfg.vocab_size)
+
+
 class ItemVocabulary:
     """Mixin of the model configs: the ids and table sizes that follow from `num_items` (N), and
     the checks every config shares (its frozen dataclass calls `__post_init__`)."""

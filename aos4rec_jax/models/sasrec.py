@@ -91,7 +91,7 @@ class SASRecBlock(nn.Module):
         return x * mask[..., None].astype(x.dtype)
 
 
-class SASRec(nn.Module):
+class SASRec(layers.TiedItemScores, nn.Module):
     """SASRec next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: SASRecConfig
     per_position = True
@@ -119,19 +119,6 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, mask, not train)
         return self.final_norm(x)
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> the item table's rows [..., D] (tied input / output embeddings)."""
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """No output bias: zeros [...] float32."""
-        return jnp.zeros(jnp.shape(ids), jnp.float32)
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        return layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding,
-                                  self.cfg.vocab_size)
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""
