@@ -118,11 +118,39 @@ def _with_checksums(tree, meta: dict, what: str) -> dict:
     return dict(meta, checksums=sums)
 
 
+def _on_this_host(abstract):
+    """`abstract` with a sharding on every leaf: a leaf without one gets the first local device.
+
+    Without a target sharding orbax lays an array out as it was saved, which fails ("Topology
+    mismatch") when this process has other devices than the run that saved it: a run trained on 8
+    devices or on two hosts, evaluated or recommended from on one. The bits restored are the same
+    whatever the layout (the checksums say so)."""
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def place(a):
+        if getattr(a, 'sharding', None) is None:
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev)
+        return a
+    return jax.tree_util.tree_map(place, abstract)
+
+
+def _saved_layout(mgr, step: int, key: str):
+    """The shapes and dtypes item `key` of `step` was saved with, as ShapeDtypeStructs."""
+    from etils import epath
+    meta = ocp.StandardCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / key)
+    return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta.tree)
+
+
 def _restore_verified(mgr, step: int, key: str, abstract, what: str):
     """(tree, meta) of item `key` of a step of `mgr`, verified against the step's checksums;
-    the checksums are not in the returned meta. CheckpointError naming `what` if the files cannot
-    be read, changed since they were saved, or hold NaN/inf."""
+    the checksums are not in the returned meta. `abstract`: the target tree of
+    ShapeDtypeStructs (a leaf without a sharding lands on this host's first device), or None for
+    the tree as saved. CheckpointError naming `what` if the files cannot be read, changed since
+    they were saved, or hold NaN/inf."""
     try:
+        if abstract is None:
+            abstract = _saved_layout(mgr, step, key)
+        abstract = _on_this_host(abstract)
         r = mgr.restore(step, args=ocp.args.Composite(
             **{key: ocp.args.StandardRestore(abstract)}, meta=ocp.args.JsonRestore()))
     except Exception as e:          # orbax / tensorstore / json: the files cannot be read

@@ -8,6 +8,10 @@ A prepared dataset (see docs/DESIGN.md, written by `python -m data_prep` or `syn
   pipeline in the training loop, same key -> same batch.
 * `EvalSet`: per-user history / target / candidates for the validation or the test split
   (PROTOCOL section 3), host numpy arrays that `eval_batches` slices into fixed-shape batches.
+* Ratings, when the folder has them (data_prep keeps the MovieLens ratings: the optional
+  `ratings` column of sequences.parquet): `Dataset.ratings` (float32, aligned with the packed
+  items) and `DeviceData.ratings` on device (None without them); `sample_user_sequences_rated`
+  gathers them beside the items (CRR's rewards).
 
 Training windows (PROTOCOL section 3): for a user with train part t_1..t_n and every position
 i in 1..n-1, x = the up-to-L items before i (left-padded with 0), y = t_i..t_{i+T-1} cut at the end
@@ -17,6 +21,7 @@ uniformly over all (user, i) pairs, so an epoch is `num_windows / batch_size` st
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import flax
 import jax
@@ -52,11 +57,13 @@ class DataInfo:
 
 @flax.struct.dataclass
 class DeviceData:
-    """Packed sequences on device. Shapes: items [P], offsets [U+1], n_train [U], window_cum [U+1]."""
+    """Packed sequences on device. Shapes: items [P], offsets [U+1], n_train [U], window_cum [U+1];
+    ratings [P] float32 (the rating of each packed item) or None when the dataset has none."""
     items: jax.Array
     offsets: jax.Array
     n_train: jax.Array
     window_cum: jax.Array
+    ratings: Optional[jax.Array] = None
 
 
 @flax.struct.dataclass
@@ -93,6 +100,9 @@ class Dataset:
                  data_dir: str = ''):
         self.prepared = prepared
         self.data_dir = data_dir
+        # the rating of every packed item (float32 [P]), or None: the folder has no ratings
+        self.ratings = (None if prepared.ratings is None
+                        else np.asarray(prepared.ratings, np.float32))
         s = prepared.settings
         L = s.history_len if history_len == -1 else history_len
         T = s.target_len if target_len == -1 else target_len
@@ -115,15 +125,27 @@ class Dataset:
     def load(cls, data_dir: str, history_len: int = -1, target_len: int = -1) -> 'Dataset':
         return cls(data_prep.load_dataset(data_dir), history_len, target_len, data_dir=str(data_dir))
 
+    @property
+    def has_ratings(self) -> bool:
+        return self.ratings is not None
+
+    def rating_range(self) -> tuple[float, float] | None:
+        """(lowest, highest) rating of the dataset (all its interactions), or None."""
+        if self.ratings is None or len(self.ratings) == 0:
+            return None
+        return float(self.ratings.min()), float(self.ratings.max())
+
     # ---------------------------------------------------------------- device view
     def device_data(self, sharding=None) -> DeviceData:
-        """Packed arrays on device (replicated over `sharding` when given)."""
+        """Packed arrays on device (replicated over `sharding` when given); the ratings too when
+        the dataset has them (4 bytes an interaction)."""
         p = self.prepared
         arrays = DeviceData(
             items=np.asarray(p.items_flat, np.int32),
             offsets=np.asarray(p.offsets, np.int32),
             n_train=np.asarray(p.n_train, np.int32),
-            window_cum=np.asarray(self.window_cum, np.int32))
+            window_cum=np.asarray(self.window_cum, np.int32),
+            ratings=self.ratings)
         return jax.device_put(arrays, sharding) if sharding is not None else jax.device_put(arrays)
 
     def item_counts(self) -> np.ndarray:
@@ -257,6 +279,29 @@ def sample_user_sequences(data: DeviceData, key: jax.Array, batch_size: int, seq
     t_{n-L-1}..t_{n-2} left-padded with 0, targets = the items one step later (t_{n-L}..t_{n-1});
     a position whose input is padding has target 0 (the first train item is never a target).
     """
+    user, tidx, iidx, real = _user_sequence_index(data, key, batch_size, seq_len)
+    targets = jnp.where(real, data.items[tidx], 0)
+    inputs = jnp.where(real, data.items[iidx], 0)
+    return user, inputs.astype(jnp.int32), targets.astype(jnp.int32)
+
+
+def sample_user_sequences_rated(data: DeviceData, key: jax.Array, batch_size: int, seq_len: int):
+    """`sample_user_sequences` (the same users and items for the same key) plus the rating of each
+    target: (users [B], inputs [B, L], targets [B, L], target_ratings [B, L] float32, 0 where the
+    target is padding). Needs `data.ratings` (a dataset with ratings). Jit-compatible."""
+    if data.ratings is None:
+        raise ValueError('sample_user_sequences_rated: the dataset has no ratings')
+    user, tidx, iidx, real = _user_sequence_index(data, key, batch_size, seq_len)
+    targets = jnp.where(real, data.items[tidx], 0)
+    inputs = jnp.where(real, data.items[iidx], 0)
+    ratings = jnp.where(real, data.ratings[tidx], 0.0)
+    return (user, inputs.astype(jnp.int32), targets.astype(jnp.int32),
+            ratings.astype(jnp.float32))
+
+
+def _user_sequence_index(data: DeviceData, key: jax.Array, batch_size: int, seq_len: int):
+    """The draw of `sample_user_sequences`: (users [B] int32, packed index of each target [B, L],
+    of its input [B, L], real [B, L] bool: False where both are padding)."""
     windows = data.window_cum[1:] - data.window_cum[:-1]        # n_train - 1 (0: unusable user)
     eligible = (windows > 0).astype(jnp.float32)
     user = jax.random.choice(key, eligible.shape[0], (batch_size,), p=eligible / jnp.sum(eligible))
@@ -266,9 +311,8 @@ def sample_user_sequences(data: DeviceData, key: jax.Array, batch_size: int, seq
     # target position j of row b is train item n - L + j (0-based); its input is the item before
     tpos = n[:, None] - seq_len + jnp.arange(seq_len)[None, :]
     ipos = tpos - 1
-    targets = jnp.where(ipos >= 0, data.items[start[:, None] + jnp.maximum(tpos, 0)], 0)
-    inputs = jnp.where(ipos >= 0, data.items[start[:, None] + jnp.maximum(ipos, 0)], 0)
-    return user, inputs.astype(jnp.int32), targets.astype(jnp.int32)
+    return (user, start[:, None] + jnp.maximum(tpos, 0), start[:, None] + jnp.maximum(ipos, 0),
+            ipos >= 0)
 
 
 def sample_interactions(data: DeviceData, key: jax.Array, batch_size: int):

@@ -11,7 +11,8 @@ cross-attention keys / values) are the same for every beam / sample of a user, s
 ``[B, ...]``, are never tiled nor gathered, and ``step_fn`` broadcasts them itself (it sees
 ``B' = B * n`` rows of the rest and ``n = B' // B``). Beam search and multi-sequence sampling
 run step 0 once per user (``B' = B``: all rows of a user start from the same state and BOS) and
-tile the state after it, so a step function must not depend on the row count. Every decoder is
+tile the state after it, so a step function must not depend on the row count (what differs
+between the rows of a user is the decoder's business: ``sample``'s ``prefix``). Every decoder is
 a fixed-length ``lax.scan`` over T steps (beam search: T - 1 after step 0), vectorised over the
 batch, jit-able with ``step_fn`` and the integer / string options bound by ``functools.partial``.
 Nothing here is jitted by itself, so the decoders compose inside a caller's jitted eval step.
@@ -216,6 +217,18 @@ class _Space:
             return logits
         return jnp.take_along_axis(logits, self.items[:, None, :], axis=-1)
 
+    def index_of(self, items: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """int32 [B, ...] item ids -> (int32 [B, ...] their indices in the space, bool [B, ...]
+        whether the item is in the space at all; the index is meaningless where it is not)."""
+        items = jnp.asarray(items, jnp.int32)
+        if self.items is None:
+            return items, (items > PAD_ID) & (items < self.vocab_size)
+        flat = items.reshape(items.shape[0], -1)
+        idx = jax.vmap(lambda row, x: jnp.searchsorted(row, x))(self.items, flat)
+        idx = jnp.minimum(idx, self.size - 1)
+        found = (jnp.take_along_axis(self.items, idx, axis=1) == flat) & (flat > PAD_ID)
+        return idx.reshape(items.shape).astype(jnp.int32), found.reshape(items.shape)
+
     def to_items(self, indices: jax.Array) -> jax.Array:
         """int32 [B, ...] indices in the space (S = no item) -> int32 [B, ...] item ids (0 = none)."""
         valid = indices < self.size
@@ -417,7 +430,8 @@ def _inverse_cdf(keys: jax.Array, scaled: jax.Array) -> jax.Array:
 
 def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch_size: int,
                  num_rows: int, length: int, bos_id: int, ban_generated: bool,
-                 sum_probs: bool = False, share_first_step: bool = False):
+                 sum_probs: bool = False, share_first_step: bool = False,
+                 prefix: jax.Array | None = None):
     """Row-wise decoding (no reordering): each of the n rows of a user picks one index per step.
 
     Args:
@@ -425,9 +439,11 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
         overridden to "no item" afterwards.
       sum_probs: also accumulate the allowed probabilities into ``prob_sum [B, S]``.
       share_first_step: run step 0 once per user (``step_fn`` sees B rows, then B * n): the n
-        rows of a user start from the same state and BOS, so their step-0 logits are equal.
-        Only for step functions whose rows are independent of the row count (not, e.g.,
-        methods/seqgan.py's forced prefixes, which index rows of B * n).
+        rows of a user start from the same state and BOS, so their step-0 logits are equal
+        (the decoding contract: a step function does not depend on the row count).
+      prefix: int32 [B, n, T] item ids or None: row (b, j) emits prefix[b, j, t] wherever it is
+        > 0 instead of its choice (``sample``'s forced prefix); applied after the step's
+        logits, per row, so it holds with ``share_first_step`` too.
 
     Returns:
       indices: int32 [B, n, T] (S = no item); log_probs: float32 [B, n, T]; scores: float32 [B, n]
@@ -435,6 +451,10 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
     """
     _check_state(state, batch_size)
     b, n, size = batch_size, num_rows, space.size
+    if prefix is not None:
+        prefix = jnp.asarray(prefix, jnp.int32)
+        if prefix.shape != (b, n, length):
+            raise ValueError(f"prefix must be [B, n, T] = {(b, n, length)}, got {prefix.shape}")
     rows, join = _split_per_user(state)
 
     def body(carry: RowState, t, first=None):
@@ -451,6 +471,9 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
         chosen = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
         index = jnp.where(any_allowed, index, size)
         chosen = jnp.where(any_allowed, chosen, 0.0)
+        if prefix is not None:
+            index, chosen = _force(space, prefix[:, :, t], index, chosen, log_probs,
+                                   carry.indices, ban_generated)
         prob_sum = carry.prob_sum
         if prob_sum is not None:
             prob_sum = prob_sum + jnp.sum(jnp.exp(log_probs), axis=1)  # exp(-inf) = 0
@@ -478,6 +501,27 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
         init = init.replace(cache=flatten_beam_dim(add_beam_dim(rows, n)))
         final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
     return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum
+
+
+def _force(space: _Space, items: jax.Array, index: jax.Array, chosen: jax.Array,
+           log_probs: jax.Array, indices: jax.Array, ban_generated: bool):
+    """One step of a forced prefix: rows whose forced item ``items`` [B, n] is > 0 take it
+    (its index, and its allowed log-probability under the step's distribution) instead of
+    ``index`` / ``chosen`` [B, n]; a forced item that is not allowed at this step (not in the
+    space, banned, or already in the row's list with ``ban_generated``) gives "no item" with
+    log-probability 0, as a row with nothing allowed does. Whether it is allowed is read from the
+    masks, not from the step's logits (a forced item is emitted whatever the model thinks)."""
+    forced = items > PAD_ID
+    f_idx, ok = space.index_of(items)
+    f_idx = jnp.where(ok, f_idx, 0)
+    allowed = jnp.broadcast_to(space.allowed, (index.shape[0], space.size))
+    ok = ok & jnp.take_along_axis(allowed, f_idx, axis=1)
+    if ban_generated:
+        ok = ok & ~jnp.any(indices == f_idx[..., None], axis=-1)
+    f_lp = jnp.take_along_axis(log_probs, f_idx[..., None], axis=-1)[..., 0]
+    index = jnp.where(forced, jnp.where(ok, f_idx, space.size), index)
+    chosen = jnp.where(forced, jnp.where(ok, f_lp, 0.0), chosen)
+    return index, chosen
 
 
 def _rank(space: _Space, scores: jax.Array, k: int) -> jax.Array:
@@ -623,7 +667,8 @@ def _sampler(method: str, user_keys: jax.Array, temperature):
 def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, vocab_size: int,
            length: int, bos_id: int, num_samples: int = 1, temperature: float = 1.0,
            method: str = "categorical", candidates: jax.Array | None = None,
-           banned: jax.Array | None = None, ban_generated: bool = True) -> SampleOutput:
+           banned: jax.Array | None = None, ban_generated: bool = True,
+           prefix: jax.Array | None = None) -> SampleOutput:
     """Ancestral sampling of ``num_samples`` independent lists per user.
 
     At each step the next item is drawn from ``softmax(allowed log-probs / temperature)``.
@@ -634,6 +679,15 @@ def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, v
       temperature: > 0 (clamped to ``MIN_TEMPERATURE``); may be a traced scalar.
       method: 'categorical' (inverse-CDF sampling) or 'gumbel' (Gumbel-max: argmax of
         log-probs / temperature + Gumbel noise). Same distribution, different draws for one key.
+      prefix: int32 [B, num_samples, length] item ids or None: a forced prefix per sample
+        (roll-outs: methods/seqgan.py ``mc_rewards``). Sample j of user b emits
+        ``prefix[b, j, t]`` at every step t where it is > 0 (fed to ``step_fn`` as the previous
+        item of step t + 1, like a drawn one) and draws the steps where it is 0. Its
+        log_probs there are the forced item's allowed log-probability; a forced item that is
+        not allowed at its step (banned, already in the list, not a candidate) gives no item
+        (0, log-probability 0). The draws of the other steps are those of the same call without
+        ``prefix`` whenever the rows' lists so far agree (the same keys and noise). Forcing is
+        the decoder's, per row, so the step function stays row-count independent.
       Other arguments as in ``beam_search``.
 
     Returns:
@@ -644,7 +698,7 @@ def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, v
     choose = _sampler(method, _per_user_keys(rng, batch_size), temperature)
     indices, log_probs, _, _ = _decode_rows(
         step_fn, state, space, choose, batch_size=batch_size, num_rows=num_samples,
-        length=length, bos_id=bos_id, ban_generated=ban_generated)
+        length=length, bos_id=bos_id, ban_generated=ban_generated, prefix=prefix)
     return SampleOutput(sequences=space.to_items(indices), log_probs=log_probs)
 
 

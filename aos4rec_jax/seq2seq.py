@@ -9,7 +9,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from aos4rec_jax import decoding
 from aos4rec_jax import models
@@ -75,24 +74,3 @@ def make_generate_fn(model, info, decode_cfg):
             make_step_fn(model, params), state, rng, batch, decode_cfg=decode_cfg,
             vocab_size=info.vocab_size, bos_id=info.bos_id, k=info.k)
     return generate_fn
-
-
-def make_optimizer(config, learning_rate: float | None = None) -> optax.GradientTransformation:
-    """Adam(W) with global-norm clipping. Without `learning_rate`: linear warm-up to
-    config.learning_rate, then constant; with it: that rate, constant (the SSRGAN generator). Both
-    are optax schedules, so the optimizer state has the same structure either way."""
-    if learning_rate is not None:
-        sched = optax.constant_schedule(float(learning_rate))
-    else:
-        warm = max(int(config.warmup_steps), 1)
-        sched = optax.join_schedules(
-            [optax.linear_schedule(config.learning_rate / warm, config.learning_rate, warm),
-             optax.constant_schedule(config.learning_rate)], [warm])
-    parts = []
-    if config.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(config.grad_clip))
-    if config.weight_decay > 0:
-        parts.append(optax.adamw(sched, weight_decay=config.weight_decay))
-    else:
-        parts.append(optax.adam(sched))
-    return optax.chain(*parts)

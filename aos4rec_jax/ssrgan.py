@@ -160,8 +160,8 @@ class Steps:
         self.config, self.model, self.critic, self.info = config, model, critic, info
         self.a = config.aos4rec
         self.batch_size, self.bsharding = batch_size, bsharding
-        self.mle_tx = seq2seq.make_optimizer(config)
-        self.g_tx = seq2seq.make_optimizer(config, float(self.a.g_learning_rate))
+        self.mle_tx = optim.make_optimizer(config)
+        self.g_tx = optim.make_optimizer(config, float(self.a.g_learning_rate))
         self.d_tx = make_critic_optimizer(config)
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)

@@ -97,9 +97,13 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
     if not os.path.exists(path):
         return
     old = _read_run_json(path)
-    # fields added since the run was made take their defaults (nested: aos4rec.* one by one)
-    a, b = {**_flatten(FIELDS_ADDED_LATER), **_flatten(old)}, _flatten(cfg)
-    resumable = methods_lib.get(cfg['model']).resumable_changes(cfg, set(RESUMABLE_CHANGES))
+    # fields added since the run was made take their defaults (nested: aos4rec.* one by one),
+    # and so do the method's own options added since (Method.OPTIONS_ADDED_LATER)
+    method_cls = methods_lib.get(cfg['model'])
+    added = {cfg['model']: dict(method_cls.OPTIONS_ADDED_LATER)}
+    a = {**_flatten(FIELDS_ADDED_LATER), **_flatten(added), **_flatten(old)}
+    b = _flatten(cfg)
+    resumable = method_cls.resumable_changes(cfg, set(RESUMABLE_CHANGES))
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                   and k.split('.')[0] not in resumable and k not in resumable)
     if diff:

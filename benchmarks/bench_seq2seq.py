@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 
 from aos4rec_jax import data as data_lib  # noqa: E402
 from aos4rec_jax import decoding  # noqa: E402
+from aos4rec_jax import optim  # noqa: E402
 from aos4rec_jax import seq2seq  # noqa: E402
 from aos4rec_jax import sharding as shard_lib  # noqa: E402
 from aos4rec_jax import trainer  # noqa: E402
@@ -224,7 +225,7 @@ def our_cases(args, model_name: str, dev_np, info, histories_np):
     model = seq2seq.build_model(config, info)
     mesh = shard_lib.make_mesh(jax.devices()[:1])
     repl = shard_lib.replicated(mesh)
-    tx = seq2seq.make_optimizer(config)
+    tx = optim.make_optimizer(config)
     init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, info, mesh)
     train_step = jax.jit(
         trainer.make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import DataPrepError
 from .pipeline import build_dataset, table1_line
-from .readers import FORMATS, read_interactions
+from .readers import FORMATS, format_spec, read_interactions
 from .settings import PROFILES, PROTOCOLS, candidates_for_negatives, settings_for
 from .storage import check_output, write_dataset
 
@@ -17,6 +17,7 @@ DEFAULT_PROFILE = {"movielens": "movielens", "movielens-csv": "movielens", "ml10
                    "yoochoose": "yoochoose", "session-tsv": "yoochoose", "csv": "default",
                    "seqlines": "default"}
 EXIT_BAD_INPUT = 2
+RATED_FORMATS = tuple(f for f in FORMATS if format_spec(f).rating is not None)  # MovieLens ones
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +58,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output folder (only one that holds a dataset)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--ratings", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the rating of every interaction (a 'ratings' column of "
+                        "sequences.parquet; default: yes for the formats with a rating column, "
+                        "movielens, movielens-csv, ml100k); --no-ratings reads the file without "
+                        "them, as before they were kept")
     g = p.add_argument_group("overrides of the profile's settings")
     g.add_argument("--k-core", type=int, help="k of the iterative k-core")
     g.add_argument("--min-len", type=int, help="minimum sequence length after the k-core")
@@ -98,6 +104,9 @@ def main(argv=None) -> int:
             given = [f"--{k.replace('_', '-')}" for k, v in csv_only.items() if v is not None]
             if given:
                 raise DataPrepError(f"{', '.join(given)} only apply to --format csv")
+        if args.ratings and args.format not in RATED_FORMATS:
+            raise DataPrepError(f"--ratings: --format {args.format} has no rating column (only "
+                                f"{', '.join(RATED_FORMATS)} have one)")
         profile = args.profile or DEFAULT_PROFILE[args.format]
         num_candidates = candidates_for_negatives(
             args.protocol, args.num_negatives, args.num_candidates,
@@ -112,12 +121,17 @@ def main(argv=None) -> int:
         raw = read_interactions(
             args.format, args.input, log=log,
             user_col=csv_only["user_col"] or "user", item_col=csv_only["item_col"] or "item",
-            time_col=csv_only["time_col"] or "time", delimiter=csv_only["delimiter"] or ",")
+            time_col=csv_only["time_col"] or "time", delimiter=csv_only["delimiter"] or ",",
+            ratings=args.ratings is not False)
         source = {"format": args.format, "inputs": [os.path.abspath(p) for p in args.input]}
         if settings.protocol == "loo":  # the target + N negatives (recorded, not a setting)
             source["num_negatives"] = settings.num_candidates - 1
-        prepared = build_dataset(raw.users, raw.items, raw.times, settings, source, log=log)
+        prepared = build_dataset(raw.users, raw.items, raw.times, settings, source, log=log,
+                                 ratings=raw.ratings)
         st = prepared.stats
+        if prepared.ratings is not None:
+            log(f"ratings kept: {st['rating_min']:g}..{st['rating_max']:g}, mean "
+                f"{st['rating_mean']:.3f} (the 'ratings' column of sequences.parquet)")
         st["rows_per_file"] = [int(n) for n in raw.rows_per_file]
         st["stage_seconds"] = {"read": round(raw.seconds, 3), **st["stage_seconds"]}
         st["elapsed_seconds"] = round(_time.perf_counter() - t_start, 3)  # all but the write

@@ -39,6 +39,8 @@ class PreparedData:
     time order); train = its first ``n_train[u]`` items, validation = the next ``n_valid[u]``,
     test = the last ``n_test[u]``. ``item_raw[i]`` is the raw id of item ``i`` (``item_raw[0]``
     is ``''``, padding). ``cand_valid[u]`` / ``cand_test[u]`` are the candidate lists.
+    ``ratings`` (float32, aligned with ``items_flat``: ``ratings[k]`` is the rating of the
+    interaction ``items_flat[k]``) when the input had a rating column, else None.
     """
 
     raw_users: np.ndarray
@@ -53,6 +55,7 @@ class PreparedData:
     settings: Settings
     stats: dict
     source: dict = field(default_factory=dict)
+    ratings: Optional[np.ndarray] = None
 
     @property
     def num_users(self) -> int:
@@ -80,8 +83,11 @@ class PreparedData:
         src = dict(self.source)
         d["format"] = src.pop("format", None)
         d["inputs"] = list(src.pop("inputs", []) or [])
+        src.pop("ratings", None)              # said by the data itself (below)
         for k, v in src.items():
             d.setdefault(k, v)
+        if self.ratings is not None:          # absent: no ratings (every folder before them)
+            d["ratings"] = True
         return d
 
 
@@ -183,6 +189,26 @@ def _as_times(times, n: int) -> np.ndarray:
         except (TypeError, ValueError):
             pass
     raise DataPrepError(f"times must be numeric or datetime64, got dtype {t.dtype}")
+
+
+def _as_ratings(ratings, n: int) -> np.ndarray:
+    """The ratings as float32 [n]; DataPrepError for a bad shape or type, or a NaN/infinity
+    (naming the first such entry)."""
+    r = np.asarray(ratings)
+    if r.ndim != 1 or r.shape[0] != n:
+        raise DataPrepError(f"ratings must be a 1-D array of the same length as the keys ({n}), "
+                            f"got shape {r.shape}")
+    if r.dtype.kind not in "iuf":
+        raise DataPrepError(f"ratings must be numbers, got dtype {r.dtype}")
+    with np.errstate(over="ignore"):                    # beyond float32 -> inf, refused below
+        r32 = r.astype(np.float32, copy=False)
+    bad = ~np.isfinite(r32)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataPrepError(f"ratings must be finite float32 numbers: {int(bad.sum()):,} are not "
+                            f"(NaN, infinity or out of range; the first is entry {k}: "
+                            f"{r[k].item()!r})")
+    return r32
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,13 +316,17 @@ def make_candidates(items_flat, offsets, n_train, n_valid, n_test, num_items: in
 
 
 def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optional[dict] = None,
-                  *, log: Optional[Callable[[str], None]] = None) -> PreparedData:
+                  *, log: Optional[Callable[[str], None]] = None,
+                  ratings=None) -> PreparedData:
     """(user, item, time) triples in file order -> PreparedData (PROTOCOL sections 1, 2, 4).
 
     ``user_keys`` / ``item_keys``: 1-D int or str arrays (or ``Factorized``); ``times``: 1-D
     int, float or datetime64. Ties in time keep the given order. ``source`` (e.g.
     ``{"format": ..., "inputs": [...]}``) is recorded in protocol.json. ``log`` receives
-    progress lines. Raises DataPrepError on bad arrays or when nothing is left after filtering.
+    progress lines. ``ratings``: None, or a 1-D numeric array aligned with the triples (the
+    rating of each interaction, finite); it follows every reordering and filter, so
+    ``PreparedData.ratings[k]`` is the rating of ``items_flat[k]``. Raises DataPrepError on bad
+    arrays or when nothing is left after filtering.
     """
     if not isinstance(settings, Settings):
         raise DataPrepError(f"settings must be a data_prep.Settings, got {type(settings).__name__}")
@@ -322,6 +352,7 @@ def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optio
         raise DataPrepError("no interactions (empty input)")
     t0 = _time.perf_counter()
     t = _as_times(times, n)
+    r = None if ratings is None else _as_ratings(ratings, n)
     u, user_raw, users_numeric = _ordered_keys(user_keys, "user")
     i, item_raw_all, _ = _ordered_keys(item_keys, "item")
     nu, ni = user_raw.shape[0], item_raw_all.shape[0]
@@ -334,6 +365,8 @@ def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optio
     del t
     u = u[order]
     i = i[order]
+    if r is not None:
+        r = r[order]
     del order
     t0 = tick("sort", t0)
     say(f"sorted by (user, time), stable [{stage['sort']:.1f} s]")
@@ -341,6 +374,8 @@ def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optio
     # 1. iterative k-core, then the length filter once.
     kept, rounds = _kcore(u, i, nu, ni, settings.k_core)
     u, i = u[kept], i[kept]
+    if r is not None:
+        r = r[kept]
     del kept
     kc_users = int(np.count_nonzero(np.bincount(u, minlength=nu))) if u.size else 0
     kc_items = int(np.count_nonzero(np.bincount(i, minlength=ni))) if i.size else 0
@@ -356,6 +391,8 @@ def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optio
     ok_user &= lens > 0
     row_ok = ok_user[u]
     u, i = u[row_ok], i[row_ok]
+    if r is not None:
+        r = r[row_ok]
     del row_ok
     if kc_inter == 0:
         raise DataPrepError(f"nothing left after filtering: the {settings.k_core}-core removed "
@@ -424,13 +461,19 @@ def build_dataset(user_keys, item_keys, times, settings: Settings, source: Optio
         "length_filtered_users": int(kc_users - U),
         "users_short_candidates": int(short.sum()),
         "numeric_user_ids": bool(users_numeric),
+    }
+    if r is not None:       # only with ratings: a folder without them is written as before
+        stats.update({"ratings": True, "rating_min": float(r.min()),
+                      "rating_max": float(r.max()), "rating_mean": float(r.mean(dtype=np.float64))})
+    stats.update({
         "stage_seconds": stage,
         "elapsed_seconds": round(_time.perf_counter() - t_start, 3),
-    }
+    })
     return PreparedData(
         raw_users=raw_users, item_raw=item_raw, items_flat=items_flat, offsets=offsets,
         n_train=n_train, n_valid=n_valid, n_test=n_test, cand_valid=cand_valid,
-        cand_test=cand_test, settings=settings, stats=stats, source=dict(source or {}))
+        cand_test=cand_test, settings=settings, stats=stats, source=dict(source or {}),
+        ratings=r)
 
 
 def table1_line(name: str, stats: dict) -> str:

@@ -1,4 +1,5 @@
-"""Readers: raw interaction logs -> (user keys, item keys, times) numpy arrays, in file order.
+"""Readers: raw interaction logs -> (user keys, item keys, times) numpy arrays, in file order,
+and the ratings (float32) of the formats that have a rating column (the MovieLens ones).
 
 Parsing is done by pyarrow.csv with explicit column types (no Python object per row). When
 pyarrow refuses a file (or a value check after it fails), a streaming line scan re-reads the
@@ -9,6 +10,7 @@ whole lines, and names its first bad line directly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import math
 import os
@@ -33,6 +35,7 @@ FORMATS = ("movielens", "movielens-csv", "ml100k", "yoochoose", "session-tsv", "
 _INT_RE = re.compile(r"-?[0-9]+\Z")
 _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 _BLOCK = 16 << 20
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class FormatSpec:
     time_kind: str          # 'int' | 'float' | 'iso' | 'auto' (numeric or ISO-8601) | 'position'
     labels: tuple = ("user id", "item id", "timestamp")
     layout: str = ""        # human description of a line, for messages
+    rating: object = None   # the rating's column index (headerless) or name; None: no ratings
+    rating_label: str = ""
 
 
 def format_spec(fmt: str, user_col: str = "user", item_col: str = "item",
@@ -56,15 +61,15 @@ def format_spec(fmt: str, user_col: str = "user", item_col: str = "item",
     if fmt == "movielens":
         return FormatSpec(fmt, ":", False, False, 7, 0, 2, 6, "int", "int",
                           ("UserID", "MovieID", "Timestamp"),
-                          "UserID::MovieID::Rating::Timestamp")
+                          "UserID::MovieID::Rating::Timestamp", 4, "Rating")
     if fmt == "ml100k":
         return FormatSpec(fmt, "\t", False, False, 4, 0, 1, 3, "int", "int",
                           ("user id", "item id", "timestamp"),
-                          "user<TAB>item<TAB>rating<TAB>timestamp")
+                          "user<TAB>item<TAB>rating<TAB>timestamp", 2, "rating")
     if fmt == "movielens-csv":
         return FormatSpec(fmt, ",", True, True, None, "userId", "movieId", "timestamp",
                           "int", "int", ("userId", "movieId", "timestamp"),
-                          "userId,movieId,rating,timestamp")
+                          "userId,movieId,rating,timestamp", "rating", "rating")
     if fmt == "yoochoose":
         return FormatSpec(fmt, ",", False, True, 4, 0, 2, 1, "int", "iso",
                           ("SessionID", "ItemID", "Timestamp"),
@@ -92,6 +97,7 @@ class RawLog:
     times: np.ndarray       # int64 (integer seconds or ISO as ns) or float64
     rows_per_file: list
     seconds: float
+    ratings: Optional[np.ndarray] = None    # float32, aligned with the rows; None: no ratings
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,8 +183,10 @@ def _is_number(s: str) -> bool:
 
 
 class _LineRules:
-    def __init__(self, spec: FormatSpec, ncols: int, idx: tuple, time_mode: str):
+    def __init__(self, spec: FormatSpec, ncols: int, idx: tuple, time_mode: str,
+                 rating_idx: Optional[int] = None):
         self.spec, self.ncols, self.idx, self.time_mode = spec, ncols, idx, time_mode
+        self.rating_idx = rating_idx      # field of the rating (after _split); None: not read
         self._auto_hint = (" (the first data row decides between numbers and ISO-8601)"
                            if spec.time_kind == "auto" else "")
 
@@ -205,6 +213,11 @@ class _LineRules:
                 return f"empty value in column {label!r}: {_snippet(text)}"
             elif "\ufffd" in v:
                 return f"{label} is not valid UTF-8: {_snippet(text)}"
+        if self.rating_idx is not None:
+            v = fields[self.rating_idx]
+            if not _is_number(v) or not abs(float(v)) <= _FLOAT32_MAX:
+                return (f"{spec.rating_label} {_snippet(v)} is not a finite number (ratings are "
+                        f"kept as float32): {_snippet(text)}")
         v = fields[it]
         label = spec.labels[2]
         mode = self.time_mode
@@ -254,7 +267,7 @@ def _scan(path: str, rules: _LineRules, header: bool) -> Optional[DataPrepError]
 # one file
 
 
-def _header(path: str, spec: FormatSpec) -> tuple[int, tuple]:
+def _header(path: str, spec: FormatSpec) -> tuple[int, tuple, Optional[int]]:
     lines = _first_lines(path, 1)
     if not lines:
         raise DataPrepError("empty file (expected a header line)", path)
@@ -271,7 +284,14 @@ def _header(path: str, spec: FormatSpec) -> tuple[int, tuple]:
         idx.append(names.index(col))
     if len(set(idx)) < 3:
         raise DataPrepError("user, item and time columns must be three different columns", path, 1)
-    return len(names), tuple(idx)
+    rating = None
+    if spec.rating is not None:
+        if spec.rating not in names:
+            raise DataPrepError(f"missing rating column {spec.rating!r} in the header (columns: "
+                                f"{', '.join(names)}); --no-ratings reads the file without "
+                                "ratings", path, 1)
+        rating = names.index(spec.rating)
+    return len(names), tuple(idx), rating
 
 
 def _decide_time_mode(path: str, spec: FormatSpec, idx: tuple, ncols: int) -> str:
@@ -300,20 +320,24 @@ def _to_numpy(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _read_one(path: str, spec: FormatSpec):
-    """-> (users, items, times, n_rows) for one file; users/items are np.int64 or pa arrays."""
+    """-> (users, items, times, n_rows, time mode, ratings) for one file; users/items are
+    np.int64 or pa arrays, ratings float32 (None when ``spec.rating`` is None)."""
     if not os.path.exists(path):
         raise DataPrepError("no such file", path)
     if os.path.isdir(path):
         raise DataPrepError("is a folder, not a file", path)
     if spec.header:
-        ncols, idx = _header(path, spec)
+        ncols, idx, ir_col = _header(path, spec)
     else:
-        ncols, idx = spec.ncols, (spec.user, spec.item, spec.time)
+        ncols, idx, ir_col = spec.ncols, (spec.user, spec.item, spec.time), spec.rating
     time_mode = _decide_time_mode(path, spec, idx, ncols)
-    rules = _LineRules(spec, ncols, idx, time_mode)
+    # the rating's field in a line as _split cuts it ('::' lines: every other ':' field)
+    ir_field = None if ir_col is None else (ir_col // 2 if spec.name == "movielens" else ir_col)
+    rules = _LineRules(spec, ncols, idx, time_mode, ir_field)
 
     names = [f"c{j}" for j in range(ncols)]
     iu, ii, it = (names[j] for j in idx)
+    ir = None if ir_col is None else names[ir_col]
     id_type = pa.int64() if spec.id_kind == "int" else pa.dictionary(pa.int32(), pa.string())
     if time_mode == "int":
         t_type = pa.int64()
@@ -325,6 +349,9 @@ def _read_one(path: str, spec: FormatSpec):
         t_type = pa.timestamp("ns")
     types = {iu: id_type, ii: id_type, it: t_type}
     include = [iu, ii, it]
+    if ir is not None:
+        types[ir] = pa.float64()
+        include.append(ir)
     if spec.name == "movielens":  # the empty fields between '::' separators must stay empty
         for j in (1, 3, 5):
             types[names[j]] = pa.null()
@@ -357,9 +384,15 @@ def _read_one(path: str, spec: FormatSpec):
         raise DataPrepError("no interactions (empty input)", path)
 
     cols = {}
-    for name in (iu, ii, it):
+    for name in (iu, ii, it) + ((ir,) if ir is not None else ()):
         if table.column(name).null_count:
             fail(f"column {name} has empty values")
+    ratings = None
+    if ir is not None:
+        with np.errstate(over="ignore"):            # beyond float32 -> inf, refused below
+            ratings = _to_numpy(table.column(ir)).astype(np.float32)
+        if not np.all(np.isfinite(ratings)):        # NaN, inf, or beyond float32
+            fail(f"non-finite {spec.rating_label} values")
     for role, name in (("user", iu), ("item", ii)):
         col = table.column(name)
         if spec.id_kind == "int":
@@ -391,7 +424,7 @@ def _read_one(path: str, spec: FormatSpec):
                 fail("non-finite times")
     else:
         times = _to_numpy(pc.cast(tcol, pa.int64())).astype(np.int64, copy=False)
-    return cols["user"], cols["item"], times, n, time_mode
+    return cols["user"], cols["item"], times, n, time_mode, ratings
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,17 +591,24 @@ def _merge_dict_columns(parts: list) -> Factorized:
 
 def read_interactions(fmt: str, paths: Sequence[str], *, user_col: str = "user",
                       item_col: str = "item", time_col: str = "time", delimiter: str = ",",
-                      log: Optional[Callable[[str], None]] = None) -> RawLog:
+                      log: Optional[Callable[[str], None]] = None,
+                      ratings: bool = True) -> RawLog:
     """Read and concatenate the files (in the given order) of one format.
 
     ``seqlines`` has no times: an interaction's time is its running position over all the
     files (so a user's items keep file order, across lines and files); its ``rows_per_file``
-    counts interactions (items), not lines."""
+    counts interactions (items), not lines. The MovieLens formats (``movielens``, ``ml100k``,
+    ``movielens-csv``) have a rating column: ``RawLog.ratings`` holds it (float32, each one a
+    finite number, else DataPrepError naming the line), unless ``ratings`` is False (the column
+    is then neither read nor checked, as before ratings were kept); the other formats have none
+    (``RawLog.ratings`` None)."""
     spec = format_spec(fmt, user_col, item_col, time_col, delimiter)
+    if not ratings:
+        spec = dataclasses.replace(spec, rating=None)
     if not paths:
         raise DataPrepError("no input files")
     t0 = _time.perf_counter()
-    us, its, ts, rows = [], [], [], []
+    us, its, ts, rows, rs = [], [], [], [], []
     first_mode = None
     position = 0                      # seqlines: time = running position over all the files
     for path in paths:
@@ -586,7 +626,8 @@ def read_interactions(fmt: str, paths: Sequence[str], *, user_col: str = "user",
             ts.append(t)
             rows.append(n)
             continue
-        u, i, t, n, mode = _read_one(str(path), spec)
+        u, i, t, n, mode, r = _read_one(str(path), spec)
+        rs.append(r)
         if first_mode is None:
             first_mode = (mode, path)
         elif (mode in ("int", "float")) != (first_mode[0] in ("int", "float")):
@@ -613,4 +654,8 @@ def read_interactions(fmt: str, paths: Sequence[str], *, user_col: str = "user",
             else np.concatenate(ts)
     else:
         times = ts[0]
-    return RawLog(users, items, times, rows, _time.perf_counter() - t0)
+    rated = None
+    if rs and rs[0] is not None:
+        rated = np.concatenate(rs) if len(rs) > 1 else rs[0]
+    del rs
+    return RawLog(users, items, times, rows, _time.perf_counter() - t0, rated)

@@ -19,8 +19,8 @@ FILES = ("sequences.parquet", "splits.parquet", "candidates_valid.parquet",
          "candidates_test.parquet", "item_map.parquet", "protocol.json", "stats.json")
 
 
-def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
-    values = pa.array(np.asarray(values, dtype=np.int32), type=pa.int32())
+def _list_array(values: np.ndarray, offsets: np.ndarray, dtype=np.int32) -> pa.Array:
+    values = pa.array(np.asarray(values, dtype=dtype), type=pa.from_numpy_dtype(dtype))
     if offsets[-1] <= np.iinfo(np.int32).max:
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
     return pa.LargeListArray.from_arrays(pa.array(offsets.astype(np.int64)), values)
@@ -104,11 +104,18 @@ def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> P
     tmp.mkdir()
     try:
         users = pa.array(np.arange(U, dtype=np.int32))
-        pq.write_table(pa.table({
+        offsets = np.asarray(p.offsets, dtype=np.int64)
+        columns = {
             "user": users,
             "raw_user": pa.array(np.asarray(p.raw_users).astype(str).tolist(), type=pa.string()),
-            "items": _list_array(p.items_flat, np.asarray(p.offsets, dtype=np.int64)),
-        }), tmp / "sequences.parquet")
+            "items": _list_array(p.items_flat, offsets),
+        }
+        if p.ratings is not None:   # no column without ratings: the file is as it always was
+            if np.shape(p.ratings) != np.shape(p.items_flat):
+                raise DataPrepError(f"ratings has shape {np.shape(p.ratings)}, items_flat "
+                                    f"{np.shape(p.items_flat)}: they must be aligned")
+            columns["ratings"] = _list_array(p.ratings, offsets, np.float32)
+        pq.write_table(pa.table(columns), tmp / "sequences.parquet")
         pq.write_table(pa.table({
             "user": users,
             "n_train": pa.array(np.asarray(p.n_train, dtype=np.int32)),
@@ -143,12 +150,12 @@ def write_dataset(prepared: PreparedData, out_dir, overwrite: bool = False) -> P
     return out
 
 
-def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _list_column(table: pa.Table, name: str, dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
     col = table.column(name).combine_chunks()
     if isinstance(col, pa.ChunkedArray):  # pyarrow < 14 returns ChunkedArray for no chunks
         col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type)
     offsets = np.asarray(col.offsets, dtype=np.int64)
-    values = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.int32)
+    values = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=dtype)
     values = values[offsets[0]:offsets[-1]]
     return values, offsets - offsets[0]
 
@@ -200,6 +207,20 @@ def load_dataset(path) -> PreparedData:
               if k not in SETTING_FIELDS and k not in ("num_items", "num_users")}
     seq = _read_parquet(d / "sequences.parquet", ("raw_user", "items"))
     items_flat, offsets = _list_column(seq, "items")
+    ratings = None
+    if "ratings" in seq.column_names:      # optional: folders prepared without ratings lack it
+        ratings, r_offsets = _list_column(seq, "ratings", np.float32)
+        if not np.array_equal(r_offsets, offsets):
+            raise DataPrepError("the ratings lists are not aligned with the items lists",
+                                path=str(d / "sequences.parquet"))
+        if not np.all(np.isfinite(ratings)):
+            raise DataPrepError("ratings holds NaN or infinity (the file was not written by "
+                                "data_prep, or was edited): prepare the folder again",
+                                path=str(d / "sequences.parquet"))
+    elif proto.get("ratings"):
+        raise DataPrepError('has no column \'ratings\' but protocol.json says "ratings": true '
+                            "(the folder mixes files of two preparations)",
+                            path=str(d / "sequences.parquet"))
     raw_users = np.asarray(seq.column("raw_user").to_pylist(), dtype=str)
     U = seq.num_rows
     spl = _read_parquet(d / "splits.parquet", ("n_train", "n_valid", "n_test"), U)
@@ -236,4 +257,5 @@ def load_dataset(path) -> PreparedData:
         settings=settings,
         stats=stats,
         source=source,
+        ratings=ratings,
     )

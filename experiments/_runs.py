@@ -59,15 +59,16 @@ def shown(cmd: list[str], quote: bool = False) -> str:
 
 def parse_sets(items, error, forbid_star_steps: bool = True) -> dict[str, list]:
     """--set TARGET:KEY=VALUE strings -> {TARGET: [(key, value), ...]} in the given order.
-    TARGET is ROW, ROW@DATASET or * (every row); `error` is argparse's ap.error."""
+    TARGET is ROW, ROW@DATASET or * (every row); a ROW may name a variant (sasrec:s3rec): the
+    TARGET ends at the last ':' before the '='. `error` is argparse's ap.error."""
     overrides: dict[str, list] = {}
     for s in items:
         if forbid_star_steps and s.startswith('*:') and 'train_steps' in s:
             error('--set *:train_steps would train PopRec: use --steps')
-        try:
-            target, kv = s.split(':', 1)
-            key, value = kv.split('=', 1)
-        except ValueError:
+        eq = s.find('=')
+        cut = s.rfind(':', 0, eq) if eq > 0 else -1
+        target, key, value = s[:cut], s[cut + 1:eq], s[eq + 1:]
+        if cut <= 0 or not key:
             error(f'--set {s!r}: expected MODEL[@DATASET]:KEY=VALUE')
         overrides.setdefault(target, []).append((key, value))
     return overrides

@@ -18,13 +18,13 @@ of experiments/collect_synthetic.py, so `python -m experiments.collect_synthetic
 still reads the base and adver rows):
 
   mle     base    aos4rec.py:quick,base   P MLE steps
-  seqgan  seqgan  seqgan.py:quick         P MLE steps (seqgan.py has no init_from: it runs
-                                          the same MLE program again, same network, seed and
-                                          batches; on a tiny run its validation figures equal
-                                          mle's to the last digit), C discriminator steps, G
-                                          REINFORCE rounds (N = 16 roll-outs)
+  seqgan  seqgan  seqgan.py:quick         train_steps=0, seqgan.init_from=WORK/seedS/base:
+                                          C discriminator steps, G REINFORCE rounds (N = 16
+                                          roll-outs) from mle's generator
   ssrgan  adver   aos4rec.py:quick,adver  train_steps=0, aos4rec.init_from=WORK/seedS/base:
                                           C critic steps, G SSRGAN rounds from mle's generator
+So both adversarial rows start from exactly the generator the mle row kept, and the MLE run is
+not repeated (a row whose mle run has not finished is skipped and said so).
   then, per run: python -m aos4rec_jax.evaluate --workdir=RUN --tag=sample --strategy=sample
   --temperature=1.0 --splits=test --seed=S (ancestral sampling: SeqGAN's measure).
 
@@ -35,11 +35,11 @@ of the sampled lists and of the beam-5 lists (test users, all items), mean ± st
 each row's ratio to MLE's, beside SeqGAN's Table 1.
 
 Compute (not measured end to end): the `:quick` MLE run took 9 min 56 s for 2,000 steps on the
-2-core CPU (README); an SSRGAN round costs 10.5-11.7 MLE steps and a critic update about 2
-(README, "Benchmarks"), so 200 + 200 add 15-25 min; SeqGAN repeats the 2,000 MLE steps and a
-round with 16 roll-outs and the default discriminator took over 18 s on the YOOCHOOSE sample
-(docs/seqgan.md), so 200 rounds about an hour or more. About 1.5-2 CPU-hours a seed, 5-6 for
-the three seeds.
+2-core CPU (README), once a seed (both adversarial rows start from it); an SSRGAN round costs
+10.5-11.7 MLE steps and a critic update about 2 (README, "Benchmarks"), so 200 + 200 add 15-25
+min; a SeqGAN round with 16 roll-outs and the default discriminator took over 18 s on the
+YOOCHOOSE sample (docs/seqgan.md), so 200 rounds about an hour or more. About 1.3-1.8
+CPU-hours a seed, 4-5.5 for the three seeds.
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def train_command(args, row: str, seed: int, overrides) -> list[str]:
     if row == 'mle':
         sets['train_steps'] = p
     elif row == 'seqgan':
-        sets.update({'train_steps': p, 'seqgan.d_pretrain_steps': c, 'seqgan.gan_steps': g})
+        sets.update({'train_steps': 0, 'seqgan.init_from': run_dir(args, 'mle', seed),
+                     'seqgan.d_pretrain_steps': c, 'seqgan.gan_steps': g})
     else:
         sets.update({'train_steps': 0, 'aos4rec.init_from': run_dir(args, 'mle', seed),
                      'aos4rec.critic_pretrain_steps': c, 'aos4rec.gan_steps': g})
@@ -101,9 +102,9 @@ def collect(args, rows, seeds, overrides) -> list[dict]:
     order = [r for r in ('mle', 'seqgan', 'ssrgan') if r in rows]
     for seed in seeds:
         for row in order:
-            if row == 'ssrgan' and _runs.read_result(run_dir(args, 'mle', seed)) is None and not args.dry_run:
+            if row != 'mle' and _runs.read_result(run_dir(args, 'mle', seed)) is None and not args.dry_run:
                 if not args.collect_only:
-                    print(f'skipped ssrgan seed {seed}: the mle run it starts from is not finished', flush=True)
+                    print(f'skipped {row} seed {seed}: the mle run it starts from is not finished', flush=True)
                 continue
             cmd = train_command(args, row, seed, overrides)
             wd = run_dir(args, row, seed)
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--work-root', required=True, help='runs go to WORK/seedS/{base,seqgan,adver}, data to WORK/data')
-    ap.add_argument('--rows', default=','.join(ROWS), help='mle, seqgan, ssrgan (ssrgan needs mle)')
+    ap.add_argument('--rows', default=','.join(ROWS), help='mle, seqgan, ssrgan (seqgan and ssrgan need mle)')
     ap.add_argument('--seeds', default='0,1,2')
     ap.add_argument('--steps', default=','.join(map(str, DEFAULT_STEPS)), metavar='P,C,G',
                     help='MLE steps, discriminator/critic pretraining steps, adversarial rounds')
@@ -200,8 +201,10 @@ def main(argv=None) -> int:
     bad = [r for r in rows if r not in ROWS]
     if bad:
         ap.error(f'unknown rows {bad} (known: {", ".join(ROWS)})')
-    if 'ssrgan' in rows and 'mle' not in rows:
-        ap.error('--rows: ssrgan starts from the mle run: name mle too')
+    needs_mle = [r for r in rows if r != 'mle']
+    if needs_mle and 'mle' not in rows:
+        ap.error(f'--rows: {" and ".join(needs_mle)} start{"s" if len(needs_mle) == 1 else ""} '
+                 'from the mle run: name mle too')
     if not rows or not seeds:
         ap.error('--rows and --seeds need at least one value each')
     try:

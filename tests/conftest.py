@@ -43,6 +43,7 @@ SLOW = {
     'test_irgan.py': ('test_tiny_run_through_main_goes_through_both_phases_and_writes_test_json',),
     'test_fake_devices.py': ('test_gru4rec_step_on_eight_fake_devices_does_not_deadlock',
                              'test_gru4rec_trains_alike_on_one_and_eight_devices'),
+    'test_multiprocess.py': ('test_two_processes_train_like_one_and_their_run_loads_here',),
     'test_gpt.py': ('test_decode_step_equals_teacher_forcing_and_the_next_item_scores',
                     'test_tiny_run_through_main_learns',
                     'test_every_strategy_on_tiny_bans_history_and_generated_items'),

@@ -93,11 +93,11 @@ def _config(**over):
 
 def test_optimizer_without_decay_is_the_shared_one():
     """lr_decay off and no weight decay: the shared optimizer (old checkpoints' state fits)."""
-    from aos4rec_jax import seq2seq
+    from aos4rec_jax import optim
     c = _config(weight_decay=0.0)
     params = {'w': jnp.ones((2,))}
     a = jax.tree_util.tree_structure(bm.make_optimizer(c, False).init(params))
-    b = jax.tree_util.tree_structure(seq2seq.make_optimizer(c).init(params))
+    b = jax.tree_util.tree_structure(optim.make_optimizer(c).init(params))
     assert a == b
 
 

@@ -152,11 +152,139 @@ def test_bad_options_are_refused_by_name():
     from aos4rec_jax import config as config_lib
     for field, value in (('beta', 0.0), ('tau', 1.5), ('num_samples', 0), ('gamma', 1.0),
                          ('critic_init', 'x'), ('weight_clip', -1.0),
+                         ('reward_from', 'ratings'), ('rating_map', 'log'),
+                         ('rating_threshold', float('nan')),
                          ('init_from', '/a/run')):        # init_from needs train_steps = 0
         c = crr_config.get_config('tiny')
         c.crr[field] = value
         with pytest.raises(config_lib.ConfigError, match=f'crr.{field}'):
             crr.CRR.validate_config(c)
+
+
+# ------------------------------------------------------------------------------ rewards from ratings
+def test_rating_reward_maps_by_hand():
+    stars = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(np.asarray(crr.rating_reward(stars, 'linear', 1.0, 5.0, 4.0)),
+                               [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(np.asarray(crr.rating_reward(stars, 'binary', 1.0, 5.0, 4.0)),
+                                  [0, 0, 0, 1, 1])
+    np.testing.assert_allclose(np.asarray(crr.rating_reward(jnp.array([0.5, 3.5]), 'linear',
+                                                            0.5, 5.0, 4.0)), [0.0, 3 / 4.5])
+    np.testing.assert_array_equal(np.asarray(crr.rating_reward(stars, 'linear', 3.0, 3.0, 4.0)),
+                                  [1.0] * 5)          # one rating value: every interaction 1
+
+
+def _rated_method(seqs, ratings, **opts):
+    """CRR on a tiny dataset whose user u has the items seqs[u] (time = position) rated
+    ratings[u] (None: a dataset without ratings)."""
+    import data_prep
+    users = np.concatenate([np.full(len(s), u) for u, s in enumerate(seqs)])
+    times = np.concatenate([np.arange(len(s)) for s in seqs])
+    # the file order is reversed: the ratings must follow the sort back to time order
+    rev = slice(None, None, -1)
+    prepared = data_prep.build_dataset(
+        users[rev], np.concatenate(seqs)[rev], times[rev],
+        data_prep.settings_for('default', k_core=1, min_len=3),
+        ratings=None if ratings is None else np.concatenate(ratings)[rev])
+    ds = data_lib.Dataset(prepared)
+    c = crr_config.get_config('tiny')
+    c.batch_size = 4
+    c.model_kwargs.embed_dim = 16
+    c.model_kwargs.mlp_dim = 16
+    for k, v in dict(dict(train_len=3), **opts).items():
+        c.crr[k] = v
+    return crr.CRR(c, ds), ds
+
+
+# one user, 10 items (the train part is the first 6: h = ceil(10 / 5) = 2), ratings 1..5 stars;
+# W = 3: the last 4 train items t3..t6 give the actions t4, t5, t6 rated 4, 2, 5
+HAND_SEQ, HAND_STARS = [[11, 12, 13, 14, 15, 16, 17, 18, 19, 20]], [[5, 1, 3, 4, 2, 5, 1, 3, 2, 4]]
+
+
+def test_the_reward_of_a_transition_is_the_map_of_the_next_items_rating():
+    m, ds = _rated_method(HAND_SEQ, HAND_STARS)
+    assert m.reward_source == 'rating' and (m.rating_lo, m.rating_hi) == (1.0, 5.0)
+    users, seq, actions, reward, done, mask = m.transitions(ds.device_data(),
+                                                            jax.random.PRNGKey(0))
+    raw = [ds.prepared.item_raw[a] for a in np.asarray(actions[0])]
+    assert raw == ['14', '15', '16'] and bool(jnp.all(mask))
+    # (4 - 1) / 4, (2 - 1) / 4, (5 - 1) / 4 on every row (the rating of the state's last item
+    # t3, t4, t5 would give 0.5, 0.75, 0.25)
+    np.testing.assert_allclose(np.asarray(reward), [[0.75, 0.25, 1.0]] * 4, rtol=1e-6)
+    assert 'reward from the rating: linear, rating 1..5 -> 0..1' in m.describe()
+    # binary: liked (>= 4) 1, else 0; `crr.reward` scales the map
+    m, _ = _rated_method(HAND_SEQ, HAND_STARS, rating_map='binary', reward=2.0)
+    r = m.transitions(ds.device_data(), jax.random.PRNGKey(0))[3]
+    np.testing.assert_array_equal(np.asarray(r), [[2.0, 0.0, 2.0]] * 4)
+    assert 'reward from the rating: 2 x (1 if rating >= 4 else 0)' in m.describe()
+    # 'constant': crr.reward for every interaction, ratings or not
+    m, _ = _rated_method(HAND_SEQ, HAND_STARS, reward_from='constant', reward=0.5)
+    r = m.transitions(ds.device_data(), jax.random.PRNGKey(0))[3]
+    np.testing.assert_array_equal(np.asarray(r), [[0.5] * 3] * 4)
+    assert "reward 0.5 an interaction (reward_from 'constant'" in m.describe()
+
+
+def test_rewards_of_random_batches_are_the_ratings_of_the_actions_and_padding_gets_none():
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.integers(1, 30, size=n)) for n in rng.integers(5, 14, size=12)]
+    stars = [list(rng.integers(1, 6, size=len(s)).astype(float)) for s in seqs]
+    m, ds = _rated_method(seqs, stars, train_len=6)
+    p = ds.prepared
+    data = ds.device_data()
+    W = 6
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        users, seq, actions, reward, done, mask = jax.jit(m.transitions)(data, key)
+        # the same users and items as the unrated sampler draws with this key
+        u2, _, targets = data_lib.sample_user_sequences(data, key, m.batch_size, W)
+        np.testing.assert_array_equal(np.asarray(u2), np.asarray(users))
+        np.testing.assert_array_equal(np.asarray(targets), np.asarray(actions))
+        want = np.zeros((m.batch_size, W))
+        for b, u in enumerate(np.asarray(users)):
+            n = int(p.n_train[u])
+            for j in range(W):
+                pos = n - W + j                   # the action's position in the user's sequence
+                if pos >= 1:
+                    k = int(p.offsets[u]) + pos
+                    assert int(actions[b, j]) == int(p.items_flat[k])
+                    want[b, j] = (stars[u][pos] - 1.0) / 4.0
+        assert (~np.asarray(mask)).any()          # some rows are padded: they get no reward
+        np.testing.assert_allclose(np.asarray(reward), want, rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(reward)[~np.asarray(mask)], 0.0)
+
+
+def test_rating_rewards_on_data_without_ratings_are_refused_naming_the_field():
+    from aos4rec_jax import config as config_lib
+    m, ds = _rated_method(HAND_SEQ, None)            # 'auto' falls back to the constant reward
+    assert m.reward_source == 'constant' and not ds.has_ratings
+    assert ds.device_data().ratings is None
+    np.testing.assert_array_equal(
+        np.asarray(m.transitions(ds.device_data(), jax.random.PRNGKey(0))[3]), [[1.0] * 3] * 4)
+    assert 'reward 1 an interaction (the data has no ratings)' in m.describe()
+    with pytest.raises(config_lib.ConfigError, match=r"crr\.reward_from: 'rating' needs a dataset "
+                                                     r"with ratings"):
+        _rated_method(HAND_SEQ, None, reward_from='rating')
+    # a binary threshold no rating passes
+    with pytest.raises(config_lib.ConfigError, match=r'crr\.rating_threshold: .* every reward '
+                                                     r'would be 0'):
+        _rated_method(HAND_SEQ, HAND_STARS, rating_map='binary', rating_threshold=6.0)
+
+
+def test_an_older_crr_run_without_the_reward_options_still_resumes(tmp_path):
+    """config.json of a run from before `crr.reward_from` lacks the three reward options; its
+    resume is not refused as a different config ('auto' on its data, which has no ratings, is
+    the constant reward it trained with), but an explicit change is."""
+    from aos4rec_jax import trainer
+    from aos4rec_jax.methods.base import RunError
+    cfg = crr_config.get_config('tiny').to_dict()
+    old = json.loads(json.dumps(cfg))
+    for k in ('reward_from', 'rating_map', 'rating_threshold'):
+        del old['crr'][k]
+    (tmp_path / 'config.json').write_text(json.dumps(old))
+    trainer._check_resume_config(str(tmp_path), cfg)
+    cfg['crr']['reward_from'] = 'constant'
+    with pytest.raises(RunError, match="crr.reward_from: 'auto' -> 'constant'"):
+        trainer._check_resume_config(str(tmp_path), cfg)
 
 
 # ------------------------------------------------------------------------------ through main.py

@@ -43,6 +43,18 @@ BAD = [
      "1,11,4.0,\n", [], 3, ["timestamp", "integer"]),
     ("movielens-csv", "ratings.csv", "user,movieId,rating,timestamp\n1,10,4.0,100\n", [], 1,
      ["missing", "userId"]),
+    # the ratings are kept: each one a finite number (float32)
+    ("movielens", "ratings.dat", GOOD_ML + "1::13::nan::103\n", [], 4,
+     ["Rating 'nan' is not a finite number"]),
+    ("movielens", "ratings.dat", GOOD_ML + "1::13::::103\n", [], 4, ["Rating ''", "finite"]),
+    ("ml100k", "u.data", "1\t10\t5\t100\n1\t11\tinf\t101\n", [], 2,
+     ["rating 'inf' is not a finite number"]),
+    ("movielens-csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,100\n"
+     "1,11,five,101\n", [], 3, ["rating 'five' is not a finite number"]),
+    ("movielens-csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,100\n"
+     "1,11,1e39,101\n", [], 3, ["rating '1e39'", "float32"]),
+    ("movielens-csv", "ratings.csv", "userId,movieId,timestamp\n1,10,100\n", [], 1,
+     ["missing rating column 'rating'", "--no-ratings"]),
     ("yoochoose", "clicks.dat", "1,2014-04-07T10:51:09.277Z,214536502,0\n"
      "1,2014-04-07 sometime,214536500,0\n", [], 2, ["Timestamp", "ISO-8601"]),
     ("yoochoose", "clicks.dat", "1,2014-04-07T10:51:09.277Z,214536502,0\n"

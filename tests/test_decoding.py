@@ -449,6 +449,79 @@ def test_sample_frequencies_follow_tempered_softmax(method, temperature):
     np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
 
 
+def forcing_step(step, prefix_rows):
+    """The forced prefix as methods/seqgan.py had it before ``sample(prefix=...)``: in the step
+    function, row r (= b * n + j) gets -inf everywhere but prefix_rows[r, t] while that is > 0.
+    It indexes rows of B * n, so it only works when every step sees all rows (``sample``)."""
+    def fn(state, prev, t):
+        logits, state = step(state, prev, t)
+        forced = prefix_rows[:, t]
+        one = jnp.arange(logits.shape[-1])[None, :] == forced[:, None]
+        return jnp.where((forced > 0)[:, None], jnp.where(one, 0.0, -jnp.inf), logits), state
+    return fn
+
+
+FORCED = np.zeros((2, 4, 4), np.int32)     # [B, n, T]; 0 = drawn
+FORCED[0, 1, :1] = [2]
+FORCED[0, 2, :2] = [2, 3]
+FORCED[0, 3, :] = [4, 1, 5, 2]             # 5 is not a candidate of user 0 (candidate case)
+FORCED[1, 0, :1] = [1]
+FORCED[1, 1, :2] = [3, 3]                  # a repeat: no item at step 1
+FORCED[1, 2, :1] = [5]                     # banned for user 1: no item at step 0
+FORCED[1, 3, 1] = 2                        # forced after a drawn step
+
+
+@pytest.mark.slow                           # 5-7 s a case on the shared 2-core CPU (3 compiles)
+@pytest.mark.parametrize("candidates", [None, [[4, 2, 3, 1, 2], [5, 1, 2, 3, 4]]])
+def test_sample_forced_prefix_per_row(candidates):
+    """sample(prefix=...): every sample emits its forced items and the model's state sees them
+    (the prefix model's logits depend on the whole list), the other steps are drawn; a forced
+    item that is not allowed (banned, repeated, not a candidate) gives no item. The lists equal
+    those of the old way (the step function forcing rows of B * n; methods/seqgan.py before) for
+    the same key; the log-probabilities are the model's allowed ones, forced steps included; a
+    free sample is the unforced call's; and with step 0 run once per user (the decoding
+    contract's sharing, which the old way could not take) the lists are the same."""
+    step, init, ref_logits, bos = make_prefix_model(seed=5)
+    banned = banned_mask(2, []).at[1, 5].set(True)
+    cands = None if candidates is None else jnp.asarray(candidates, jnp.int32)
+    key, prefix = jax.random.key(7), jnp.asarray(FORCED)
+    opts = dict(batch_size=2, vocab_size=V, length=4, bos_id=bos, num_samples=4, method="gumbel",
+                temperature=0.8, candidates=cands, banned=banned)
+    got = jax.jit(lambda: dec.sample(step, init([0, 1]), key, prefix=prefix, **opts))()
+    old = jax.jit(lambda: dec.sample(forcing_step(step, prefix.reshape(8, 4)), init([0, 1]), key,
+                                     **opts))()
+    free = jax.jit(lambda: dec.sample(step, init([0, 1]), key, **opts))()
+    seqs, lps = np.asarray(got.sequences), np.asarray(got.log_probs)
+    np.testing.assert_array_equal(seqs, np.asarray(old.sequences))
+    np.testing.assert_array_equal(seqs[0, 0], np.asarray(free.sequences)[0, 0])   # not forced
+    invalid = {(1, 1, 1), (1, 2, 0)} | ({(0, 3, 2)} if candidates is not None else set())
+    if seqs[1, 3, 0] == 2:                 # drawn at step 0 already: a repeat at step 1
+        invalid.add((1, 3, 1))
+    for b, j, t in zip(*np.nonzero(FORCED)):
+        assert seqs[b, j, t] == (0 if (b, j, t) in invalid else FORCED[b, j, t]), (b, j, t)
+    for b in range(2):
+        for j in range(4):
+            if any((b, j, t) in invalid for t in range(4)):
+                continue
+            assert 0 not in seqs[b, j] and len(set(seqs[b, j])) == 4
+            np.testing.assert_allclose(lps[b, j], ref_rescore(
+                ref_logits, b, V, seqs[b, j], None if candidates is None else candidates[b],
+                [5] if b else None), rtol=1e-5, atol=1e-6)
+    # the decoding contract: step 0 once per user (B rows), tiled after; forcing still per row
+    seen = []
+
+    def spy(state, prev, t):
+        seen.append(prev.shape[0])
+        return step(state, prev, t)
+    space = dec._make_space(2, V, cands, banned)
+    choose = dec._sampler("gumbel", dec._per_user_keys(key, 2), 0.8)
+    shared = jax.jit(lambda: space.to_items(dec._decode_rows(
+        spy, init([0, 1]), space, choose, batch_size=2, num_rows=4, length=4, bos_id=bos,
+        ban_generated=True, share_first_step=True, prefix=prefix)[0]))()
+    assert seen == [2, 8]                  # traced: step 0 on B rows, the scan on B * n
+    np.testing.assert_array_equal(np.asarray(shared), seqs)
+
+
 # --------------------------------------------------------------------------------------------
 # Gumbel-top-k
 # --------------------------------------------------------------------------------------------
@@ -620,5 +693,8 @@ def test_bad_arguments_raise():
         dec.beam_search(chain_step, chain_state(1), banned=jnp.zeros((1, V + 1), bool), **kw(length=2))
     with pytest.raises(ValueError):
         dec.sample(chain_step, chain_state(1), jax.random.key(0), method="top_p", **kw(length=2))
+    with pytest.raises(ValueError):  # a forced prefix is [B, num_samples, T]
+        dec.sample(chain_step, chain_state(1), jax.random.key(0), num_samples=2,
+                   prefix=jnp.zeros((1, 2, 3), jnp.int32), **kw(length=2))
     with pytest.raises(ValueError):  # logits must have exactly vocab_size entries
         dec.greedy(chain_step, chain_state(1), batch_size=1, vocab_size=V - 1, bos_id=BOS, length=2)

@@ -59,6 +59,25 @@ def test_rank_helpers_by_hand():
     assert _runs.ratio_text(0.5, 0.25) == ' (2.00x)' and _runs.ratio_text('', 0.2) == ''
 
 
+def test_set_targets_may_name_a_variant_and_bad_ones_are_refused():
+    def error(msg):
+        raise ValueError(msg)
+    sets = _runs.parse_sets(['*:eval_every=200', 'sasrec:s3rec@Toys_and_Games:train_steps=16000',
+                             'sasrec:model_kwargs.dropout_rate=0.2', 'gpt@LastFM:decode.strategy=a:b'],
+                            error)
+    assert sets == {'*': [('eval_every', '200')],
+                     'sasrec:s3rec@Toys_and_Games': [('train_steps', '16000')],
+                     'sasrec': [('model_kwargs.dropout_rate', '0.2')],
+                     'gpt@LastFM': [('decode.strategy', 'a:b')]}
+    assert _runs.overrides_for(sets, 'sasrec:s3rec', 'Toys_and_Games') == [
+        ('eval_every', '200'), ('train_steps', '16000')]
+    assert _runs.overrides_for(sets, 'sasrec', 'Toys_and_Games') == [
+        ('eval_every', '200'), ('model_kwargs.dropout_rate', '0.2')]
+    for bad in ('sasrec', 'sasrec=1', ':x=1', 'sasrec:=1'):
+        with pytest.raises(ValueError, match='expected MODEL'):
+            _runs.parse_sets([bad], error)
+
+
 def test_write_atomic_leaves_no_temporary_file(tmp_path):
     p = tmp_path / 'sub' / 'x.md'
     _runs.write_atomic(str(p), 'a\n')
@@ -333,7 +352,7 @@ def test_strategies_dry_run_and_collect(tmp_path, capsys):
 
 def test_oracle_nll_dry_run_and_collect(tmp_path, capsys):
     work = str(tmp_path / 'w')
-    assert oracle_nll_table.main(['--work-root', work, '--dry-run', '--seeds', '0', '--rows', 'mle,ssrgan',
+    assert oracle_nll_table.main(['--work-root', work, '--dry-run', '--seeds', '0', '--rows', 'mle,seqgan,ssrgan',
                                   '--steps', '10,2,3', '--set', 'max_eval_users=50']) == 0
     base = f'--config.seed=0 --config.synthetic.cache_dir={work}/data'
     ev = 'python -m aos4rec_jax.evaluate --workdir={} --tag=sample --strategy=sample --temperature=1.0 --splits=test --seed=0'
@@ -341,6 +360,11 @@ def test_oracle_nll_dry_run_and_collect(tmp_path, capsys):
         f'python main.py --config=experiments/configs/aos4rec.py:quick,base --workdir={work}/seed0/base {base} '
         '--config.train_steps=10 --config.max_eval_users=50',
         ev.format(f'{work}/seed0/base'),
+        # both adversarial rows start from the mle run's kept generator (no second MLE run)
+        f'python main.py --config=experiments/configs/seqgan.py:quick --workdir={work}/seed0/seqgan {base} '
+        f'--config.train_steps=0 --config.seqgan.init_from={work}/seed0/base --config.seqgan.d_pretrain_steps=2 '
+        '--config.seqgan.gan_steps=3 --config.max_eval_users=50',
+        ev.format(f'{work}/seed0/seqgan'),
         f'python main.py --config=experiments/configs/aos4rec.py:quick,adver --workdir={work}/seed0/adver {base} '
         f'--config.train_steps=0 --config.aos4rec.init_from={work}/seed0/base --config.aos4rec.critic_pretrain_steps=2 '
         '--config.aos4rec.gan_steps=3 --config.max_eval_users=50',
@@ -370,14 +394,16 @@ def test_oracle_nll_dry_run_and_collect(tmp_path, capsys):
         recs = {r['row']: r for r in csv.DictReader(f)}
     assert recs['seqgan']['command'].startswith('python main.py --config=experiments/configs/seqgan.py:quick '
                                                 f'--workdir={work}/seed0/seqgan')
+    assert f'--config.train_steps=0 --config.seqgan.init_from={work}/seed0/base' in recs['seqgan']['command']
     assert float(recs['mle']['sample_full_std']) == pytest.approx(2 ** 0.5)
-    # a row with no finished run is listed; ssrgan alone is refused (it starts from mle)
+    # a row with no finished run is listed; seqgan or ssrgan without mle is refused (they start from it)
     assert oracle_nll_table.main(['--work-root', str(tmp_path / 'empty'), '--collect-only', '--rows', 'mle',
                                   '--out-dir', str(out)]) == 0
     assert 'Not run yet (no finished run with its sampling evaluation in the work root): mle.' in \
         (out / 'oracle_nll.md').read_text()
-    with pytest.raises(SystemExit):
-        oracle_nll_table.main(['--work-root', work, '--dry-run', '--rows', 'ssrgan'])
+    for rows in ('ssrgan', 'seqgan', 'seqgan,ssrgan'):
+        with pytest.raises(SystemExit):
+            oracle_nll_table.main(['--work-root', work, '--dry-run', '--rows', rows])
 
 
 # ------------------------------------------------------------------------------ one real run

@@ -10,6 +10,7 @@ import pytest
 
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import datasets
+from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import trainer
@@ -120,7 +121,7 @@ def test_eight_devices_equal_one(tmp_path, shard_items):
     assert config.weight_decay == 0 and warm > 3        # plain Adam, all 3 steps in the warm-up
     max_move = sum((lr / warm + (lr - lr / warm) * t / warm) * adam_step_bound(t + 1)
                    for t in range(3))                   # 5.71e-4 for lr 1e-3, warm-up 10
-    for name, tx in (('sgd', optax.sgd(0.5)), ('adam', seq2seq.make_optimizer(config))):
+    for name, tx in (('sgd', optax.sgd(0.5)), ('adam', optim.make_optimizer(config))):
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
             mesh = shard_lib.make_mesh(devices)

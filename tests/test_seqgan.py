@@ -84,10 +84,70 @@ def test_monte_carlo_reward_of_every_prefix_equals_the_hand_computed_one():
     np.testing.assert_array_equal(np.asarray(done[0, 0]), np.tile([5, 6, 7, 8], (16, 1)))
 
 
+# A stochastic policy over items 1..6 (BOS 7): logits TABLE[prev], fixed numbers.
+REC_V, REC_T, REC_N = 7, 4, 3
+REC_TABLE = np.round(np.random.RandomState(0).normal(size=(REC_V + 1, REC_V)), 2).astype(np.float32)
+# Recorded with the roll-outs as they were before `decoding.sample(prefix=...)` (the
+# prefix forced inside the step function, rows of B x (T - 1) N): the completed lists of
+# test_monte_carlo_rewards_are_the_recorded_ones, [B, T - 1, N, T].
+REC_DONE = [[[[3, 4, 1, 5], [3, 1, 5, 2], [3, 1, 4, 2]], [[3, 1, 4, 2], [3, 1, 6, 4], [3, 1, 5, 2]],
+             [[3, 1, 6, 5], [3, 1, 6, 5], [3, 1, 6, 5]]],
+            [[[5, 1, 2, 0], [5, 1, 4, 0], [5, 2, 4, 0]], [[5, 2, 1, 0], [5, 2, 1, 0], [5, 2, 1, 0]],
+             [[5, 2, 4, 0], [5, 2, 4, 0], [5, 2, 4, 0]]]]
+
+
+def test_monte_carlo_rewards_are_the_recorded_ones():
+    """The roll-outs (and so Q) of a fixed stochastic policy for a fixed key are exactly those
+    recorded before the forced prefix moved from the step function into the decoder
+    (`decoding.sample`'s `prefix`), and Q is the mean of D over them (Q_T = D(y))."""
+    table = jnp.asarray(REC_TABLE)
+    step = lambda state, prev, t: (table[prev] + 0.0 * state['x'][:, :1], state)
+    d = lambda lists: jnp.sum(lists * jnp.arange(1, REC_T + 1), axis=-1) / 1000.0
+    seq = jnp.asarray([[3, 1, 6, 2], [5, 2, 4, 1]], jnp.int32)
+    mask = jnp.asarray([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    banned = jnp.zeros((2, REC_V), bool).at[1, 3].set(True)
+    q, done = jax.jit(lambda key: seqgan.mc_rewards(
+        step, {'x': jnp.zeros((2, 1))}, lambda rows, lists: d(lists), seq, mask, key,
+        num_rollouts=REC_N, vocab_size=REC_V, bos_id=REC_V, temperature=0.7, banned=banned))(
+        jax.random.PRNGKey(42))
+    np.testing.assert_array_equal(np.asarray(done), np.asarray(REC_DONE))
+    want = np.concatenate([np.asarray(d(jnp.asarray(REC_DONE))).mean(-1),
+                           np.asarray(d(jnp.where(mask, seq, 0)))[:, None]], axis=1)
+    np.testing.assert_allclose(np.asarray(q), want, rtol=1e-6)
+
+
+def step_forced_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts,
+                        vocab_size, bos_id, temperature, banned=None):
+    """mc_rewards as it was before `decoding.sample(prefix=...)`: the prefix forced by the step
+    function on rows b * n + j (it indexes rows of B * n: against the decoding contract, and
+    correct only because `sample` runs every step on all rows)."""
+    B, T = seq.shape
+    N = num_rollouts
+    n = (T - 1) * N
+    prefix = jnp.repeat(seq, n, axis=0)
+    plen = jnp.tile(1 + jnp.arange(n, dtype=jnp.int32) // N, B)
+
+    def fn(state, prev, t):
+        logits, state = step_fn(state, prev, t)
+        forced = jnp.where(t < plen, jnp.take(prefix, t, axis=1), 0)
+        one = jnp.arange(logits.shape[-1])[None, :] == forced[:, None]
+        return jnp.where((forced > 0)[:, None], jnp.where(one, 0.0, -jnp.inf), logits), state
+    from aos4rec_jax import decoding
+    out = decoding.sample(fn, dec_state, key, batch_size=B, vocab_size=vocab_size, length=T,
+                          bos_id=bos_id, num_samples=n, temperature=temperature, method='gumbel',
+                          banned=banned, ban_generated=True)
+    done = jnp.where(mask[:, None, :], out.sequences, 0)
+    d = score_fn(jnp.repeat(jnp.arange(B), n), done.reshape(B * n, T)).reshape(B, T - 1, N)
+    full = score_fn(jnp.arange(B), jnp.where(mask, seq, 0))
+    return jnp.concatenate([jnp.mean(d, axis=-1), full[:, None]], axis=1), done.reshape(B, T - 1, N, T)
+
+
 @pytest.mark.slow
 def test_rollouts_of_the_generator_keep_their_prefix_and_follow_their_key():
     """The real (untrained, stochastic) generator: roll-out (t, n) starts with y_1:t, lists no
-    item twice, and the same key gives the same rewards (another key other roll-outs)."""
+    item twice, and the same key gives the same rewards (another key other roll-outs); the
+    roll-outs and Q are exactly those of the step-function forcing used before (its state holds
+    decoding.PerUser parts: the encoder's output stays untiled in both)."""
     steps, state = make_steps(num_rollouts=8)
     data = walks(range(20))
     b, _ = steps.batch(data, jax.random.PRNGKey(3))
@@ -98,6 +158,13 @@ def test_rollouts_of_the_generator_keep_their_prefix_and_follow_their_key():
     q2, d2 = f(jax.random.PRNGKey(5))
     _, d3 = f(jax.random.PRNGKey(6))
     np.testing.assert_array_equal(np.asarray(q1), np.asarray(q2))
+    q0, d0 = jax.jit(lambda k: step_forced_rewards(
+        seq2seq.make_step_fn(steps.model, state['params']), steps.decode_state(state['params'], b.history),
+        lambda rows, lists: steps.disc_prob(state['disc'], b.history[rows], lists), y, mask, k,
+        num_rollouts=8, vocab_size=INFO.vocab_size, bos_id=INFO.bos_id,
+        temperature=steps.temperature))(jax.random.PRNGKey(5))
+    np.testing.assert_array_equal(np.asarray(d1), np.asarray(d0))
+    np.testing.assert_array_equal(np.asarray(q1), np.asarray(q0))
     assert not np.array_equal(np.asarray(d1), np.asarray(d3))
     d1, ym = np.asarray(d1), np.asarray(jnp.where(mask, y, 0))   # scored with the real padding
     for t in range(1, T):
@@ -227,3 +294,151 @@ def test_tiny_run_through_main_every_phase_and_resumed_in_the_adversarial_phase(
     strip = lambda r: {k: v for k, v in r.items() if k not in ('steps_per_s', 'examples_per_s')}
     lines = lambda d: [strip(json.loads(l)) for l in open(d / 'metrics' / 'train.jsonl')]
     assert lines(tmp_path / 'full') == lines(tmp_path / 'resumed')
+
+
+# ------------------------------------------------------------------------------ init_from
+def _run_folder(path, cfg: dict, data_dir='', finished=True, fingerprint=None):
+    """A main.py run folder as init_from reads it: config.json, dataset.json[, metrics/test.json]."""
+    os.makedirs(os.path.join(path, 'metrics'), exist_ok=True)
+    with open(os.path.join(path, 'config.json'), 'w') as f:
+        json.dump(cfg, f)
+    with open(os.path.join(path, 'dataset.json'), 'w') as f:
+        json.dump(dict(data_dir=data_dir, **({'fingerprint': fingerprint} if fingerprint else {})), f)
+    if finished:
+        with open(os.path.join(path, 'metrics', 'test.json'), 'w') as f:
+            json.dump({}, f)
+    return str(path)
+
+
+def test_init_from_needs_train_steps_0_and_a_matching_finished_source_naming_the_field(tmp_path):
+    """seqgan.init_from: train_steps != 0 is refused by the config check; the source must be a
+    finished main.py run folder of the same seq2seq network (whichever method trained it), sizes
+    and data, and every difference is named in one line (methods/init_from.py, shared with
+    aos4rec.init_from)."""
+    from types import SimpleNamespace
+    from aos4rec_jax import config as config_lib
+    from aos4rec_jax import datasets
+    from aos4rec_jax.methods import init_from
+    from aos4rec_jax.methods.base import RunError
+    from experiments.configs import aos4rec as aos_cfg
+    c = seqgan_cfg.get_config('tiny')
+    c.seqgan.init_from = str(tmp_path / 'src')
+    with pytest.raises(config_lib.ConfigError, match=r'config\.seqgan\.init_from: .*set train_steps=0 \(got 20\)'):
+        config_lib.validate(c)
+    c.train_steps = 0
+    config_lib.validate(c)
+    synthetic = SimpleNamespace(data_dir=str(tmp_path / 'cache'))
+
+    def check(src, config=c, ds=synthetic, network=None):
+        init_from.check('seqgan.init_from', src, config, ds,
+                        network or config.seqgan.generator, 'seqgan.generator')
+
+    mle = aos_cfg.get_config('tiny,base').to_dict()              # an MLE run of the same network
+    check(_run_folder(tmp_path / 'mle', mle))
+    with pytest.raises(RunError, match=r'config\.seqgan\.init_from: .*nowhere is not a run folder of main\.py'):
+        check(str(tmp_path / 'nowhere'))
+    with pytest.raises(RunError, match=r'config\.seqgan\.init_from: .*unfinished has not finished \(no metrics/test\.json\)'):
+        check(_run_folder(tmp_path / 'unfinished', mle, finished=False))
+    gru = c.copy_and_resolve_references()
+    gru.seqgan.generator = 'gru'
+    with pytest.raises(RunError, match=r"differs from this run in seqgan\.generator \('transformer' there, 'gru' here\)$"):
+        check(str(tmp_path / 'mle'), gru)
+    wide = c.copy_and_resolve_references()
+    wide.model_kwargs.embed_dim, wide.target_len = 64, 6
+    with pytest.raises(RunError, match=r"in model_kwargs\.embed_dim \(32 there, 64 here\); target_len \(-1 there, 6 here\)$"):
+        check(str(tmp_path / 'mle'), wide)
+    other_data = c.copy_and_resolve_references()
+    other_data.synthetic.num_users = 300
+    with pytest.raises(RunError, match=r'in synthetic\.num_users \(200 there, 300 here\)$'):
+        check(str(tmp_path / 'mle'), other_data)
+    sasrec = dict(mle, model='sasrec')
+    with pytest.raises(RunError, match=r"in seqgan\.generator \(model 'sasrec' there keeps no seq2seq generator"):
+        check(_run_folder(tmp_path / 'sasrec', sasrec))
+    # a SeqGAN run with the GRU generator is a source of a GRU AOS4Rec run (and the reverse)
+    sg_gru = gru.to_dict()
+    aos_gru = aos_cfg.get_config('tiny,adver')
+    aos_gru.model, aos_gru.train_steps = 'gru', 0
+    init_from.check('aos4rec.init_from', _run_folder(tmp_path / 'sg_gru', sg_gru), aos_gru, synthetic,
+                    'gru', 'model')
+    with pytest.raises(RunError, match=r"config\.aos4rec\.init_from: .* in model \('gru' there, 'transformer' here\)"):
+        init_from.check('aos4rec.init_from', str(tmp_path / 'sg_gru'), aos_cfg.get_config('tiny,adver'),
+                        synthetic, 'transformer', 'model')
+    # prepared data: the same folder, not prepared again since the source was trained
+    prep = tmp_path / 'prepared'
+    prep.mkdir()
+    (prep / 'protocol.json').write_text('{"k": 10}')
+    real = c.copy_and_resolve_references()
+    real.data_dir = str(prep)
+    ds = SimpleNamespace(data_dir=str(prep))
+    src = _run_folder(tmp_path / 'real', dict(mle, data_dir=str(prep)), data_dir=str(prep),
+                      fingerprint=datasets.fingerprint(str(prep)))
+    check(src, real, ds)
+    with pytest.raises(RunError, match=r'in data \(.*prepared there, .*elsewhere here\)$'):
+        check(src, real, SimpleNamespace(data_dir=str(tmp_path / 'elsewhere')))
+    (prep / 'protocol.json').write_text('{"k": 6}')
+    with pytest.raises(RunError, match=r'was prepared again since that run was trained: protocol\.json changed\)$'):
+        check(src, real, ds)
+
+
+def _leaves_equal(a, b, what):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb) > 0, what
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=what)
+
+
+@pytest.mark.slow
+def test_init_from_starts_from_the_sources_kept_generator_and_resumes_from_its_own_checkpoint(
+        tmp_path, monkeypatch):
+    """A finished MLE run (aos4rec.py:tiny,base) is the source of a SeqGAN run with train_steps
+    0, stopped after its first round (SIGTERM save) and resumed with the source moved away: the
+    state saved on entering the discriminator phase (step 0) holds exactly the source's kept
+    parameters, the resumed run goes on from its own checkpoint (reading the source again would
+    fail) through 2 discriminator steps and 2 rounds to its test figures. A GRU generator is
+    refused (naming seqgan.generator). (That a resumed SeqGAN run ends as an uninterrupted one
+    is test_tiny_run_through_main_every_phase_and_resumed_in_the_adversarial_phase's; a fourth
+    run here cost CI 35 s.)"""
+    from aos4rec_jax import checkpoint as ckpt_lib
+    from aos4rec_jax import preemption
+    from aos4rec_jax import trainer
+    from aos4rec_jax.methods.base import RunError
+    from experiments.configs import aos4rec as aos_cfg
+    from tests.helpers import StopAt
+    common = dict(eval_every=2, checkpoint_every=2, log_every=1, max_eval_users=32)
+    src = aos_cfg.get_config('tiny,base')
+    src.update(dict(train_steps=6, **common))
+    src.synthetic.cache_dir = str(tmp_path / 'data')
+    trainer.train_and_evaluate(src, str(tmp_path / 'mle'))
+
+    def config(source):
+        c = seqgan_cfg.get_config('tiny')
+        c.update(dict(train_steps=0, keep_checkpoints=5, **common))
+        c.synthetic.cache_dir = str(tmp_path / 'data')
+        c.seqgan.update(dict(init_from=str(source), d_pretrain_steps=2, gan_steps=2))
+        return c
+
+    gru = config(tmp_path / 'mle')
+    gru.seqgan.generator = 'gru'
+    with pytest.raises(RunError, match=r"config\.seqgan\.init_from: .* differs from this run in "
+                                       r"seqgan\.generator \('transformer' there, 'gru' here\)"):
+        trainer.train_and_evaluate(gru, str(tmp_path / 'gru'))
+
+    with monkeypatch.context() as m:
+        m.setattr(preemption, 'Watcher', lambda: StopAt(3))
+        with pytest.raises(preemption.Stopped):
+            trainer.train_and_evaluate(config(tmp_path / 'mle'), str(tmp_path / 'stopped'))
+    ck = ckpt_lib.Checkpointer(str(tmp_path / 'mle'))
+    kept = ck.restore_best(None)[0]
+    ck.close()
+    os.rename(tmp_path / 'mle', tmp_path / 'moved')        # the resume must not read it again
+    trainer.train_and_evaluate(config(tmp_path / 'mle'), str(tmp_path / 'stopped'))
+    ck = ckpt_lib.Checkpointer(str(tmp_path / 'stopped'))
+    start, meta = ck.restore(0, None)
+    ck.close()
+    _leaves_equal(kept, start['params'], 'the generator at step 0')
+    assert meta['seqgan_from'] == f'{tmp_path / "mle"} (its kept parameters)'
+    lines = [json.loads(l) for l in open(tmp_path / 'stopped' / 'metrics' / 'train.jsonl')]
+    assert [(r['step'], r['phase']) for r in lines] == [(1, 'disc'), (2, 'disc'), (3, 'gan'),
+                                                        (4, 'gan')], lines
+    assert _state(tmp_path / 'stopped')[0] == 4
+    assert (tmp_path / 'stopped' / 'metrics' / 'test.json').exists()

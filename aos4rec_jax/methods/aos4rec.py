@@ -8,8 +8,9 @@ are those of aos4rec_jax/ssrgan.py (Sec. 4.3):
   phase 'gan'      aos4rec.gan_steps SSRGAN rounds (aos4rec.adversarial only)
 
 Entering the critic phase copies the generator kept by the seq2seq phase (best validation), or
-the kept parameters of another run (aos4rec.init_from), gives it a fresh optimizer state and
-starts model selection again. The K-lists come from the configured decoder (config.decode).
+the kept parameters of another finished run (aos4rec.init_from, with train_steps 0; checked and
+loaded by methods/init_from.py, shared with SeqGAN), gives it a fresh optimizer state and starts
+model selection again. The K-lists come from the configured decoder (config.decode).
 
 The critic is measured on held-out validation users (aos4rec.critic_eval_users of the seeded
 validation subset) at every validation step of the critic and SSRGAN phases (ssrgan.py, "Measuring
@@ -18,7 +19,6 @@ val_adv_std (`summarize`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -27,12 +27,13 @@ import numpy as np
 import jax
 
 from aos4rec_jax import aos4rec as aos4rec_lib
-from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import critic as critic_lib
+from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
+from aos4rec_jax.methods import init_from as init_from_lib
 from aos4rec_jax.methods.base import Method, Phase, RunError
 
 
@@ -54,33 +55,6 @@ def init_state_fn(model, tx, info, critic=None, critic_tx=None, watch=False):
     return init
 
 
-def load_init_from(config, ds, abstract_params):
-    """The kept generator parameters of the run in config.aos4rec.init_from (checked to match)."""
-    src = config.aos4rec.init_from
-    cfg_path, ds_path = os.path.join(src, 'config.json'), os.path.join(src, 'dataset.json')
-    if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
-        raise RunError(f'config.aos4rec.init_from: {src} is not a run folder of main.py '
-                       '(no config.json/dataset.json)')
-    with open(cfg_path) as f:
-        other = json.load(f)
-    with open(ds_path) as f:
-        other_dir = json.load(f)['data_dir']
-    mine = config.to_dict()
-    diff = [k for k in ('model', 'model_kwargs', 'history_len', 'target_len', 'compute_dtype')
-            if other.get(k) != mine.get(k)]
-    if not mine['data_dir'] and not other.get('data_dir'):       # both synthetic: same oracle data?
-        if {k: v for k, v in other.get('synthetic', {}).items() if k != 'cache_dir'} != \
-                {k: v for k, v in mine['synthetic'].items() if k != 'cache_dir'}:
-            diff.append('synthetic')
-    elif os.path.abspath(other_dir) != os.path.abspath(ds.data_dir):
-        diff.append(f'data ({other_dir} vs {ds.data_dir})')
-    if diff:
-        raise RunError(f'config.aos4rec.init_from: {src} differs from this run in {", ".join(diff)}')
-    params = ckpt_lib.restore_params_only(src, abstract_params, 'best')
-    shardings = jax.tree_util.tree_map(lambda a: a.sharding, abstract_params)
-    return jax.device_put(params, shardings)
-
-
 class AOS4Rec(Method):
     """Seq2seq recommender trained by MLE, optionally with the oracle and SSRGAN (the module doc)."""
 
@@ -95,6 +69,10 @@ class AOS4Rec(Method):
                          and int(self.a.critic_eval_users) > 0)
         self._steps = None
         self._mesh = None
+
+    @classmethod
+    def generator_network(cls, config: dict):
+        return config.get('model')
 
     @classmethod
     def resumable_changes(cls, config: dict, resumable: set) -> set:
@@ -122,7 +100,7 @@ class AOS4Rec(Method):
 
     def init_state(self, rng):
         # the optimizers do not depend on the mesh: build them here for load_run (no mesh)
-        tx = seq2seq.make_optimizer(self.config)
+        tx = optim.make_optimizer(self.config)
         d_tx = ssrgan.make_critic_optimizer(self.config) if self.adversarial else None
         return init_state_fn(self.model, tx, self.info, self.critic, d_tx, self.stopping)(rng)
 
@@ -147,7 +125,8 @@ class AOS4Rec(Method):
             params, _ = ck.restore_best(abstract['params'])
             src = f'this run, step {ck.best_step()} (best validation {self.config.select_by})'
         elif self.a.init_from:
-            params = load_init_from(self.config, self.ds, abstract['params'])
+            params = init_from_lib.load('aos4rec.init_from', self.a.init_from, self.config, self.ds,
+                                        abstract['params'], self.config.model, 'model')
             src = f'{self.a.init_from} (its kept parameters)'
         else:
             params = state['params']

@@ -57,6 +57,10 @@ class Method:
     """Base class of every method; subclasses fill the contract (see the module docstring)."""
 
     trains: bool = True
+    # options of this method's config block added after runs were already written, with the
+    # value that reproduces what those runs did: a resumed older run whose config.json lacks
+    # them is not refused as "a different config" (trainer._check_resume_config)
+    OPTIONS_ADDED_LATER: dict = {}
 
     def __init__(self, config, ds):
         self.config, self.ds, self.info = config, ds, ds.info
@@ -71,6 +75,14 @@ class Method:
         """The config fields (dotted names) a resumed run may change, given the trainer's default
         set; `config` is the run's config as a dict."""
         return resumable
+
+    @classmethod
+    def generator_network(cls, config: dict) -> Optional[str]:
+        """The seq2seq network (models/: 'transformer', 'gru') whose parameters are the `params`
+        a run of this method keeps, given that run's config (its config.json as a dict); None
+        when it keeps no such network. What another run's `init_from` may start from
+        (methods/init_from.py)."""
+        return None
 
     # -- training ------------------------------------------------------------------------------
     def fit(self):

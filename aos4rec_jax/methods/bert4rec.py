@@ -26,7 +26,7 @@ import optax
 
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
-from aos4rec_jax import seq2seq
+from aos4rec_jax import optim
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.next_item import NextItemMethod, shift_in
 from aos4rec_jax.models.bert4rec import BERT4Rec as BERT4RecNet, BERT4RecConfig
@@ -54,23 +54,15 @@ def decays(path) -> bool:
 
 
 def make_optimizer(config, lr_decay: bool) -> optax.GradientTransformation:
-    """The shared optimizer (seq2seq.make_optimizer: Adam, linear warm-up, constant rate,
-    config.weight_decay on every parameter) unless `lr_decay` or config.weight_decay > 0; then
-    the authors' schedule (FeiSun/BERT4Rec optimization.py): linear warm-up over
-    config.warmup_steps, then (with `lr_decay`) linear decay to 0 at config.train_steps, Adam
-    eps 1e-6, decoupled weight decay config.weight_decay on kernels and embeddings only."""
-    wd = float(config.weight_decay)
-    if not lr_decay and wd <= 0:
-        return seq2seq.make_optimizer(config)
-    lr, warm = float(config.learning_rate), max(int(config.warmup_steps), 1)
-    total = max(int(config.train_steps), warm + 1)
-    after = (optax.linear_schedule(lr, 0.0, total - warm) if lr_decay
-             else optax.constant_schedule(lr))
-    sched = optax.join_schedules([optax.linear_schedule(lr / warm, lr, warm), after], [warm])
-    mask = lambda params: jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
-    parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-    parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-6, weight_decay=wd, mask=mask))
-    return optax.chain(*parts)
+    """The shared optimizer (optim.make_optimizer: Adam, linear warm-up, constant rate) unless
+    `lr_decay` or config.weight_decay > 0; then the authors' (FeiSun/BERT4Rec optimization.py):
+    the same linear warm-up over config.warmup_steps, then (with `lr_decay`) linear decay to 0 at
+    config.train_steps, Adam eps 1e-6, decoupled weight decay config.weight_decay on kernels and
+    embeddings only (`decays`)."""
+    if not lr_decay and float(config.weight_decay) <= 0:
+        return optim.make_optimizer(config)
+    return optim.make_optimizer(config, decay_steps=int(config.train_steps) if lr_decay else None,
+                                eps=1e-6, decays=decays)
 
 
 def mask_batch(key, seq, mask_prob: float, max_predictions: int, mask_last_prob: float,

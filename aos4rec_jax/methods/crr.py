@@ -10,12 +10,22 @@ scoring every item at once; a target copy Q' follows it by Polyak averaging.
 
 The MDP on the logged data. For a user's train items t_1..t_n, the state s_i is the prefix
 t_1..t_i (the encoder's position i), the action a_i = t_{i+1} the item the user took next, the
-next state s_{i+1} = the prefix one longer, and the reward r_i = `crr.reward` (1: the prepared
-folders keep no ratings, so every observed interaction, a click or a rating, rewards 1; the
-paper derives MovieLens rewards from the rating). The end of the train part ends the episode
-(`crr.terminal_at_end`). Each step draws B users and takes each one's last W + 1 train items
-(the batches of stage 1, W = `gpt.train_len`'s rule: history_len + K - 1): W transitions a row,
-padding masked.
+next state s_{i+1} = the prefix one longer, and the reward r_i of that action comes from the data
+(`crr.reward_from`):
+  'constant'  r_i = `crr.reward` (1) for every interaction: clicks, or data without ratings;
+  'rating'    r_i = `crr.reward` x map(rating of the interaction t_{i+1}), the rating of the
+              action taken (data_prep keeps the MovieLens ratings; a dataset without them is
+              refused, naming the field); map = `crr.rating_map`:
+                'linear' (default)  (rating - lo) / (hi - lo), [lo, hi] the dataset's rating range
+                                    (MovieLens 1..5 stars -> 0, 0.25, 0.5, 0.75, 1)
+                'binary'            1 if rating >= `crr.rating_threshold` (4: liked) else 0
+  'auto'      (default) 'rating' when the dataset has ratings, else 'constant'.
+The paper only says the reward is "binary or multi-level feedback based on user rating";
+'linear' is the default because it keeps every level of that feedback (a 5-star choice is worth
+more than a 4-star one, a 1-star one nothing) on the same [0, 1] scale as the click reward 1.
+The end of the train part ends the episode (`crr.terminal_at_end`). Each step draws B users and
+takes each one's last W + 1 train items (the batches of stage 1, W = `gpt.train_len`'s rule:
+history_len + K - 1): W transitions a row, padding masked (no reward, no loss).
 
 Schedule (two phases; the trainer runs them, model selection restarts at the second):
   'pretrain'  config.train_steps   softmax cross-entropy of the next item (methods/gpt.py's loss)
@@ -50,7 +60,6 @@ from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
-from aos4rec_jax import seq2seq
 from aos4rec_jax.methods.base import Phase, RunError, checked_options
 from aos4rec_jax.methods.gpt import GPT
 from aos4rec_jax.models.crr import QCritic
@@ -102,6 +111,17 @@ def gather_items(values, items):
     return jnp.take_along_axis(values, items[..., None], axis=-1)[..., 0]
 
 
+def rating_reward(ratings, rating_map: str, lo: float, hi: float, threshold: float):
+    """The reward in [0, 1] of each rating: 'linear' (r - lo) / (hi - lo) over the dataset's
+    rating range [lo, hi] (1 when every rating is the same), 'binary' 1 if r >= threshold else 0."""
+    r = jnp.asarray(ratings, jnp.float32)
+    if rating_map == 'binary':
+        return (r >= threshold).astype(jnp.float32)
+    if hi <= lo:
+        return jnp.ones_like(r)
+    return (r - lo) / (hi - lo)
+
+
 def discount_for(gamma: float, profile: str) -> float:
     """`crr.gamma`, or with -1 the paper's: 0.9 for YOOCHOOSE (the yoochoose profile), else 0.6."""
     if gamma >= 0:
@@ -122,21 +142,29 @@ class CRR(GPT):
         'tau': 0.005,             # Polyak rate of the target critic
         'critic_lr': 1e-3,        # Adam rate of the critic
         'policy_lr': 0.0,         # Adam rate of the policy in stage 2 (0: config.learning_rate)
-        'reward': 1.0,            # reward of an observed interaction (no ratings are kept)
+        'reward': 1.0,            # reward of an interaction ('constant'); scales the rating's
+        'reward_from': 'auto',    # 'auto' (rating if the data has ratings) | 'constant' | 'rating'
+        'rating_map': 'linear',   # rating -> reward: 'linear' (range -> 0..1) | 'binary'
+        'rating_threshold': 4.0,  # 'binary': a rating >= this rewards 1, else 0
         'terminal_at_end': True,  # the last train item ends the episode (no bootstrap after it)
         'critic_init': 'policy',  # critic encoder at stage 2: 'policy' (copy) | 'random'
         'start_from': 'best',     # stage-2 policy: 'best' (kept stage-1 step) | 'last'
         'init_from': '',          # with train_steps 0: stage 2 from this run folder's kept policy
     })
 
+    # runs from before ratings were kept had constant rewards on data without ratings, which
+    # 'auto' reproduces there (a folder re-prepared with ratings is refused by its fingerprint)
+    OPTIONS_ADDED_LATER = {'reward_from': 'auto', 'rating_map': 'linear', 'rating_threshold': 4.0}
+
     def __init__(self, config, ds):
         super().__init__(config, ds)
         o = self.opts
         self.gamma = discount_for(float(o.gamma), self.info.profile)
+        self.reward_source, self.rating_lo, self.rating_hi = self.reward_setting(config, ds)
         self.critic = QCritic(self.model.cfg)
         lr = float(o.policy_lr) or float(config.learning_rate)
-        self.policy_tx = seq2seq.make_optimizer(config, learning_rate=lr)
-        self.critic_tx = seq2seq.make_optimizer(config, learning_rate=float(o.critic_lr))
+        self.policy_tx = optim.make_optimizer(config, learning_rate=lr)
+        self.critic_tx = optim.make_optimizer(config, learning_rate=float(o.critic_lr))
 
     # -- config --------------------------------------------------------------------------------
     @classmethod
@@ -169,6 +197,52 @@ class CRR(GPT):
             bad('start_from', "must be 'best' or 'last'")
         if opts.init_from and int(config.train_steps) > 0:
             bad('init_from', 'needs config.train_steps = 0 (stage 2 only)')
+        if opts.reward_from not in ('auto', 'constant', 'rating'):
+            bad('reward_from', "must be 'auto', 'constant' or 'rating'")
+        if opts.rating_map not in ('linear', 'binary'):
+            bad('rating_map', "must be 'linear' or 'binary'")
+        if not math.isfinite(float(opts.rating_threshold)):
+            bad('rating_threshold', 'must be a finite number')
+        if not math.isfinite(float(opts.reward)):
+            bad('reward', 'must be a finite number')
+
+    def reward_setting(self, config, ds):
+        """('rating' | 'constant', lowest rating, highest rating) for this dataset; ConfigError
+        naming the field when `crr.reward_from` asks for ratings the data does not have, or a
+        'binary' threshold that no rating (or every rating) passes."""
+        o, name = self.opts, f'config.{config.model}'
+        rng = ds.rating_range()
+        if o.reward_from == 'constant' or (o.reward_from == 'auto' and rng is None):
+            return 'constant', None, None
+        if rng is None:
+            raise config_lib.ConfigError(
+                f"{name}.reward_from: 'rating' needs a dataset with ratings, and "
+                f"{ds.data_dir or 'this dataset'} has none (prepared from a format without a "
+                "rating column, with --no-ratings, or before data_prep kept ratings); use 'auto' "
+                "or 'constant', or prepare the data again from its MovieLens file")
+        lo, hi = rng
+        t = float(o.rating_threshold)
+        if o.rating_map == 'binary' and not lo < t <= hi:
+            raise config_lib.ConfigError(
+                f'{name}.rating_threshold: the ratings run from {lo:g} to {hi:g}, so with a '
+                f'threshold of {t:g} every reward would be {1 if t <= lo else 0}, got {t!r}')
+        return 'rating', lo, hi
+
+    def reward_description(self) -> str:
+        """The reward, in words (the run's header line)."""
+        o = self.opts
+        scale = float(o.reward)
+        times = '' if scale == 1 else f'{scale:g} x '
+        if self.reward_source == 'constant':
+            why = (' (the data has no ratings)' if o.reward_from == 'auto' else
+                   " (reward_from 'constant': the data's ratings are not used)"
+                   if self.ds.has_ratings else '')
+            return f'reward {scale:g} an interaction{why}'
+        lo, hi = self.rating_lo, self.rating_hi
+        if o.rating_map == 'binary':
+            return (f'reward from the rating: {times}(1 if rating >= '
+                    f'{float(o.rating_threshold):g} else 0), ratings {lo:g}..{hi:g}')
+        return (f'reward from the rating: {times}linear, rating {lo:g}..{hi:g} -> 0..1')
 
     @classmethod
     def resumable_changes(cls, config, resumable):
@@ -258,8 +332,8 @@ class CRR(GPT):
         return (f'CRR-Transformer: {int(self.config.train_steps)} pretraining steps (next-item '
                 f'cross-entropy, windows of {self.train_len} items), then {int(o.crr_steps)} CRR '
                 f'steps (gamma {self.gamma:g}, beta {float(o.beta):g}, m {int(o.num_samples)}, '
-                f'clip {float(o.weight_clip):g}, tau {float(o.tau):g}, reward {float(o.reward):g} '
-                f'an interaction); K-list: {self.config.decode.strategy}')
+                f'clip {float(o.weight_clip):g}, tau {float(o.tau):g}, '
+                f'{self.reward_description()}); K-list: {self.config.decode.strategy}')
 
     # -- stage 2 -------------------------------------------------------------------------------
     def policy_logits(self, params, seq, users, key=None, train=False):
@@ -271,13 +345,24 @@ class CRR(GPT):
 
     def transitions(self, data, key):
         """One batch of transitions: (users [B], seq [B, W + 1] (s_i = seq[:, :i+1]), actions [B,
-        W], reward [B, W], done [B, W], mask [B, W])."""
-        W = self.train_len
-        users, inputs, targets = data_lib.sample_user_sequences(data, key, self.batch_size, W)
+        W], reward [B, W], done [B, W], mask [B, W]). reward[:, i] belongs to the action
+        actions[:, i] = t_{i+1}: with ratings, the map of that interaction's rating; 0 where
+        masked."""
+        W, o = self.train_len, self.opts
+        if self.reward_source == 'rating':
+            users, inputs, targets, rated = data_lib.sample_user_sequences_rated(
+                data, key, self.batch_size, W)
+        else:
+            users, inputs, targets = data_lib.sample_user_sequences(data, key, self.batch_size, W)
         seq = self.constrain(jnp.concatenate([inputs, targets[:, -1:]], axis=1))
         actions = self.constrain(targets)
         mask = actions > 0
-        reward = float(self.opts.reward) * mask.astype(jnp.float32)
+        if self.reward_source == 'rating':
+            r = rating_reward(self.constrain(rated), o.rating_map, self.rating_lo,
+                              self.rating_hi, float(o.rating_threshold))
+            reward = float(o.reward) * jnp.where(mask, r, 0.0)
+        else:
+            reward = float(o.reward) * mask.astype(jnp.float32)
         done = jnp.zeros(actions.shape, jnp.float32)
         if self.opts.terminal_at_end:
             done = done.at[:, -1].set(1.0)
@@ -331,6 +416,7 @@ class CRR(GPT):
             loss_sum=s, tokens=cnt, grad_norm=optim.global_norm(grads),
             critic_loss=c_loss, critic_grad_norm=optim.global_norm(c_grads),
             q_data=jnp.sum(q_sa * m) / n, td_target=jnp.sum(y * m) / n,
+            reward=jnp.sum(reward * m) / n,
             adv_mean=adv_mean, adv_std=jnp.sqrt(jnp.sum(jnp.square(adv - adv_mean) * m) / n),
             weight_mean=jnp.sum(w * m) / n,
             clip_frac=jnp.sum((adv / float(o.beta) >= math.log(float(o.weight_clip))) * m) / n,

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 from aos4rec_jax import decoding
 from aos4rec_jax import evaluation
 from aos4rec_jax import optim
-from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax.methods.base import Method, Phase, checked_options, options_block
 
@@ -66,7 +65,7 @@ class NextItemMethod(Method):
         self.L = self.info.history_len
         self.N = self.info.num_items
         self.model = self.build_network()
-        self.tx = seq2seq.make_optimizer(config)
+        self.tx = optim.make_optimizer(config)
         self.batch_size = int(config.batch_size)
         self.bsharding = None
 

@@ -13,15 +13,19 @@ Schedule (Algorithm 1), one state, one step counter:
   phase 'gan'      seqgan.gan_steps rounds          g_steps REINFORCE updates of G, then d_steps
                                                     D updates with fresh negatives (lax.scan each)
 
-Entering 'disc' copies the generator kept by the MLE phase (best validation), gives it a fresh
-optimizer at g_learning_rate and starts model selection again (as AOS4Rec's SSRGAN phase does).
+Entering 'disc' copies the generator kept by the MLE phase (best validation), or, with
+`init_from` and train_steps 0, the generator another finished run kept (an MLE run of the same
+network on the same data: methods/init_from.py, shared with AOS4Rec's `aos4rec.init_from`), gives
+it a fresh optimizer at g_learning_rate and starts model selection again (as AOS4Rec's SSRGAN
+phase does). A resumed run does not enter again: it goes on from its own checkpoint.
 
 Reward (Eq. 4): for a sampled list y_1:T, Q_t = mean_n D(x, MC_n(y_1:t)) for t < T, where each
 MC_n completes the prefix y_1:t with the roll-out policy, and Q_T = D(x, y_1:T). All (T - 1) * N
-roll-outs of a batch are ONE `decoding.sample` call of B * (T - 1) * N rows
-(``mc_rewards``): row j of user b (j = 0..(T-1)N-1) completes the prefix of length 1 + j // N;
-the prefix items are forced through the step function (every other logit -inf), so the model's
-cache holds the prefix and the decoder samples only the rest. The roll-out policy G_beta is the
+roll-outs of a batch are ONE `decoding.sample` call of B users x (T - 1) * N samples
+(``mc_rewards``): sample j of user b (j = 0..(T-1)N-1) completes the prefix of length 1 + j // N;
+the decoder forces the prefix items (`decoding.sample`'s per-row `prefix`), so the model's cache
+holds the prefix and only the rest is drawn, while the step function stays the policy's own
+(the decoding contract: it does not depend on the row count). The roll-out policy G_beta is the
 generator at the start of the round (Algorithm 1, line 18: beta <- theta; `rollout_delay` 0), or
 a delayed copy beta <- r beta + (1 - r) theta after each round (`rollout_delay` r > 0; SeqGAN's
 code uses 0.8), kept in the state as `rollout_params`.
@@ -48,6 +52,7 @@ from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
+from aos4rec_jax.methods import init_from as init_from_lib
 from aos4rec_jax.methods.base import Method, Phase, checked_options
 from aos4rec_jax.models import seqgan_disc
 
@@ -68,6 +73,9 @@ OPTIONS = {
     'd_filters': seqgan_disc.SEQGAN_FILTERS,   # D's convolutions, WINDOW:KERNELS,...
     'd_dropout': 0.25,              # dropout before D's output layer (SeqGAN: keep 0.75)
     'mle_weight': 0.0,              # MLE loss of the true continuation added to G's updates
+    'init_from': '',                # a finished run's workdir (with train_steps=0): its kept
+                                    # generator starts the adversarial phases instead of this
+                                    # run's MLE phase (methods/init_from.py)
 }
 BASELINES = ('none', 'mean')
 GENERATORS = ('transformer', 'gru')
@@ -93,27 +101,18 @@ def init_discriminator(disc, info, rng):
 
 
 # ------------------------------------------------------------------------------ the pieces
-def forced_prefix_step_fn(step_fn, prefix, prefix_len):
-    """A decoding step function whose row r emits prefix[r, t] while t < prefix_len[r] (every
-    other logit -inf) and follows `step_fn` after. prefix [R, T] int32, prefix_len [R] int32."""
-    def fn(state, prev, t):
-        logits, state = step_fn(state, prev, t)
-        forced = jnp.where(t < prefix_len, jnp.take(prefix, t, axis=1), 0)
-        one = jnp.arange(logits.shape[-1])[None, :] == forced[:, None]
-        logits = jnp.where((forced > 0)[:, None], jnp.where(one, 0.0, -jnp.inf), logits)
-        return logits, state
-    return fn
-
-
 def mc_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts: int,
                vocab_size: int, bos_id: int, temperature: float, banned=None):
     """Q [B, T] of Eq. 4 for the lists `seq` [B, T]: Q_t (t = 1..T-1) the mean of `score_fn` over
     N roll-outs that complete seq[:, :t] with the policy of `step_fn` (decoding.sample at
     `temperature`, `banned` and already-listed items masked), Q_T = score_fn(seq).
 
-    dec_state: the policy's decoding state for the B users (leading dim B). score_fn(rows [R],
-    lists [R, T]) -> [R] scores the R lists of users `rows`; lists are zeroed where `mask` [B, T]
-    is False (the real list's padding) before scoring. One decoding call of B (T - 1) N rows.
+    dec_state: the policy's decoding state for the B users (leading dim B; the decoding
+    contract). score_fn(rows [R], lists [R, T]) -> [R] scores the R lists of users `rows`; lists
+    are zeroed where `mask` [B, T] is False (the real list's padding) before scoring. One decoding
+    call of B users x (T - 1) N samples: sample j of user b completes the prefix of length
+    1 + j // N, which the decoder forces (`decoding.sample`'s `prefix`: a per-row input of the
+    decoder, so `step_fn` is the policy's own and does not depend on the row count).
     Returns (Q [B, T], the completed lists [B, T - 1, N, T])."""
     B, T = seq.shape
     N = int(num_rollouts)
@@ -121,13 +120,12 @@ def mc_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts: in
     if T == 1:
         return full[:, None], jnp.zeros((B, 0, N, T), seq.dtype)
     n = (T - 1) * N
-    # decoding.sample tiles the state user-major: row b * n + j is user b's j-th roll-out
-    prefix = jnp.repeat(seq, n, axis=0)
-    prefix_len = jnp.tile(1 + jnp.arange(n, dtype=jnp.int32) // N, B)
-    out = decoding.sample(forced_prefix_step_fn(step_fn, prefix, prefix_len), dec_state, key,
-                          batch_size=B, vocab_size=vocab_size, length=T, bos_id=bos_id,
-                          num_samples=n, temperature=temperature, method='gumbel',
-                          banned=banned, ban_generated=True)
+    prefix_len = 1 + jnp.arange(n, dtype=jnp.int32) // N                        # [n]
+    prefix = jnp.where(jnp.arange(T)[None, None, :] < prefix_len[None, :, None],
+                       seq[:, None, :], 0)                                      # [B, n, T]
+    out = decoding.sample(step_fn, dec_state, key, batch_size=B, vocab_size=vocab_size,
+                          length=T, bos_id=bos_id, num_samples=n, temperature=temperature,
+                          method='gumbel', banned=banned, ban_generated=True, prefix=prefix)
     done = jnp.where(mask[:, None, :], out.sequences, 0)                     # [B, n, T]
     rows = jnp.repeat(jnp.arange(B), n)
     d = score_fn(rows, done.reshape(B * n, T)).reshape(B, T - 1, N)
@@ -164,8 +162,8 @@ class SeqGANSteps:
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)
         self.temperature = float(self.o.temperature)
-        self.mle_tx = seq2seq.make_optimizer(config)
-        self.g_tx = seq2seq.make_optimizer(config, float(self.o.g_learning_rate))
+        self.mle_tx = optim.make_optimizer(config)
+        self.g_tx = optim.make_optimizer(config, float(self.o.g_learning_rate))
         self.d_tx = optax.adam(float(self.o.d_learning_rate))
         self.delay = float(self.o.rollout_delay)
         self.mle_step = ssrgan.make_mle_step(model, self.mle_tx, info, batch_size, bsharding)
@@ -330,9 +328,19 @@ class SeqGAN(Method):
             seqgan_disc.parse_filters(o.d_filters)
         except ValueError as e:
             raise err(f'config.seqgan.d_filters: {e}') from None
+        if o.init_from and int(config.train_steps) != 0:
+            raise err(f'config.seqgan.init_from: the generator comes from {o.init_from}; set '
+                      f'train_steps=0 (got {config.train_steps})')
         if config.decode.strategy == 'topk':
             raise err("config.decode.strategy: 'topk' ranks next-item scores; SeqGAN's seq2seq "
                       'generator generates its list: use beam, greedy, sample, gumbel, multi_rra or multi_ra')
+
+    # runs made before init_from existed started from their own MLE phase
+    OPTIONS_ADDED_LATER = {'init_from': ''}
+
+    @classmethod
+    def generator_network(cls, config: dict):
+        return config.get('seqgan', {}).get('generator', OPTIONS['generator'])
 
     @classmethod
     def resumable_changes(cls, config: dict, resumable: set) -> set:
@@ -350,7 +358,7 @@ class SeqGAN(Method):
         return self._steps
 
     def init_state(self, rng):
-        tx = seq2seq.make_optimizer(self.config)
+        tx = optim.make_optimizer(self.config)
         d_tx = optax.adam(float(self.o.d_learning_rate))
         p_rng, s_rng = jax.random.split(rng)
         params = seq2seq.init_params(self.model, self.info, p_rng)
@@ -375,16 +383,22 @@ class SeqGAN(Method):
                 Phase('gan', G, st.gan_round)]
 
     def _enter_adversarial(self, state, ctx):
-        """G for the adversarial phases: the MLE phase's kept parameters, a fresh optimizer at
-        g_learning_rate, the roll-out copy set to them; model selection starts again."""
+        """G for the adversarial phases: the MLE phase's kept parameters (or init_from's), a
+        fresh optimizer at g_learning_rate, the roll-out copy set to them; model selection
+        starts again."""
         P, C, _ = self.schedule()
         ck = ctx.checkpointer
         if P > 0 and ck.best_step() is not None:
             params, _ = ck.restore_best(ctx.abstract['params'])
             src = f'this run, step {ck.best_step()} (best validation {self.config.select_by})'
+        elif self.o.init_from:
+            params = init_from_lib.load('seqgan.init_from', self.o.init_from, self.config, self.ds,
+                                        ctx.abstract['params'], str(self.o.generator),
+                                        'seqgan.generator')
+            src = f'{self.o.init_from} (its kept parameters)'
         else:
             params = state['params']
-            src = f'this run, step {P}' + (' (untrained: no train_steps)' if P == 0 else '')
+            src = f'this run, step {P}' + (' (untrained: no train_steps, no init_from)' if P == 0 else '')
         g_tx = self._steps.g_tx
         new = dict(state, params=params,
                    opt_state=jax.jit(g_tx.init, out_shardings=ctx.shardings['opt_state'])(params))
@@ -400,7 +414,9 @@ class SeqGAN(Method):
         o = self.o
         n_d = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(jax.eval_shape(
             lambda r: init_discriminator(self.disc, self.info, r), jax.random.PRNGKey(0))))
-        return (f'SeqGAN ({o.generator} generator): {P} MLE steps, {C} discriminator steps, {G} '
+        return (f'SeqGAN ({o.generator} generator): '
+                + (f'the generator kept by {o.init_from}' if o.init_from else f'{P} MLE steps')
+                + f', {C} discriminator steps, {G} '
                 f'rounds (g-steps {o.g_steps}, d-steps {o.d_steps}, N={o.num_rollouts} roll-outs, '
                 f'roll-out policy {"delayed r=%g" % self.delay if self.delay > 0 else "G at the round start"}, '
                 f'baseline {o.baseline}); discriminator {n_d:,} parameters, windows '

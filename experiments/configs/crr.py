@@ -11,7 +11,8 @@ GPT-style network with its defaults: d 64, 2 layers, 1 head, dropout 0.1, Adam 1
 stage 2 runs crr.crr_steps CRR steps from the kept stage-1 policy. CRR's settings live in the
 `crr` block (methods/crr.CRR.OPTIONS): beta 1 and m = 4 sampled actions (the paper), the
 exponential weights clipped at 20, gamma -1 = 0.9 on the yoochoose profile and 0.6 otherwise
-(the paper's YOOCHOOSE / MovieLens values), Polyak rate tau 0.005, reward 1 an interaction.
+(the paper's YOOCHOOSE / MovieLens values), Polyak rate tau 0.005; the reward: the rating
+mapped linearly to 0..1 where the data has ratings, else 1 an interaction (crr.reward_from).
 Variants: ':tiny' (seconds on a CPU: 60 + 40 steps), ':quick', ':paper' (embedding size 128),
 ':nopretrain' (stage 2 from a random policy: the paper's ablation of stage 1).
 """
