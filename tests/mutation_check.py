@@ -288,6 +288,35 @@ MUTATIONS: list[Mutation] = [
              '    if os.path.exists(output) and not overwrite:',
              '    if False:',
              ('tests/test_faults.py::test_recommend_never_clobbers_and_names_a_bad_input_line',)),
+    # ---- 2026-12-05: multi-host, ratings, SeqGAN's roll-outs and init_from ----------------------
+    Mutation('M42', 'a restored array keeps the device layout it was saved with (a run saved on '
+             'two hosts or 8 devices cannot be read on one)',
+             'aos4rec_jax/checkpoint.py',
+             '        abstract = _on_this_host(abstract)',
+             '        abstract = abstract',
+             ('tests/test_multiprocess.py::test_two_processes_train_like_one_and_their_run_loads_here',)),
+    Mutation('M43', 'data_prep: the ratings are not reordered with the (user, time) sort',
+             'data_prep/pipeline.py',
+             '        r = r[order]',
+             '        r = r',
+             ('tests/test_data_prep_ratings.py::test_ratings_follow_their_items_through_sort_kcore_and_length_filter',)),
+    Mutation('M44', "CRR: a transition's reward is the rating of its input item, not of the action",
+             'aos4rec_jax/data.py',
+             '    ratings = jnp.where(real, data.ratings[tidx], 0.0)',
+             '    ratings = jnp.where(real, data.ratings[iidx], 0.0)',
+             ('tests/test_crr.py::test_rewards_of_random_batches_are_the_ratings_of_the_actions_and_padding_gets_none',)),
+    Mutation('M45', "SeqGAN: the roll-outs ignore their forced prefixes (every roll-out is a "
+             "fresh list)",
+             'aos4rec_jax/decoding.py',
+             '        if prefix is not None:\n            index, chosen = _force(',
+             '        if False:\n            index, chosen = _force(',
+             ('tests/test_seqgan.py::test_monte_carlo_rewards_are_the_recorded_ones',)),
+    Mutation('M46', "SeqGAN: init_from is ignored (the adversarial phases start from the run's "
+             "own untrained generator)",
+             'aos4rec_jax/methods/seqgan.py',
+             '        elif self.o.init_from:',
+             '        elif False:',
+             ('tests/test_seqgan.py::test_init_from_starts_from_the_sources_kept_generator_and_resumes_from_its_own_checkpoint',)),
 ]
 
 
