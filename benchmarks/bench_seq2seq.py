@@ -142,14 +142,18 @@ class Case:
         return self.units / float(np.median(self.times))
 
 
-def write_json_atomic(path: str, obj) -> None:
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to a temporary file beside PATH, then renames it over PATH."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write('\n')
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
 
 def device_info() -> dict:
@@ -219,19 +223,27 @@ def run_config(args, model_name: str):
 
 
 # ------------------------------------------------------------------------------ our cases
-def our_cases(args, model_name: str, dev_np, info, histories_np):
-    """(train Case, beam Case, facts) for one of our models."""
-    config = run_config(args, model_name)
+def jitted_train_step(config, info, mesh):
+    """The trainer's MLE step for `config` over `mesh`: (model, the step jitted with the state's
+    shardings and donation, the initial state laid out on the mesh, the abstract state)."""
     model = seq2seq.build_model(config, info)
-    mesh = shard_lib.make_mesh(jax.devices()[:1])
     repl = shard_lib.replicated(mesh)
     tx = optim.make_optimizer(config)
     init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, info, mesh)
-    train_step = jax.jit(
+    step = jax.jit(
         trainer.make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),
         in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
+    return model, step, init_fn(rng), abstract
+
+
+def our_cases(args, model_name: str, dev_np, info, histories_np):
+    """(train Case, beam Case, facts) for one of our models."""
+    config = run_config(args, model_name)
+    mesh = shard_lib.make_mesh(jax.devices()[:1])
+    repl = shard_lib.replicated(mesh)
+    model, train_step, state, abstract = jitted_train_step(config, info, mesh)
     data = jax.device_put(dev_np, repl)
-    holder = {'state': init_fn(rng)}
+    holder = {'state': state}
     n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(abstract['params'])))
     # Compiled once here (the first timed-warm-up call then runs it): XLA's cost analysis of the
     # very executable that is timed gives the FLOPs of one step.

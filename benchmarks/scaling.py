@@ -69,10 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def child(a) -> dict:
     import jax
     import numpy as np
-    from aos4rec_jax import optim
-    from aos4rec_jax import seq2seq
     from aos4rec_jax import sharding as shard_lib
-    from aos4rec_jax import trainer
     from benchmarks import bench_seq2seq
 
     n = a.child
@@ -88,15 +85,9 @@ def child(a) -> dict:
 
     def build(batch):
         sargs.batch = batch
-        config = bench_seq2seq.run_config(sargs, 'transformer')
-        model = seq2seq.build_model(config, info)
-        tx = optim.make_optimizer(config)
-        init_fn, _, shardings, rng = trainer.create_train_state(config, model, tx, info, mesh)
-        step = jax.jit(trainer.make_train_step(model, tx, info, batch,
-                                               shard_lib.batch_sharding(mesh)),
-                       in_shardings=(shardings, repl), out_shardings=(shardings, repl),
-                       donate_argnums=0)
-        return step, init_fn(rng)
+        _, step, state, _ = bench_seq2seq.jitted_train_step(
+            bench_seq2seq.run_config(sargs, 'transformer'), info, mesh)
+        return step, state
 
     # weak scaling
     step, state = build(a.per_device_batch * n)
@@ -170,7 +161,7 @@ def main(argv=None) -> dict:
         print(json.dumps(child(a)))
         return {}
     import numpy as np
-    from benchmarks.bench_seq2seq import write_json_atomic
+    from benchmarks.bench_seq2seq import write_json_atomic, write_text_atomic
     load0 = [round(x, 2) for x in os.getloadavg()]
     rows = []
     for n in a.devices:
@@ -205,12 +196,8 @@ def main(argv=None) -> dict:
                  'attention key bias, whose gradient is 0 in exact arithmetic, can differ by '
                  'Adam steps of rounding noise: tests/test_multiprocess.py).'),
     }
-    os.makedirs(a.out_dir, exist_ok=True)
     write_json_atomic(os.path.join(a.out_dir, 'report.json'), rep)
-    tmp = os.path.join(a.out_dir, f'.report.md.tmp-{os.getpid()}')
-    with open(tmp, 'w') as f:
-        f.write(markdown(rep))
-    os.replace(tmp, os.path.join(a.out_dir, 'report.md'))
+    write_text_atomic(os.path.join(a.out_dir, 'report.md'), markdown(rep))
     print(markdown(rep))
     return rep
 

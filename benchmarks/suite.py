@@ -56,7 +56,8 @@ from aos4rec_jax import seq2seq  # noqa: E402
 from aos4rec_jax import sharding as shard_lib  # noqa: E402
 from aos4rec_jax import trainer  # noqa: E402
 from benchmarks import bench_aos4rec, bench_sasrec, bench_seq2seq, peer_gpt2  # noqa: E402
-from benchmarks.bench_seq2seq import Case, device_info, stats_ms, write_json_atomic, xla_flops  # noqa: E402
+from benchmarks.bench_seq2seq import (Case, device_info, stats_ms, write_json_atomic,  # noqa: E402
+                                      write_text_atomic, xla_flops)
 from experiments.configs import gpt as gpt_cfg  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -634,10 +635,6 @@ def main(argv=None) -> dict:
            'groups': groups, 'skipped': budget.skipped, 'wall_s': budget.elapsed()}
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, 'report.json'), rep)
-    md = markdown(rep)
-    tmp = os.path.join(out_dir, f'.report.md.tmp-{os.getpid()}')
-    with open(tmp, 'w') as f:
-        f.write(md + '\n')
-    os.replace(tmp, os.path.join(out_dir, 'report.md'))
+    write_text_atomic(os.path.join(out_dir, 'report.md'), markdown(rep) + '\n')
     log(f'wrote {out_dir}/report.json and report.md in {budget.elapsed():.0f}s')
     return rep
