@@ -243,6 +243,13 @@ def write_csv(path: str, fields, rows) -> None:
     write_atomic(path, csv_text(fields, rows))
 
 
+def write_markdown(out_dir: str, name: str, text: str, num_rows: int) -> None:
+    """A driver's last step: OUT/NAME.md (atomically), then the line naming it and NAME.csv
+    (written before it by write_csv)."""
+    write_atomic(os.path.join(out_dir, f'{name}.md'), text)
+    print(f'wrote {out_dir}/{name}.md and {name}.csv ({num_rows} rows)')
+
+
 def made_by(module: str, argv) -> str:
     """'python -m MODULE ARGS' as a person types it (arguments shell-quoted)."""
     return shlex.join(['python', '-m', module] + list(argv))

@@ -173,8 +173,7 @@ def write_tables(rows, args, seeds):
         lines += ['Not run yet (no finished run in the work root): ' + ', '.join(missing) + '.', '']
     lines += ['How precise these figures are (the standard error of each published cell), what the '
               'shortfalls are, and runs made by hand: [next_item_notes.md](next_item_notes.md).', '']
-    _runs.write_atomic(os.path.join(args.out_dir, 'next_item.md'), '\n'.join(lines) + '\n')
-    print(f'wrote {args.out_dir}/next_item.md and next_item.csv ({len(rows)} rows)')
+    _runs.write_markdown(args.out_dir, 'next_item', '\n'.join(lines) + '\n', len(rows))
 
 
 if __name__ == '__main__':

@@ -179,8 +179,7 @@ def write_tables(table, args, argv, seeds) -> None:
     if missing:
         lines += ['Not run yet (no finished run with its sampling evaluation in the work root): '
                   + ', '.join(missing) + '.', '']
-    _runs.write_atomic(os.path.join(args.out_dir, 'oracle_nll.md'), '\n'.join(lines))
-    print(f'wrote {args.out_dir}/oracle_nll.md and oracle_nll.csv ({len(table)} rows)')
+    _runs.write_markdown(args.out_dir, 'oracle_nll', '\n'.join(lines), len(table))
 
 
 def main(argv=None) -> int:

@@ -163,8 +163,7 @@ def write_tables(table, args, argv, dataset, seeds) -> None:
     missing = [r['strategy'] for r in table if r['scene'] == 'sampled' and not r['seeds']]
     if missing:
         lines += ['Not run yet (no metrics/test_TAG.json in the work root): ' + ', '.join(missing) + '.', '']
-    _runs.write_atomic(os.path.join(args.out_dir, 'strategies.md'), '\n'.join(lines))
-    print(f'wrote {args.out_dir}/strategies.md and strategies.csv ({len(table)} rows)')
+    _runs.write_markdown(args.out_dir, 'strategies', '\n'.join(lines), len(table))
 
 
 def main(argv=None) -> int:

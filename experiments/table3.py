@@ -305,8 +305,7 @@ def write_tables(table: list[dict], args, argv, rows, datasets, seeds) -> None:
         lines += ['Fewer seeds than asked: ' + ', '.join(partial) + '.', '']
     if unavailable:
         lines += ['Not available: ' + ', '.join(unavailable) + '.', '']
-    _runs.write_atomic(os.path.join(args.out_dir, 'table3.md'), '\n'.join(lines))
-    print(f'wrote {args.out_dir}/table3.md and table3.csv ({len(table)} rows)')
+    _runs.write_markdown(args.out_dir, 'table3', '\n'.join(lines), len(table))
 
 
 def main(argv=None) -> int:
