@@ -14,12 +14,23 @@ Every run is `python main.py --config=experiments/configs/MODEL.py --workdir=...
 again, an unfinished one resumes. Writes docs/results/next_item.md and next_item.csv
 (--out-dir): mean +- std over the seeds of HR@10 and NDCG@10, sampled ("99 negatives") and
 full ("all items"), with the published figure and our mean's ratio to it.
+
+The per-run ledger, OUT/next_item_runs.csv (one row a model x dataset x seed: the four figures,
+the date they were recorded, the command), keeps every result the table has seen, so run
+folders may be deleted (or lost with a machine) without losing the table: a run with no
+finished folder is taken from the ledger when the ledger's command has the same config and
+overrides (the run folder and data root may differ), and is run again otherwise. The ledger is
+only ever added to or corrected from a run folder; rows outside this invocation's selection
+are kept as they are.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import shlex
 import sys
+import time
 
 if __package__ in (None, ''):        # run as a script (python experiments/next_item_table.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,6 +71,11 @@ PUBLISHED = {
     },
 }
 SCENE_NAME = {'sampled': '99 negatives (100 on ml-1m)', 'full': 'all items'}
+LEDGER = 'next_item_runs.csv'
+LEDGER_FIELDS = ('model', 'dataset', 'seed', 'hr10_sampled', 'ndcg10_sampled', 'hr10_full', 'ndcg10_full',
+                 'recorded', 'command')
+FIGURES = (('hr10_sampled', 'sampled', 'hr@10'), ('ndcg10_sampled', 'sampled', 'ndcg@10'),
+           ('hr10_full', 'full', 'hr@10'), ('ndcg10_full', 'full', 'ndcg@10'))
 
 
 def published(model: str, dataset: str, scene: str):
@@ -79,6 +95,59 @@ def run_command(model, dataset, seed, args, overrides) -> list[str]:
     for key, value in _runs.overrides_for(overrides, model, dataset):
         cmd.append(f'--config.{key}={value}')
     return cmd
+
+
+def config_part(command: str) -> tuple:
+    """What decides a run's result in its command: the config file and the value each override
+    ends with (a key set twice counts once, at its last value), without the run folder and the
+    data root (which differ from machine to machine; the dataset is in the ledger's key)."""
+    parts = shlex.split(command)
+    parts = parts[parts.index('main.py') + 1:] if 'main.py' in parts else parts
+    config, sets = None, {}
+    for p in parts:
+        if p.startswith('--config='):
+            config = p
+        elif p.startswith('--config.') and not p.startswith('--config.data_dir='):
+            key, _, value = p.partition('=')
+            sets[key] = value
+    return config, tuple(sorted(sets.items()))
+
+
+def read_ledger(path: str) -> dict:
+    """{(model, dataset, seed): row} of the ledger; {} when there is none yet. A malformed row
+    stops the driver with one line naming the file and line."""
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != LEDGER_FIELDS:
+            raise SystemExit(f'{path}: line 1: the columns must be {",".join(LEDGER_FIELDS)}')
+        for row in reader:
+            try:
+                key = (row['model'], row['dataset'], int(row['seed']))
+                for field, _, _ in FIGURES:
+                    float(row[field])
+                config_part(row['command'])
+            except (TypeError, ValueError) as e:
+                raise SystemExit(f'{path}: line {reader.line_num}: not a ledger row ({e})') from None
+            out[key] = row
+    return out
+
+
+def ledger_row(model, dataset, seed, res, cmd) -> dict:
+    row = dict(model=model, dataset=dataset, seed=str(seed), recorded=time.strftime('%Y-%m-%d'),
+               command=shown(cmd, quote=True))
+    for field, scene, metric in FIGURES:
+        row[field] = repr(float(res[scene][metric]))
+    return row
+
+
+def ledger_result(row) -> dict:
+    res = {'sampled': {}, 'full': {}}
+    for field, scene, metric in FIGURES:
+        res[scene][metric] = float(row[field])
+    return res
 
 
 def main(argv=None) -> int:
@@ -108,6 +177,8 @@ def main(argv=None) -> int:
             ap.error(f'{os.path.join(args.data_root, d)} is not a prepared dataset folder '
                      '(docs/data_prep.md, "Next-item protocol recipes")')
     overrides = _runs.parse_sets(args.set, ap.error)
+    ledger_path = os.path.join(args.out_dir, LEDGER)
+    ledger = read_ledger(ledger_path)
 
     rows = []
     for model in models:
@@ -119,11 +190,28 @@ def main(argv=None) -> int:
                 cmd0 = cmd0 or cmd
                 workdir = _runs.workdir_of(cmd)
                 res = read_result(workdir)
+                key = (model, dataset, seed)
+                if res is not None:                 # a run folder: the ledger takes it (or is corrected)
+                    new = ledger_row(model, dataset, seed, res, cmd)
+                    old = ledger.get(key)
+                    if old is None or any(float(old[f]) != float(new[f]) for f, _, _ in FIGURES):
+                        if old is not None:
+                            print(f'ledger: {model} x {dataset} seed {seed} corrected from {workdir}')
+                        ledger[key] = new
+                elif key in ledger:
+                    if config_part(ledger[key]['command']) == config_part(shown(cmd, quote=True)):
+                        res = ledger_result(ledger[key])
+                    else:
+                        print(f'ledger: {model} x {dataset} seed {seed} was made by another command '
+                              f'({ledger[key]["command"]}); not used')
                 if res is None and not args.collect_only:
                     _runs.announce(cmd)
                     if not args.dry_run:
                         _runs.run_logged(cmd, workdir)
                         res = read_result(workdir)
+                        if res is not None:
+                            ledger[key] = ledger_row(model, dataset, seed, res, cmd)
+                            write_ledger(ledger_path, ledger)       # at once: a later failure loses nothing
                 if res is None:
                     continue
                 for scene in ('sampled', 'full'):
@@ -139,8 +227,13 @@ def main(argv=None) -> int:
                                  hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
     if args.dry_run:
         return 0
+    write_ledger(ledger_path, ledger)
     write_tables(rows, args, seeds)
     return 0
+
+
+def write_ledger(path: str, ledger: dict) -> None:
+    _runs.write_csv(path, LEDGER_FIELDS, [ledger[k] for k in sorted(ledger)])
 
 
 def write_tables(rows, args, seeds):
@@ -154,8 +247,8 @@ def write_tables(rows, args, seeds):
              'Made by `python -m experiments.next_item_table ' + ' '.join(sys.argv[1:]) + '`; '
              f'seeds {",".join(map(str, seeds))}; mean ± std over the seeds. "published": the S3-Rec '
              'paper (99 negatives) and repository (all items) on the same files, the public PyTorch '
-             'SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run commands: '
-             'next_item.csv.', '']
+             'SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run figures, dates and '
+             f'commands: {LEDGER}.', '']
     for scene in ('sampled', 'full'):
         lines += [f'## {SCENE_NAME[scene]}', '',
                   '| model | dataset | seeds | HR@10 | published | NDCG@10 | published |',
@@ -170,7 +263,7 @@ def write_tables(rows, args, seeds):
         lines.append('')
     missing = sorted({f'{r["model"]} x {r["dataset"]}' for r in rows if not r['seeds']})
     if missing:
-        lines += ['Not run yet (no finished run in the work root): ' + ', '.join(missing) + '.', '']
+        lines += ['Not run yet (no finished run in the work root or the ledger): ' + ', '.join(missing) + '.', '']
     lines += ['How precise these figures are (the standard error of each published cell), what the '
               'shortfalls are, and runs made by hand: [next_item_notes.md](next_item_notes.md).', '']
     _runs.write_markdown(args.out_dir, 'next_item', '\n'.join(lines) + '\n', len(rows))

@@ -103,7 +103,7 @@ def test_a_failed_run_is_reported_and_an_interrupted_one_stops_the_driver(tmp_pa
 
 NEXT_ITEM_MD = """# Next-item baselines (leave-one-out)
 
-Made by `python -m experiments.next_item_table ARGS`; seeds 0,1,2; mean ± std over the seeds. "published": the S3-Rec paper (99 negatives) and repository (all items) on the same files, the public PyTorch SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run commands: next_item.csv.
+Made by `python -m experiments.next_item_table ARGS`; seeds 0,1,2; mean ± std over the seeds. "published": the S3-Rec paper (99 negatives) and repository (all items) on the same files, the public PyTorch SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run figures, dates and commands: next_item_runs.csv.
 
 ## 99 negatives (100 on ml-1m)
 
@@ -121,7 +121,7 @@ Made by `python -m experiments.next_item_table ARGS`; seeds 0,1,2; mean ± std o
 | sasrec | LastFM | 2 | 0.0650 ± 0.0071 (0.94x) | 0.0688 | 0.0325 ± 0.0035 (0.83x) | 0.039 |
 | gru4rec:softmax | LastFM | 1 | 0.0400 (1.09x) | 0.0367 | 0.0200 (1.07x) | 0.0187 |
 
-Not run yet (no finished run in the work root): caser x LastFM, caser x Yelp, gru4rec:softmax x Yelp, poprec x LastFM, sasrec x Yelp.
+Not run yet (no finished run in the work root or the ledger): caser x LastFM, caser x Yelp, gru4rec:softmax x Yelp, poprec x LastFM, sasrec x Yelp.
 
 How precise these figures are (the standard error of each published cell), what the shortfalls are, and runs made by hand: [next_item_notes.md](next_item_notes.md).
 
@@ -144,7 +144,7 @@ def _next_item_runs(tmp_path):
 
 def test_next_item_table_output_is_what_it_was_before_the_shared_helpers(tmp_path, capsys, monkeypatch):
     """The expected texts were made by next_item_table.py before it used experiments/_runs.py (plus
-    the closing link to next_item_notes.md, added since)."""
+    the closing link to next_item_notes.md and the ledger's name, added since)."""
     work, data = _next_item_runs(tmp_path)
     out = tmp_path / 'res'
     monkeypatch.setattr(sys, 'argv', ['next_item_table', 'ARGS'])
@@ -169,7 +169,7 @@ def test_next_item_table_output_is_what_it_was_before_the_shared_helpers(tmp_pat
     assert next_item_table.main(['--data-root', '/nonexistent', '--work-root', work, '--dry-run',
                                  '--datasets', 'LastFM,Yelp', '--models', 'poprec,sasrec', '--steps', '300',
                                  '--set', 'sasrec:dropout=0.2', '--set', 'sasrec@LastFM:x=1',
-                                 '--set', '*:eval_every=100']) == 0
+                                 '--set', '*:eval_every=100', '--out-dir', str(tmp_path / 'res2')]) == 0
     got = [re.sub(r'^\[\d\d:\d\d:\d\d\] ', '', l) for l in _lines(capsys)]
     assert got[0] == (f'python main.py --config=experiments/configs/poprec.py --workdir={work}/poprec/LastFM/'
                       'seed0 --config.data_dir=/nonexistent/LastFM --config.seed=0 --config.eval_every=100')
@@ -178,6 +178,54 @@ def test_next_item_table_output_is_what_it_was_before_the_shared_helpers(tmp_pat
                       '--config.eval_every=100 --config.dropout=0.2 --config.x=1')
     assert len(got) == 9            # 2 models x 2 datasets x 3 seeds, less the 3 finished runs
     assert not os.path.exists(tmp_path / 'res2')
+
+
+def test_next_item_ledger_keeps_results_whose_run_folders_are_gone(tmp_path, capsys, monkeypatch):
+    """The ledger takes every finished run; with the run folders deleted the same table comes back
+    from it; a ledger row made by another command is not used (its run is listed as missing, and a
+    dry run would run it); rows outside the selection are kept; a malformed ledger is one line."""
+    import shutil
+    work, data = _next_item_runs(tmp_path)
+    out = tmp_path / 'res'
+    monkeypatch.setattr(sys, 'argv', ['next_item_table', 'ARGS'])
+    base = ['--data-root', data, '--work-root', work, '--collect-only', '--datasets', 'LastFM,Yelp',
+            '--out-dir', str(out)]
+    assert next_item_table.main(base + ['--models', 'poprec,sasrec,gru4rec:softmax,caser']) == 0
+    first_md, first_csv = (out / 'next_item.md').read_text(), (out / 'next_item.csv').read_text()
+    with open(out / 'next_item_runs.csv', newline='') as f:
+        ledger = list(csv.DictReader(f))
+    assert [(r['model'], r['dataset'], r['seed']) for r in ledger] == [
+        ('gru4rec:softmax', 'LastFM', '2'), ('poprec', 'Yelp', '0'), ('sasrec', 'LastFM', '0'),
+        ('sasrec', 'LastFM', '1')]
+    assert [float(ledger[3][k]) for k in ('hr10_sampled', 'ndcg10_sampled', 'hr10_full', 'ndcg10_full')] == [
+        0.45, 0.28, 0.07, 0.035]
+    assert ledger[3]['command'].endswith('--config.seed=1')
+
+    shutil.rmtree(work)                                     # the machine is gone, the ledger is not
+    os.makedirs(work)
+    assert next_item_table.main(base + ['--models', 'poprec,sasrec,gru4rec:softmax,caser']) == 0
+    assert (out / 'next_item.md').read_text() == first_md
+    assert (out / 'next_item.csv').read_text() == first_csv
+
+    capsys.readouterr()                                     # other overrides: sasrec's rows are not used
+    assert next_item_table.main(base + ['--models', 'sasrec', '--set', 'sasrec:train_steps=7']) == 0
+    said = _lines(capsys)
+    assert sum('was made by another command' in l for l in said) == 2
+    assert 'sasrec x LastFM' in (out / 'next_item.md').read_text().split('Not run yet')[1]
+    with open(out / 'next_item_runs.csv', newline='') as f:
+        assert len(list(csv.DictReader(f))) == 4            # nothing dropped, nothing replaced
+    same = next_item_table.config_part     # the same overrides said another way, elsewhere: the same run
+    assert same('python main.py --config=c.py --workdir=a --config.data_dir=/d/X --config.seed=0 '
+                '--config.train_steps=2 --config.train_steps=7') == same(
+                "python main.py --config=c.py --workdir=b --config.data_dir=/e/X --config.train_steps='7' "
+                '--config.seed=0')
+    assert same('python main.py --config=c.py --config.seed=0') != same('python main.py --config=c.py:v '
+                                                                        '--config.seed=0')
+
+    with open(out / 'next_item_runs.csv', 'a') as f:
+        f.write('sasrec,LastFM,x,0.1,0.1,0.1,0.1,2026-01-01,python main.py\n')
+    with pytest.raises(SystemExit, match=r'next_item_runs.csv: line 6: not a ledger row'):
+        next_item_table.main(base + ['--models', 'sasrec'])
 
 
 # ------------------------------------------------------------------------------ table3
