@@ -317,6 +317,11 @@ MUTATIONS: list[Mutation] = [
              '        elif self.o.init_from:',
              '        elif False:',
              ('tests/test_seqgan.py::test_init_from_starts_from_the_sources_kept_generator_and_resumes_from_its_own_checkpoint',)),
+    Mutation('M47', "CRR: init_from is ignored (stage 2 starts from the run's own untrained policy)",
+             'aos4rec_jax/methods/crr.py',
+             '        elif P == 0 and self.opts.init_from:',
+             '        elif False:',
+             ('tests/test_crr.py::test_stage_2_starts_from_another_runs_kept_policy_and_another_network_is_refused',)),
 ]
 
 

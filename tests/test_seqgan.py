@@ -352,7 +352,7 @@ def test_init_from_needs_train_steps_0_and_a_matching_finished_source_naming_the
     with pytest.raises(RunError, match=r'in synthetic\.num_users \(200 there, 300 here\)$'):
         check(str(tmp_path / 'mle'), other_data)
     sasrec = dict(mle, model='sasrec')
-    with pytest.raises(RunError, match=r"in seqgan\.generator \(model 'sasrec' there keeps no seq2seq generator"):
+    with pytest.raises(RunError, match=r"in seqgan\.generator \(model 'sasrec' there keeps no generator network"):
         check(_run_folder(tmp_path / 'sasrec', sasrec))
     # a SeqGAN run with the GRU generator is a source of a GRU AOS4Rec run (and the reverse)
     sg_gru = gru.to_dict()

@@ -78,10 +78,11 @@ class Method:
 
     @classmethod
     def generator_network(cls, config: dict) -> Optional[str]:
-        """The seq2seq network (models/: 'transformer', 'gru') whose parameters are the `params`
-        a run of this method keeps, given that run's config (its config.json as a dict); None
-        when it keeps no such network. What another run's `init_from` may start from
-        (methods/init_from.py)."""
+        """The generator network whose parameters are the `params` a run of this method keeps,
+        given that run's config (its config.json as a dict): the seq2seq 'transformer' or 'gru'
+        (models/), or 'gpt (train_len W)' for the decoder-only policy of GPT and CRR; None when
+        it keeps no such network. Two runs may share `params` (another run's `init_from`,
+        methods/init_from.py) only when their networks are equal."""
         return None
 
     # -- training ------------------------------------------------------------------------------

@@ -49,18 +49,16 @@ GPT decoders work too).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 
-from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
-from aos4rec_jax.methods.base import Phase, RunError, checked_options
+from aos4rec_jax.methods import init_from as init_from_lib
+from aos4rec_jax.methods.base import Phase, checked_options
 from aos4rec_jax.methods.gpt import GPT
 from aos4rec_jax.models.crr import QCritic
 
@@ -300,32 +298,13 @@ class CRR(GPT):
                     critic_opt_state=c_opt), meta
 
     def load_init_from(self, abstract_params):
-        """The kept policy of the run folder `crr.init_from` (a crr or gpt run of main.py on the
-        same data with the same network), placed as `abstract_params`."""
-        src = self.opts.init_from
-        paths = [os.path.join(src, f) for f in ('config.json', 'dataset.json')]
-        if not all(os.path.exists(p) for p in paths):
-            raise RunError(f'config.{self.config.model}.init_from: {src} is not a run folder of '
-                           'main.py (no config.json/dataset.json)')
-        with open(paths[0]) as f:
-            other = json.load(f)
-        with open(paths[1]) as f:
-            other_dir = json.load(f)['data_dir']
-        mine = self.config.to_dict()
-        diff = [k for k in ('model_kwargs', 'history_len', 'compute_dtype')
-                if other.get(k) != mine.get(k)]
-        if other.get('model') not in ('crr', 'gpt'):
-            diff.append(f'model ({other.get("model")})')
-        elif other.get(other['model'], {}).get('train_len') != int(self.opts.train_len):
-            diff.append('train_len')
-        if os.path.abspath(other_dir or '') != os.path.abspath(self.ds.data_dir or ''):
-            diff.append(f'data ({other_dir} vs {self.ds.data_dir})')
-        if diff:
-            raise RunError(f'config.{self.config.model}.init_from: {src} differs from this run in '
-                           f'{", ".join(diff)}')
-        params = ckpt_lib.restore_params_only(src, abstract_params, 'best')
-        shardings = jax.tree_util.tree_map(lambda a: a.sharding, abstract_params)
-        return jax.device_put(params, shardings)
+        """The kept policy of the run folder `crr.init_from` (a finished gpt or crr run of main.py
+        on the same data with the same network: methods/init_from.py), placed as
+        `abstract_params`."""
+        return init_from_lib.load(f'{self.config.model}.init_from', self.opts.init_from, self.config,
+                                  self.ds, abstract_params,
+                                  type(self).generator_network(self.config.to_dict()),
+                                  f'model/{self.config.model}.train_len')
 
     def describe(self):
         o = self.opts

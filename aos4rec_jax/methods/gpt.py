@@ -44,6 +44,12 @@ class GPT(NextItemMethod):
             raise config_lib.ConfigError(f'config.{config.model}.train_len: must be >= 0 '
                                          f'(0 = history_len + K - 1), got {opts.train_len}')
 
+    @classmethod
+    def generator_network(cls, config: dict):
+        # GPT and CRR keep the same network; its position table follows the training window
+        opts = config.get(config.get('model', ''), {}) or {}
+        return f'gpt (train_len {int(opts.get("train_len", 0))})'
+
     @property
     def train_len(self) -> int:
         w = int(self.opts.train_len)

@@ -1,17 +1,18 @@
-"""`init_from`: a method's adversarial phase starts from the generator another finished run kept.
+"""`init_from`: a method's later phase starts from the generator another finished run kept.
 
 AOS4Rec (`aos4rec.init_from`: the SSRGAN phase) and SeqGAN (`seqgan.init_from`: discriminator
 pretraining, then the REINFORCE rounds) train the same seq2seq networks (models/: transformer,
 gru); with `train_steps = 0` they take the kept parameters (best/) of a finished main.py run
 instead of training the generator again, so one MLE run serves every adversarial row that starts
-from it (experiments/ablation.py, oracle_nll_table.py). Both call `load` on entering that phase;
-a resumed run does not enter again, so it goes on from its own checkpoint, not from the source.
+from it (experiments/ablation.py, oracle_nll_table.py). CRR (`crr.init_from`: stage 2) starts
+from the policy a GPT or CRR run kept. Each calls `load` on entering that phase; a resumed run
+does not enter again, so it goes on from its own checkpoint, not from the source.
 
 The source is checked first, and every difference is named in one line (RunError):
   - a main.py run folder (config.json, dataset.json) that has finished (metrics/test.json);
-  - the same seq2seq network: the source's method says which network its kept `params` are
-    (`Method.generator_network`: AOS4Rec `model`, SeqGAN `seqgan.generator`), so either method
-    may start from a run of either;
+  - the same network: the source's method says which network its kept `params` are
+    (`Method.generator_network`: AOS4Rec `model`, SeqGAN `seqgan.generator`, GPT and CRR
+    'gpt (train_len W)'), so AOS4Rec and SeqGAN start from a run of either, CRR from GPT or CRR;
   - the same sizes and shapes: model_kwargs (field by field), history_len, target_len,
     compute_dtype;
   - the same data: both synthetic with the same `synthetic` settings (its cache_dir aside), or
@@ -42,8 +43,8 @@ def _differences(name: str, there, here) -> list[str]:
 
 
 def source_network(cfg: dict) -> str | None:
-    """The seq2seq network whose parameters the run of config `cfg` (its config.json) keeps, or
-    None (a method without one, or a model this code does not know)."""
+    """The network whose parameters the run of config `cfg` (its config.json) keeps, or None (a
+    method without one, or a model this code does not know)."""
     from aos4rec_jax import methods
     try:
         cls = methods.get(cfg.get('model', ''))
@@ -55,7 +56,8 @@ def source_network(cfg: dict) -> str | None:
 def check(field: str, src: str, config, ds, network: str, network_field: str) -> None:
     """Refuses the source run folder `src` (the value of config.FIELD) unless it passes the
     checks of the module docstring: RunError naming config.FIELD and every difference.
-    `network` is this run's seq2seq network, set by its config field `network_field`."""
+    `network` is this run's network (Method.generator_network), set by its config field(s)
+    `network_field`."""
     head = f'config.{field}: {src}'
     cfg_path, ds_path = os.path.join(src, 'config.json'), os.path.join(src, 'dataset.json')
     if not (os.path.exists(cfg_path) and os.path.exists(ds_path)):
@@ -71,8 +73,8 @@ def check(field: str, src: str, config, ds, network: str, network_field: str) ->
     diff = []
     theirs = source_network(other)
     if theirs is None:
-        diff.append(f'{network_field} (model {other.get("model")!r} there keeps no seq2seq '
-                    f'generator; {network!r} here)')
+        diff.append(f'{network_field} (model {other.get("model")!r} there keeps no generator '
+                    f'network; {network!r} here)')
     elif theirs != network:
         diff.append(f'{network_field} ({theirs!r} there, {network!r} here)')
     for k in NETWORK_FIELDS:
