@@ -191,14 +191,8 @@ def main(argv=None) -> int:
                 workdir = _runs.workdir_of(cmd)
                 res = read_result(workdir)
                 key = (model, dataset, seed)
-                if res is not None:                 # a run folder: the ledger takes it (or is corrected)
-                    new = ledger_row(model, dataset, seed, res, cmd)
-                    old = ledger.get(key)
-                    if old is None or any(float(old[f]) != float(new[f]) for f, _, _ in FIGURES):
-                        if old is not None:
-                            print(f'ledger: {model} x {dataset} seed {seed} corrected from {workdir}')
-                        ledger[key] = new
-                elif key in ledger:
+                from_folder, trained = res is not None, False
+                if res is None and key in ledger:
                     if config_part(ledger[key]['command']) == config_part(shown(cmd, quote=True)):
                         res = ledger_result(ledger[key])
                     else:
@@ -209,9 +203,16 @@ def main(argv=None) -> int:
                     if not args.dry_run:
                         _runs.run_logged(cmd, workdir)
                         res = read_result(workdir)
-                        if res is not None:
-                            ledger[key] = ledger_row(model, dataset, seed, res, cmd)
-                            write_ledger(ledger_path, ledger)       # at once: a later failure loses nothing
+                        from_folder = trained = res is not None
+                if from_folder:                     # a run folder: the ledger takes it (or is corrected)
+                    new = ledger_row(model, dataset, seed, res, cmd)
+                    old = ledger.get(key)
+                    if trained or old is None or any(float(old[f]) != float(new[f]) for f, _, _ in FIGURES):
+                        if old is not None and not trained:
+                            print(f'ledger: {model} x {dataset} seed {seed} corrected from {workdir}')
+                        ledger[key] = new
+                    if trained:
+                        write_ledger(ledger_path, ledger)       # at once: a later failure loses nothing
                 if res is None:
                     continue
                 for scene in ('sampled', 'full'):
