@@ -338,22 +338,29 @@ def _make_space(batch_size: int, vocab_size: int, candidates: jax.Array | None,
 def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """``lax.top_k(x, k)`` over the last axis of x [B, n], exactly (values, indices, and the
     lower-index-first order of ties), in two levels when n is large: the rows are cut into
-    blocks of about sqrt(n / k) entries, ``lax.top_k`` picks the k blocks with the largest
-    maxima (ties: the lower block), and a second ``lax.top_k`` runs over those k blocks only,
-    taken in index order. Every one of the k best entries lies in such a block: were it in
-    another block, the maxima of the k chosen blocks would be k entries ranked before it."""
+    blocks of about sqrt(n / k) entries (the last one shorter when the size does not divide n),
+    ``lax.top_k`` picks the k blocks with the largest maxima (ties: the lower block), and a
+    second ``lax.top_k`` runs over those k blocks only, taken in index order. Every one of the k
+    best entries lies in such a block: were it in another block, the maxima of the k chosen
+    blocks would be k entries ranked before it. Positions past n in a gathered last block count
+    as -inf entries after every real one, as they would in a padded row; the row itself is never
+    padded (a copy of all of x: 40% of this function's time at the ML-20M beam size)."""
     b, n = x.shape
     chunk = int(math.sqrt(n / k))
     if n < _TWO_LEVEL_TOP_K_MIN or chunk <= k:
         return lax.top_k(x, k)
-    m = -(-n // chunk)
-    if m * chunk > n:  # -inf padding at the end: ranked after every real entry, as lax.top_k would
-        x = jnp.pad(x, ((0, 0), (0, m * chunk - n)), constant_values=NEG_INF)
-    blocks = x.reshape(b, m, chunk)
-    _, best = lax.top_k(jnp.max(blocks, axis=-1), k)
+    full, rest = divmod(n, chunk)
+    maxima = jnp.max(x[:, :full * chunk].reshape(b, full, chunk), axis=-1)
+    if rest:
+        maxima = jnp.concatenate([maxima, jnp.max(x[:, full * chunk:], axis=-1, keepdims=True)],
+                                 axis=1)
+    _, best = lax.top_k(maxima, k)
     best = jnp.sort(best, axis=-1)                       # index order, for the ties
-    values, pos = lax.top_k(jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(b, -1), k)
-    return values, jnp.take_along_axis(best, pos // chunk, axis=1) * chunk + pos % chunk
+    pos = (best[:, :, None] * chunk + jnp.arange(chunk, dtype=best.dtype)).reshape(b, k * chunk)
+    inside = pos < n
+    values = jnp.where(inside, jnp.take_along_axis(x, jnp.where(inside, pos, 0), axis=1), NEG_INF)
+    values, at = lax.top_k(values, k)
+    return values, jnp.take_along_axis(pos, at, axis=1)
 
 
 def _allowed_log_probs(space: _Space, logits: jax.Array, indices: jax.Array,

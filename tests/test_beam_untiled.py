@@ -222,16 +222,18 @@ def test_beam_as_wide_as_every_list_is_an_exhaustive_search(name):
 
 def test_two_level_top_k_equals_lax_top_k_with_ties_and_minus_inf():
     rng = np.random.default_rng(0)
-    n = 5 * 4001                                         # not a multiple of the block size
-    cases = [rng.normal(size=(4, n)),
-             np.round(rng.normal(size=(4, n)), 1),      # many ties
-             np.where(rng.random((4, n)) < 0.9995, -np.inf, rng.normal(size=(4, n))),
-             np.full((4, n), -np.inf)]
-    cases[3][:, n - 1] = 1.0                             # one finite entry in the padded block
     fn = jax.jit(lambda x: dec._top_k(x, 5))
-    for x in cases:
-        x = jnp.asarray(x, jnp.float32)
-        want, got = jax.lax.top_k(x, 5), fn(x)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
-    assert n >= dec._TWO_LEVEL_TOP_K_MIN                 # the two-level path ran
+    # 5 * 4001: a last block shorter than the others; 18,000 = 300 blocks of 60 exactly.
+    for n in (5 * 4001, 18000):
+        assert n >= dec._TWO_LEVEL_TOP_K_MIN             # the two-level path runs
+        cases = [rng.normal(size=(4, n)),
+                 np.round(rng.normal(size=(4, n)), 1),  # many ties
+                 np.where(rng.random((4, n)) < 0.9995, -np.inf, rng.normal(size=(4, n))),
+                 np.full((4, n), -np.inf), np.full((4, n), -np.inf)]
+        cases[3][:, n - 1] = 1.0                         # one finite entry, in the last block
+        cases[4][:, [0, n // 2, n - 2]] = 2.0            # three tied finite entries, far apart
+        for x in cases:
+            x = jnp.asarray(x, jnp.float32)
+            want, got = jax.lax.top_k(x, 5), fn(x)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
