@@ -137,6 +137,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)
     _check(c.select_by in SELECT_BY, 'select_by', f"{c.select_by!r} is not one of {SELECT_BY}")
+    patience = int(c.get('early_stop_patience', 0))
+    _check(patience >= 0, 'early_stop_patience', f'must be >= 0, got {patience}')
+    _check(patience == 0 or int(c.eval_every) > 0, 'early_stop_patience',
+           f'{patience} needs validations during the run: set --config.eval_every > 0')
+    _check(patience == 0 or c.select_by != 'last', 'early_stop_patience',
+           "select_by 'last' improves at every validation, so nothing would stop the run")
     if c.select_by == 'nll_oracle' and c.data_dir and os.path.isdir(c.data_dir):
         _check(os.path.exists(os.path.join(c.data_dir, 'oracle.npz')), 'select_by',
                f'nll_oracle needs the synthetic oracle data, and {c.data_dir} has no oracle '

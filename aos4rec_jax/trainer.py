@@ -37,7 +37,8 @@ from aos4rec_jax.methods.base import PhaseContext, RunError
 
 # Config fields that may change between a run and its resumption (they do not change the result
 # of the training steps already taken).
-RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
+RESUMABLE_CHANGES = ('train_steps', 'early_stop_patience', 'log_every', 'eval_every',
+                     'checkpoint_every', 'keep_checkpoints',
                      'max_eval_users', 'eval_batch_size', 'decode',
                      # the way on after a divergence: the resumed run uses the new rate (logged)
                      'learning_rate', 'warmup_steps')
@@ -45,7 +46,7 @@ RESUMABLE_CHANGES = ('train_steps', 'log_every', 'eval_every', 'checkpoint_every
 
 # Config fields added after runs were already written; older config.json files get these values.
 FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults(),
-                      'mesh': {'num_devices': 0}}
+                      'mesh': {'num_devices': 0}, 'early_stop_patience': 0}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -355,6 +356,13 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
             f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
             + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
             + (' *best*' if improved else ''))
+        # the early-stopping count: validations in a row without a better score, counted in the
+        # last phase only (an earlier phase's plateau is that phase's business); it lives in the
+        # checkpoints' meta, so a resumed run counts on where it was saved
+        if improved:
+            meta = dict(meta, stale=0)
+        elif sched.at(step - 1) is sched.phases[-1]:
+            meta = dict(meta, stale=int(meta.get('stale', 0)) + 1)
         if improved:
             meta = dict(meta, best_score=float(score), best_step=int(step))
             try:
@@ -374,13 +382,25 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                 ran = True
         return state, ran
 
+    patience = int(config.get('early_stop_patience', 0))
+
+    def stopped_early():
+        return patience > 0 and int(meta.get('stale', 0)) >= patience
+
+    def early_line(step):
+        return (f'early stop at step {step}/{total}: {int(meta["stale"])} validations in a row '
+                f'without a better {config.select_by} than step {meta["best_step"]}\'s '
+                f'(config.early_stop_patience={patience})')
+
     step = start
     try:
-        if step < total:
+        if step < total and stopped_early():     # resumed from the checkpoint of an early stop
+            log(early_line(step) + '; nothing left to train')
+        if step < total and not stopped_early():
             state, entered = enter(step, state)
             if entered:
                 save(step, state)
-        while step < total:
+        while step < total and not stopped_early():
             phase = sched.at(step)
             state, m = step_fns[phase.name](state, data)
             step += 1
@@ -400,6 +420,9 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                 flush(step, phase)
             if do_eval:
                 validate(step, state)
+                if not last and stopped_early():
+                    log(early_line(step))
+                    last = do_ckpt = True     # saved: the same command then finds nothing to do
             if not last:
                 state, entered = enter(step, state)
                 do_ckpt = do_ckpt or entered

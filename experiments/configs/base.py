@@ -42,6 +42,8 @@ def get_config():
     c.select_by = 'ndcg'                # parameters kept for the final evaluation: best validation
                                         # ndcg (sampled NDCG@K) | full_ndcg (NDCG@K over all items,
                                         # the S3-Rec repository's rule) | nll_oracle (synthetic) | last
+    c.early_stop_patience = 0           # end the run after N validations in a row without a better
+                                        # one (by select_by) in its last phase; 0 = run every step
 
     # AOS4Rec (paper Sec. 4; aos4rec_jax/ssrgan.py). Off by default: plain MLE seq2seq training.
     # Schedule: train_steps seq2seq steps (MLE, or oracular with `oracle`), then with
