@@ -137,7 +137,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)
     _check(c.select_by in SELECT_BY, 'select_by', f"{c.select_by!r} is not one of {SELECT_BY}")
-    patience = int(c.get('early_stop_patience', 0))
+    patience = int(c.early_stop_patience)
     _check(patience >= 0, 'early_stop_patience', f'must be >= 0, got {patience}')
     _check(patience == 0 or int(c.eval_every) > 0, 'early_stop_patience',
            f'{patience} needs validations during the run: set --config.eval_every > 0')

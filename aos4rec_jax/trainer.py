@@ -359,12 +359,10 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
         # the early-stopping count: validations in a row without a better score, counted in the
         # last phase only (an earlier phase's plateau is that phase's business); it lives in the
         # checkpoints' meta, so a resumed run counts on where it was saved
-        if improved:
-            meta = dict(meta, stale=0)
-        elif sched.at(step - 1) is sched.phases[-1]:
+        if not improved and sched.at(step - 1) is sched.phases[-1]:
             meta = dict(meta, stale=int(meta.get('stale', 0)) + 1)
         if improved:
-            meta = dict(meta, best_score=float(score), best_step=int(step))
+            meta = dict(meta, best_score=float(score), best_step=int(step), stale=0)
             try:
                 ck.save_best(step, state['params'], meta)
             except ckpt_lib.NonFiniteState:
@@ -382,7 +380,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                 ran = True
         return state, ran
 
-    patience = int(config.get('early_stop_patience', 0))
+    patience = int(config.early_stop_patience)
 
     def stopped_early():
         return patience > 0 and int(meta.get('stale', 0)) >= patience
@@ -396,7 +394,7 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
     try:
         if step < total and stopped_early():     # resumed from the checkpoint of an early stop
             log(early_line(step) + '; nothing left to train')
-        if step < total and not stopped_early():
+        elif step < total:
             state, entered = enter(step, state)
             if entered:
                 save(step, state)
