@@ -164,7 +164,7 @@ def oracle_context(params, model, history, target, rng, *, p, bos_id: int, vocab
 
 
 def oracle_loss(params, model, history, target, rng, *, p, bos_id: int, vocab_size: int,
-                beam_size: int = 5, banned=None, train: bool = True):
+                beam_size: int = 5, banned=None, train: bool = True, chunk: int = 0):
     """Oracular-learning loss: cross entropy of y* under decoder inputs [BOS, y^c_1..y^c_{T-1}].
 
     ``k_mix, k_drop = jax.random.split(rng)``: ``k_mix`` mixes the context, ``k_drop`` is the
@@ -175,7 +175,7 @@ def oracle_loss(params, model, history, target, rng, *, p, bos_id: int, vocab_si
     context, _, _ = oracle_context(params, model, history, target, k_mix, p=p, bos_id=bos_id,
                                    vocab_size=vocab_size, beam_size=beam_size, banned=banned)
     dec_in = seq2seq.decoder_inputs(context, bos_id)
-    return seq2seq.mle_loss(params, model, history, target, dec_in, k_drop, train=train)
+    return seq2seq.mle_loss(params, model, history, target, dec_in, k_drop, train=train, chunk=chunk)
 
 
 # --------------------------------------------------------------------------------------------

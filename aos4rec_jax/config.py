@@ -12,6 +12,7 @@ STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'to
 DTYPES = ('float32', 'bfloat16')
 LIPSCHITZ = ('gp', 'clip', 'none')
 BELOW_BAR = ('warn', 'stop')
+CRITIC_INIT = ('random', 'generator')
 
 
 def aos4rec_defaults() -> dict:
@@ -59,6 +60,14 @@ def aos4rec_defaults() -> dict:
         'critic_below_bar': 'warn',        # a critic under the bar: warn (one line, the run goes
                                            # on) | stop (RunError; the critic is saved, rerun with
                                            # warn or a lower bar to go on from it)
+        'critic_holdout': 0.0,             # fraction of users (a fixed seeded draw,
+                                           # data.holdout_users) whose training windows the
+                                           # seq2seq phase never sees; the critic and SSRGAN
+                                           # phases train on those users' windows only (0: all
+                                           # phases on every user's windows, as the paper)
+        'critic_init': 'random',           # the critic's backbone on entering the SSRGAN phase:
+                                           # random (its own init) | generator (a copy of the
+                                           # generator that starts the phase; head random)
         'critic_width': 0,                 # the critic's width: 0 = the generator's
                                            # (model_kwargs); N: embed_dim = hidden_dim = N and
                                            # mlp_dim scaled by N / embed_dim
@@ -133,6 +142,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.warmup_steps >= 0, 'warmup_steps', f'must be >= 0, got {c.warmup_steps}')
     _check(c.grad_clip >= 0, 'grad_clip', f'must be >= 0, got {c.grad_clip}')
     _check(c.weight_decay >= 0, 'weight_decay', f'must be >= 0, got {c.weight_decay}')
+    _check(int(c.get('loss_chunk', 0)) >= 0, 'loss_chunk',
+           f'must be >= 0 (0 = through the logits), got {c.get("loss_chunk")}')
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)
@@ -192,6 +203,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _check(int(a.critic_eval_every) > 0 or int(c.eval_every) > 0, 'aos4rec.critic_patience',
                'the stopping rule needs measurements during critic pretraining: set '
                'aos4rec.critic_eval_every (or eval_every) > 0')
+    _check(0 <= float(a.critic_holdout) < 1, 'aos4rec.critic_holdout',
+           f'must be in [0, 1), got {a.critic_holdout}')
+    _check(a.critic_init in CRITIC_INIT, 'aos4rec.critic_init',
+           f'{a.critic_init!r} is not one of {CRITIC_INIT}')
+    _check(a.critic_init != 'generator' or int(a.critic_width) == 0, 'aos4rec.critic_init',
+           f"'generator' copies the generator into the critic, which needs the generator's "
+           f'width: aos4rec.critic_width must be 0, got {a.critic_width}')
     if int(a.critic_width) > 0 and c.model == 'transformer':
         _check(int(a.critic_width) % int(c.model_kwargs.num_heads) == 0, 'aos4rec.critic_width',
                f'{a.critic_width} is not a multiple of model_kwargs.num_heads '

@@ -162,6 +162,34 @@ def init_critic(critic, info, rng):
     return critic.init({'params': rng, 'dropout': rng}, hist, seq, succ)['params']
 
 
+def from_generator(critic_params: dict, generator_params: dict) -> dict:
+    """The critic with its backbone copied from the generator (``aos4rec.critic_init='generator'``).
+
+    The backbone is a network of the generator's class and width, so every backbone parameter has
+    a generator parameter of the same name: it is copied. A position table the critic has more
+    rows of (the decoder reads T + 1 tokens, the generator max(T, K)) gets the generator's rows
+    and keeps its own for the extra positions. The head (a scalar score) is the critic's own.
+    A name the generator lacks or a shape that differs elsewhere is a ValueError (a critic of
+    another width: ``aos4rec.critic_width``)."""
+    from flax import traverse_util
+    gen = traverse_util.flatten_dict(generator_params)
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(critic_params['backbone']).items():
+        g = gen.get(path)
+        name = '/'.join(path)
+        if g is None:
+            raise ValueError(f'critic parameter backbone/{name} has no counterpart in the generator')
+        if g.shape == leaf.shape:
+            out[path] = jnp.asarray(g, leaf.dtype)
+        elif g.ndim == leaf.ndim and g.shape[1:] == leaf.shape[1:]:
+            n = min(g.shape[0], leaf.shape[0])
+            out[path] = leaf.at[:n].set(jnp.asarray(g[:n], leaf.dtype))
+        else:
+            raise ValueError(f'critic parameter backbone/{name} has shape {leaf.shape}, the '
+                             f"generator's {g.shape}")
+    return dict(critic_params, backbone=traverse_util.unflatten_dict(out))
+
+
 def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None) -> Array:
     """WGAN-GP on embedded inputs: mean over users of (||d mean_t D(x, e^_1:t) / d e^|| - 1)^2.
 

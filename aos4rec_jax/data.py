@@ -225,6 +225,29 @@ def eval_batches(es: EvalSet, batch_size: int):
                    users=es.users[idx].astype(np.int32)), real
 
 
+HOLDOUT_SEED = 20200711      # the fixed draw of critic_holdout users (not config.seed: a run and
+                             # the run its SSRGAN phase starts from must hold out the same users)
+
+
+def holdout_users(num_users: int, fraction: float) -> np.ndarray:
+    """bool [U]: round(fraction * U) users drawn by a fixed seeded permutation (HOLDOUT_SEED).
+    The same (U, fraction) gives the same users in every run; a larger fraction holds out a
+    superset of a smaller one's users."""
+    n = int(round(float(fraction) * num_users))
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(num_users)
+    mask = np.zeros(num_users, bool)
+    mask[order[:n]] = True
+    return mask
+
+
+def windows_of_users(window_cum: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """window_cum [U + 1] of only the users where `users` (bool [U]) holds: the others get no
+    window, so ``sample_windows`` on data with this window_cum draws uniformly over those users'
+    windows (searchsorted skips a user with none)."""
+    counts = np.diff(np.asarray(window_cum, np.int64)) * np.asarray(users, bool)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 def sample_windows(data: DeviceData, key: jax.Array, batch_size: int, history_len: int,
                    target_len: int) -> Batch:
     """Draws `batch_size` training windows uniformly from all users' train parts. Jit-compatible.

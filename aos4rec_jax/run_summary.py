@@ -428,6 +428,10 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
         ax = axes[i]
         ax.plot([r['step'] for r in sep], [r['val_auc'] for r in sep], marker='o', color='C0',
                 label='AUC of D(x, y*) vs D(x, y^)')
+        nll = [(r['step'], r['val_auc_nll']) for r in sep if 'val_auc_nll' in r]
+        if nll:
+            ax.plot(*zip(*nll), marker='^', color='C2', ls='--',
+                    label="AUC of the generator's own list NLL (reference judge)")
         ax.axhline(0.7, color='C0', ls=':', lw=1, label='AUC bar 0.7')
         ax.set(xlabel='step', ylabel='AUC (0.5 = no separation)', ylim=(0, 1),
                title="the critic's separation on validation users")

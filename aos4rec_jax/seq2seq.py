@@ -42,14 +42,37 @@ def init_params(model, info, rng):
     return model.init({'params': rng, 'dropout': rng}, hist, dec, train=False)['params']
 
 
-def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True):
+def output_table(params, model):
+    """(W [V, D], bias [V] or None): the output layer of a seq2seq model as a table, logits =
+    h W^T + bias over the V = N + 1 scored entries (the item table itself when tied)."""
+    cfg = model.cfg
+    v = cfg.vocab_size
+    if cfg.tie_output:
+        return params['item_embed']['embedding'][:v], None
+    proj = params['output_proj']
+    return proj['kernel'][:, :v].T, proj['bias'][:v]
+
+
+def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True,
+             chunk: int = 0):
     """Token-level cross entropy of `target` [B, T] (0 = padding, masked) given decoder inputs.
 
+    chunk 0: through the logits [B, T, V]; chunk C > 0: ``chunked_softmax.nll`` over blocks of
+    C items, without them (config.loss_chunk; the same value to float32 rounding).
     Returns (sum of token losses, number of target tokens) so that devices and steps average
     exactly.
     """
-    logits = model.apply({'params': params}, history, dec_inputs, train=train,
-                         rngs={'dropout': rng} if train else None)
+    rngs = {'dropout': rng} if train else None
+    if chunk > 0:
+        from aos4rec_jax import chunked_softmax
+        h = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs,
+                        method=model.decoder_hidden)
+        w, bias = output_table(params, model)
+        nll = chunked_softmax.nll(h.astype(model.cfg.dtype), w.astype(model.cfg.dtype), target,
+                                  int(chunk), bias)
+        mask = (target > 0).astype(jnp.float32)
+        return jnp.sum(nll * mask), jnp.sum(mask)
+    logits = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
     mask = (target > 0).astype(jnp.float32)

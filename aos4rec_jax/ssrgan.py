@@ -27,12 +27,20 @@ the L items of the window: in the oracle's beams, the generated lists and the su
 ``Steps(max_history=...)`` is the static bound of that history (the method passes the longest
 train part; without it, e.g. in unit tests without a dataset, the last L items).
 
+Held-out users for the critic (``aos4rec.critic_holdout`` f > 0; ``Steps(window_cums=...)``):
+the seq2seq phase draws its windows from the users outside a fixed seeded draw of round(f U) users
+(``data.holdout_users``), the critic and the SSRGAN generator from those users only. A generator
+fit by MLE reproduces the targets of the windows it was fit on, so there a real list is no less
+likely under it than its own samples, and a critic trained on those windows learns the opposite of
+what holds on new users (docs/aos4rec.md, "Held-out users for the critic").
+
 Measuring the critic: with ``critic_eval`` (an ``EvalSet`` of held-out validation users, the
 method passes ``config.aos4rec.critic_eval_users`` of them), the critic and SSRGAN steps also
 return, at every validation step of their phase (a multiple of ``eval_every`` and the phase's
 last step), ``aos4rec.critic_separation`` on those users (their validation histories and targets,
 generated lists drawn with a fixed key, their whole history banned as in evaluation): metrics
-``val_wasserstein``, ``val_auc``, ``val_adv_mean``, ``val_adv_std`` and ``val_count`` (1 at such
+``val_wasserstein``, ``val_auc``, ``val_adv_mean``, ``val_adv_std``, ``val_auc_nll`` (the
+generator's own list NLL as the judge, a reference: ``list_nll``) and ``val_count`` (1 at such
 a step, 0 elsewhere; the method's ``summarize`` averages the others over it). Computed under
 ``lax.cond``: the other steps do not pay for it.
 
@@ -51,6 +59,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
@@ -123,8 +132,9 @@ def make_critic_optimizer(config) -> optax.GradientTransformation:
     return optax.adam(float(config.aos4rec.d_learning_rate), b1=0.5, b2=0.9)
 
 
-def make_mle_step(model, tx, info, batch_size: int, bsharding):
-    """The pure MLE train step: sample a batch on device, one optimizer update."""
+def make_mle_step(model, tx, info, batch_size: int, bsharding, chunk: int = 0):
+    """The pure MLE train step: sample a batch on device, one optimizer update. chunk:
+    config.loss_chunk (``seq2seq.mle_loss``)."""
     L, T, bos = info.history_len, info.target_len, info.bos_id
 
     def train_step(state, data):
@@ -135,7 +145,8 @@ def make_mle_step(model, tx, info, batch_size: int, bsharding):
         dec_in = seq2seq.decoder_inputs(batch.target, bos)
 
         def loss_fn(p):
-            s, n = seq2seq.mle_loss(p, model, batch.history, batch.target, dec_in, k_drop, train=True)
+            s, n = seq2seq.mle_loss(p, model, batch.history, batch.target, dec_in, k_drop, train=True,
+                                    chunk=chunk)
             return s / jnp.maximum(n, 1.0), (s, n)
 
         (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -150,10 +161,13 @@ class Steps:
     """The step functions of one run (see the module docstring). Built once per run."""
 
     def __init__(self, config, model, critic, info, batch_size: int, bsharding,
-                 max_history: int | None = None, critic_eval=None):
+                 max_history: int | None = None, critic_eval=None, window_cums=None):
         """max_history: static bound of a training window's whole history (the longest train
         part); None: the window's L items. critic_eval: a ``data.EvalSet`` of validation users
-        on which the critic's separation is measured (None: not measured); module docstring."""
+        on which the critic's separation is measured (None: not measured); module docstring.
+        window_cums: None (every phase draws from every user's windows) or {'seq2seq': [U + 1],
+        'critic': [U + 1]}, the window_cum each part draws from (aos4rec.critic_holdout:
+        ``data.windows_of_users``); 'critic' serves the critic and the SSRGAN generator."""
         # A snapshot: the steps are traced later (at their first call), and a caller that goes on
         # to change its config for another run must not change what these steps compute.
         config = copy.deepcopy(config)
@@ -166,6 +180,12 @@ class Steps:
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)
         self.temperature = float(self.a.temperature)
+        self.loss_chunk = int(config.get('loss_chunk', 0))
+        self.window_cums = None
+        self.seq2seq_windows = int(info.num_windows)        # an epoch of the seq2seq phase
+        if window_cums is not None:
+            self.window_cums = {k: np.asarray(v, np.int32) for k, v in window_cums.items()}
+            self.seq2seq_windows = int(self.window_cums['seq2seq'][-1])
         self.val = None
         self.stopping = False       # the stopping rule of critic pretraining (aos4rec.critic_patience)
         if critic is not None and critic_eval is not None and len(critic_eval) > 0:
@@ -176,6 +196,13 @@ class Steps:
             self.stopping = int(self.a.critic_patience) > 0
 
     # -- pieces -----------------------------------------------------------------------------------
+    def part(self, data, name: str):
+        """The data a part of training draws windows from: `data` itself, or (with
+        ``window_cums``) the same arrays with that part's window_cum (name 'seq2seq' or 'critic')."""
+        if self.window_cums is None:
+            return data
+        return data.replace(window_cum=jnp.asarray(self.window_cums[name]))
+
     def batch(self, data, key):
         """(Batch of training windows, the ban of each window: bool [B, V] or None)."""
         b = data_lib.sample_windows(data, key, self.batch_size, self.L, self.T)
@@ -210,21 +237,23 @@ class Steps:
 
     # -- phase 1: seq2seq -------------------------------------------------------------------------
     def seq2seq_step(self, state, data):
-        """One MLE (or oracular, Sec. 4.1) update. p uses epoch = step * batch / windows."""
+        """One MLE (or oracular, Sec. 4.1) update. p uses epoch = step * batch / windows (the
+        windows this phase draws from)."""
+        data = self.part(data, 'seq2seq')
         if not self.a.oracle:
             return make_mle_step(self.model, self.mle_tx, self.info, self.batch_size,
-                                 self.bsharding)(state, data)
+                                 self.bsharding, self.loss_chunk)(state, data)
         key = jax.random.fold_in(state['rng'], state['step'])
         k_batch, k_loss = jax.random.split(key)
         b, banned = self.batch(data, k_batch)
-        epoch = state['step'].astype(jnp.float32) * self.batch_size / self.info.num_windows
+        epoch = state['step'].astype(jnp.float32) * self.batch_size / self.seq2seq_windows
         p = aos4rec.mix_probability(epoch, float(self.a.mu))
 
         def loss_fn(params):
             s, n = aos4rec.oracle_loss(params, self.model, b.history, b.target, k_loss, p=p,
                                        bos_id=self.info.bos_id, vocab_size=self.info.vocab_size,
                                        beam_size=int(self.a.beam_size),
-                                       banned=banned, train=True)
+                                       banned=banned, train=True, chunk=self.loss_chunk)
             return s / jnp.maximum(n, 1.0), (s, n)
 
         (_, (s, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -237,7 +266,7 @@ class Steps:
         """One critic update: Eq. 7 + td_weight * Eq. 8 + the Lipschitz term (critic.py)."""
         k_batch, k_gen, k_next, k_gp = jax.random.split(key, 4)
         k_drop = jax.random.fold_in(key, 4)            # the critic's dropout (critic_dropout > 0)
-        b, banned = self.batch(data, k_batch)
+        b, banned = self.batch(self.part(data, 'critic'), k_batch)
         mask = b.target > 0
         fake = self.generate(state['params'], b.history, banned, k_gen)
         _, g_logits = self.log_probs(jax.lax.stop_gradient(state['params']), b.history, fake, banned)
@@ -321,7 +350,7 @@ class Steps:
         return dict(state, critic_watch=new), m
 
     # -- measuring the critic ---------------------------------------------------------------------
-    SEPARATION_KEYS = ('val_wasserstein', 'val_auc', 'val_adv_mean', 'val_adv_std')
+    SEPARATION_KEYS = ('val_wasserstein', 'val_auc', 'val_adv_mean', 'val_adv_std', 'val_auc_nll')
     MEASURE_KEY = 2**31 - 1          # fold_in(rng, this): the fixed key of the measurement's lists
 
     def is_validation_step(self, step):
@@ -354,7 +383,22 @@ class Steps:
         d_real, _ = self.critic.apply({'params': cp}, history, target)
         d_fake, _ = self.critic.apply({'params': cp}, history, fake)
         sep = aos4rec.critic_separation(d_real, d_fake, target > 0, gamma=float(self.a.gamma))
-        return {f'val_{k}': sep[k] for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std')}
+        out = {f'val_{k}': sep[k] for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std')}
+        # the reference judge: the generator's own per-item NLL of a list (softmax of logits /
+        # temperature, no ban, so that real and generated lists are scored alike); a list G finds
+        # unlikely counts as real. Its AUC is what a critic that knew only G's likelihood reaches.
+        nll_real, nll_fake = self.list_nll(params, history, target), self.list_nll(params, history, fake)
+        out['val_auc_nll'] = aos4rec.critic_separation(nll_real, nll_fake, target > 0)['auc']
+        return out
+
+    def list_nll(self, params, history, seq):
+        """[B, T + 1]: 0, then -log P_G(y_t | x, y_1:t-1) at temperature, unbanned (the layout of
+        critic scores, so that ``aos4rec.critic_separation`` reads it as one)."""
+        logits = self.model.apply({'params': jax.lax.stop_gradient(params)}, history,
+                                  seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32) / self.temperature, axis=-1)
+        nll = -jnp.take_along_axis(logp, seq[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        return jnp.concatenate([jnp.zeros_like(nll[:, :1]), nll], axis=1)
 
     def separation_of(self, state, data):
         """``critic_separation`` of the state's generator and critic, with the measurement's fixed
@@ -388,7 +432,7 @@ class Steps:
         continuation. Weights 0 and 1 give the "MLE only" control: the same schedule, updates and
         model selection, with no signal from the critic."""
         k_batch, k_gen, k_drop = jax.random.split(key, 3)
-        b, banned = self.batch(data, k_batch)
+        b, banned = self.batch(self.part(data, 'critic'), k_batch)
         mask = b.target > 0
         fake = self.generate(state['params'], b.history, banned, k_gen)
         d_fake, _ = self.critic.apply({'params': state['critic']}, b.history, fake)
@@ -400,7 +444,8 @@ class Steps:
             total = float(a.gan_adv_weight) * adv_loss
             if a.gan_mle_weight > 0:
                 dec_in = seq2seq.decoder_inputs(b.target, self.info.bos_id)
-                s, n = seq2seq.mle_loss(params, self.model, b.history, b.target, dec_in, k_drop)
+                s, n = seq2seq.mle_loss(params, self.model, b.history, b.target, dec_in, k_drop,
+                                        chunk=self.loss_chunk)
                 total = total + a.gan_mle_weight * s / jnp.maximum(n, 1.0)
             return total, (adv_loss, logp)
 

@@ -41,12 +41,14 @@ RESUMABLE_CHANGES = ('train_steps', 'early_stop_patience', 'log_every', 'eval_ev
                      'checkpoint_every', 'keep_checkpoints',
                      'max_eval_users', 'eval_batch_size', 'decode',
                      # the way on after a divergence: the resumed run uses the new rate (logged)
-                     'learning_rate', 'warmup_steps')
+                     'learning_rate', 'warmup_steps',
+                     # the way on after running out of memory: the same loss without the logits
+                     'loss_chunk')
 
 
 # Config fields added after runs were already written; older config.json files get these values.
 FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults(),
-                      'mesh': {'num_devices': 0}, 'early_stop_patience': 0}
+                      'mesh': {'num_devices': 0}, 'early_stop_patience': 0, 'loss_chunk': 0}
 
 
 class TrainingDivergedError(FloatingPointError):

@@ -219,6 +219,7 @@ def run_config(args, model_name: str):
     c.model_kwargs.mlp_dim = args.mlp
     c.model_kwargs.dropout_rate = args.dropout
     c.compute_dtype = args.dtype
+    c.loss_chunk = int(getattr(args, 'loss_chunk', 0))
     return c
 
 
@@ -231,7 +232,8 @@ def jitted_train_step(config, info, mesh):
     tx = optim.make_optimizer(config)
     init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, info, mesh)
     step = jax.jit(
-        trainer.make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh)),
+        trainer.make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh),
+                                int(config.get('loss_chunk', 0))),
         in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
     return model, step, init_fn(rng), abstract
 
@@ -277,8 +279,12 @@ def our_cases(args, model_name: str, dev_np, info, histories_np):
 
     train = Case(f'ours/{model_name}/train', train_once, args.batch)
     beam = Case(f'ours/{model_name}/beam', beam_once, args.eval_batch)
+    try:        # XLA's temporary buffers of the compiled step (the logits, or the loss's blocks)
+        temp_mb = train_step.memory_analysis().temp_size_in_bytes / 2**20
+    except Exception:       # a backend without the analysis
+        temp_mb = None
     facts = {'num_params': n_params, 'train_flops': xla_flops(train_step),
-             'train_compile_s': compile_s, 'model': model, 'params': lambda: holder['state']['params'],
+             'train_compile_s': compile_s, 'train_temp_mb': temp_mb, 'model': model, 'params': lambda: holder['state']['params'],
              'model_config': {k: (str(v) if k == 'dtype' else v)
                               for k, v in model.cfg.__dict__.items()},
              'check': beam_once}

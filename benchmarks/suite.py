@@ -103,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--rounds', type=int, default=2)
     p.add_argument('--csv-rows', type=int, default=ML20M_CSV['rows'],
                    help='rows of the synthetic ratings.csv of the data_prep case')
+    p.add_argument('--loss-chunk', type=int, default=0,
+                   help='also time the seq2seq training step with config.loss_chunk=N (the MLE '
+                        'loss over blocks of N items, no logits array) beside the plain one, and '
+                        'report both steps\' temporary memory; 0: not')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     if a.quick:
@@ -154,7 +158,7 @@ def size_args(a, size: str, dtype: str = 'float32') -> types.SimpleNamespace:
         items=s['items'], width=s['width'], layers=a.layers, heads=a.heads, mlp=4 * s['width'],
         dropout=0.1, history=a.history, T=a.T, beam=a.beam, batch=a.batch,
         eval_batch=a.eval_batch, users=max(200, 4 * a.batch) if not a.quick else 30,
-        seed=a.seed, dtype=dtype)
+        seed=a.seed, dtype=dtype, loss_chunk=0)
 
 
 def interleave(cases: list[Case], a, group: str) -> None:
@@ -244,7 +248,8 @@ def train_group(a, dev, budget: Budget) -> dict:
             rng = np.random.default_rng(a.seed)
             dev_np, info, histories, peer_train = bench_seq2seq.synthetic_data(sargs, rng)
             cases, facts = {}, {}
-            for name in a.models:
+            chunked = [n for n in a.models if n != 'gpt'] if a.loss_chunk > 0 else []
+            for name in list(a.models) + [f'{n}/chunk{a.loss_chunk}' for n in chunked]:
                 if not budget.allows(f'train {key} {name}'):
                     continue
                 log(f'train {key}: building ours/{name}')
@@ -252,9 +257,14 @@ def train_group(a, dev, budget: Budget) -> dict:
                     c, f = gpt_train_case(sargs, dtype, gpt_dataset(sargs))
                     f.pop('method'), f.pop('params')
                 else:
-                    c, _, f = bench_seq2seq.our_cases(sargs, name, dev_np, info, histories)
-                    f = dict(num_params=f['num_params'], flops=f['train_flops'],
-                             compile_s=f['train_compile_s'])
+                    model, _, chunk = name.partition('/chunk')
+                    s = types.SimpleNamespace(**{**vars(sargs), 'loss_chunk': int(chunk or 0)})
+                    c, _, f = bench_seq2seq.our_cases(s, model, dev_np, info, histories)
+                    # XLA's cost analysis counts a while loop's body once, not once per
+                    # iteration: the chunked loss's scan would be undercounted, so no FLOPs there
+                    f = dict(num_params=f['num_params'], flops=None if chunk else f['train_flops'],
+                             compile_s=f['train_compile_s'], temp_mb=f.get('train_temp_mb'),
+                             loss_chunk=int(chunk or 0))
                 c.warm(a.warmup)
                 cases[name], facts[name] = c, f
             peer, peer_info = (None, {'skipped': 'budget'})

@@ -12,8 +12,10 @@ the dataset has says how many it has, e.g. "0.3010 ± 0.0040 (2 seeds)".
 Writes, each through a temporary file and os.replace:
   OUT/ablation_<dataset>.md  sampled and full protocol tables (Prec@K, NDCG@K, BLEU@K as mean ±
                              sample std over seeds), the schedule the runs used (their
-                             config.json), the NDCG@K change of each row vs base, and the paired
-                             per-seed NDCG@K difference vs base (mean ± std, seeds up);
+                             config.json), the NDCG@K change of each row vs base, the paired
+                             per-seed NDCG@K difference vs base (mean ± std, seeds up), and, for
+                             the adversarial rows, what the critic learned and what the generator
+                             did with it (critic_report);
   OUT/ablation.json          the aggregate: dataset -> protocol -> model -> row -> metric ->
                              {mean, std, n, values, seeds} (std is null for a single seed; the
                              metric 'users' is the number of evaluated users);
@@ -194,7 +196,8 @@ def _model_label(model: str) -> str:
     return MODEL_LABELS.get(model, model)
 
 
-def render_dataset(dataset: str, dagg: dict, split: str = 'test', schedule: dict | None = None) -> str:
+def render_dataset(dataset: str, dagg: dict, split: str = 'test', schedule: dict | None = None,
+                   critic: dict | None = None) -> str:
     """The Markdown page of one dataset (deterministic: same aggregate, same bytes)."""
     K = dataset_k(dagg)
     seeds = dataset_seeds(dagg)
@@ -224,6 +227,7 @@ def render_dataset(dataset: str, dagg: dict, split: str = 'test', schedule: dict
                   '+both from that seed\'s +Oracle run): mean ± sample std over seeds, then how many '
                   'seeds went up.', '']
         lines += _vs_base_table(dagg, K, models, format_paired)
+    lines += render_critic_report(critic or {})
     return '\n'.join(lines) + '\n'
 
 
@@ -270,16 +274,117 @@ def collect_schedules(root: str) -> dict:
             if not cfg:
                 continue
             a, mk = cfg.get('aos4rec', {}), cfg.get('model_kwargs', {})
+            held = float(a.get('critic_holdout', 0.0) or 0.0)
+            patience = int(cfg.get('early_stop_patience', 0) or 0)
             if row in ('base', 'oracle'):
                 width = mk.get('embed_dim') if model != 'gru' else mk.get('hidden_dim')
-                text = (f"{cfg.get('train_steps')} seq2seq steps (batch {cfg.get('batch_size')}, "
-                        f"width {width}, {mk.get('num_layers')} layer(s))")
+                text = (f"{'at most ' if patience else ''}{cfg.get('train_steps')} seq2seq steps "
+                        f"(batch {cfg.get('batch_size')}, width {width}, {mk.get('num_layers')} layer(s)"
+                        + (f', early stop after {patience} validations without a gain' if patience else '')
+                        + (f', the users held out for the critic ({held:g}) left out' if held else '')
+                        + ')')
             else:
-                text = (f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
+                extra = ''
+                if 'd_learning_rate' in a:
+                    extra += f", critic lr {a['d_learning_rate']:g}, gp {a.get('gp_weight'):g}"
+                if a.get('critic_init', 'random') != 'random':
+                    extra += f", critic from the {a['critic_init']}"
+                if held:
+                    extra += f', critic and SSRGAN on held-out users ({held:g})'
+                if patience:
+                    extra += f', early stop after {patience} validations without a gain'
+                text = (f"{'at most ' if a.get('critic_patience') else ''}"
+                        f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
+                        f"{'at most ' if patience else ''}"
                         f"{a.get('gan_steps')} SSRGAN rounds (g-steps {a.get('g_steps')}, "
-                        f"d-steps {a.get('d_steps')}, lipschitz {a.get('lipschitz')})")
+                        f"d-steps {a.get('d_steps')}, lipschitz {a.get('lipschitz')}{extra})")
             out.setdefault(dataset, {}).setdefault(model, set()).add(text)
     return out
+
+
+def _jsonl(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def critic_report(root: str) -> dict:
+    """dataset -> model -> row ('adver', 'both') -> [per-seed dict]: what the critic learned and
+    what the generator did with it, read from each adversarial run's metrics/ (critic_pretraining
+    .json, train.jsonl, summary.json) and config.json. Runs without critic_pretraining.json are
+    left out. Keys: seed, critic_steps, stopped_by_rule, critic_auc (held-out val_auc at the end of
+    critic pretraining), auc_nll (the generator's own-NLL judge then, None in older runs), rounds
+    (SSRGAN rounds run), gan_auc and gan_wasserstein (the last SSRGAN measurement), nll_first and
+    nll_last (the generated lists' NLL at the first and last SSRGAN log line), kept_step,
+    kept_in_gan (the kept parameters come from an SSRGAN round), distinct (share of users with a
+    list of their own over all items, test)."""
+    out: dict = {}
+    for dataset, model, seed, sdir in _seed_dirs(root):
+        for row in ('adver', 'both'):
+            rdir = os.path.join(sdir, row)
+            cp = _load(os.path.join(rdir, 'metrics', 'critic_pretraining.json'))
+            cfg = _load(os.path.join(rdir, 'config.json'))
+            if not cp or not cfg:
+                continue
+            a = cfg.get('aos4rec', {})
+            P, C = int(cfg.get('train_steps', 0)), int(a.get('critic_pretrain_steps', 0))
+            lines = _jsonl(os.path.join(rdir, 'metrics', 'train.jsonl'))
+            crit = [r for r in lines if r.get('phase') == 'critic' and 'val_auc' in r]
+            gan = [r for r in lines if r.get('phase') == 'gan']
+            gan_sep = [r for r in gan if 'val_auc' in r]
+            gan_nll = [r for r in gan if 'sample_nll' in r]
+            summ = _load(os.path.join(rdir, 'metrics', 'summary.json')) or {}
+            dist = summ.get('distinct_full') or {}
+            kept = summ.get('kept_step')
+            out.setdefault(dataset, {}).setdefault(model, {}).setdefault(row, []).append(dict(
+                seed=seed, critic_steps=cp.get('steps_run'), stopped_by_rule=cp.get('stopped_by_rule'),
+                critic_auc=cp.get('val_auc'),
+                auc_nll=(crit[-1].get('val_auc_nll') if crit else None),
+                rounds=(max(r['step'] for r in gan) - P - C) if gan else 0,
+                gan_auc=gan_sep[-1]['val_auc'] if gan_sep else None,
+                gan_wasserstein=gan_sep[-1].get('val_wasserstein') if gan_sep else None,
+                nll_first=gan_nll[0]['sample_nll'] if gan_nll else None,
+                nll_last=gan_nll[-1]['sample_nll'] if gan_nll else None,
+                kept_step=kept, kept_in_gan=(kept is not None and kept > P + C),
+                distinct=(dist['distinct'] / dist['users']) if dist.get('users') else None))
+    return out
+
+
+def render_critic_report(rep: dict) -> list[str]:
+    """Markdown lines of one dataset's critic report (critic_report), [] when there is none."""
+    if not rep:
+        return []
+    f = lambda v, d=4: 'n/a' if v is None else f'{v:.{d}f}'
+    lines = ['', '## What the critic learned and what the generator did with it', '',
+             'Per seed. Critic AUC: the held-out validation users\' AUC of D(x, y*) vs D(x, y^) at '
+             'the end of critic pretraining (0.5: no separation; the bar is 0.7). NLL judge: the AUC '
+             'of the generator\'s own per-item NLL on the same lists then (docs/aos4rec.md). SSRGAN: '
+             'rounds run, and the last measurement\'s AUC and Wasserstein estimate. Sample NLL: the '
+             'generated lists\' per-item NLL under the generator at the first and last SSRGAN log '
+             'line. Kept: the step of the kept parameters (an SSRGAN round or the starting '
+             'generator). Distinct: share of test users with a list of their own (full protocol).', '',
+             '| model | row | seed | critic steps | critic AUC | NLL judge | SSRGAN rounds | '
+             'last AUC | last Wasserstein | sample NLL first -> last | kept | distinct |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for model in sorted(rep, key=_model_key):
+        for row in ('adver', 'both'):
+            for r in rep[model].get(row, []):
+                steps = f"{r['critic_steps']}" + (' (rule)' if r['stopped_by_rule'] else '')
+                kept = 'n/a' if r['kept_step'] is None else (
+                    f"{r['kept_step']} ({'SSRGAN' if r['kept_in_gan'] else 'start'})")
+                lines.append(f"| {_model_label(model)} | {ROW_LABELS[row]} | {r['seed']} | {steps} | "
+                             f"{f(r['critic_auc'])} | {f(r['auc_nll'])} | {r['rounds']} | "
+                             f"{f(r['gan_auc'])} | {f(r['gan_wasserstein'])} | "
+                             f"{f(r['nll_first'], 3)} -> {f(r['nll_last'], 3)} | {kept} | "
+                             f"{f(r['distinct'], 3)} |")
+    return lines
 
 
 def schedule_line(sched: dict | None) -> str:
@@ -299,12 +404,14 @@ def _write_text(path: str, text: str) -> None:
     os.replace(path + '.tmp', path)
 
 
-def write_tables(agg: dict, out_dir: str, split: str = 'test', schedules: dict | None = None) -> list[str]:
+def write_tables(agg: dict, out_dir: str, split: str = 'test', schedules: dict | None = None,
+                 critic: dict | None = None) -> list[str]:
     """Writes OUT/ablation_<dataset>.md for every dataset of agg; returns the paths."""
     paths = []
     for dataset in sorted(agg):
         path = os.path.join(out_dir, f'ablation_{dataset}.md')
-        _write_text(path, render_dataset(dataset, agg[dataset], split, (schedules or {}).get(dataset)))
+        _write_text(path, render_dataset(dataset, agg[dataset], split, (schedules or {}).get(dataset),
+                                         (critic or {}).get(dataset)))
         paths.append(path)
     return paths
 
@@ -366,7 +473,7 @@ def main(argv=None) -> int:
         print(f'error: no ablation run found under {a.root!r} (expected '
               f'{a.root}/<dataset>/<model>/seed<S>/<row>/metrics/{a.split}.json)', file=sys.stderr)
         return 2
-    paths = (write_tables(agg, a.out, a.split, collect_schedules(a.root))
+    paths = (write_tables(agg, a.out, a.split, collect_schedules(a.root), critic_report(a.root))
              + [write_json(agg, a.out), write_plot(agg, a.out)])
     for path in paths:
         print(path)

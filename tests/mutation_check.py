@@ -116,7 +116,7 @@ MUTATIONS: list[Mutation] = [
     # ---- met while writing the guards (issue 17) -----------------------------------------------
     Mutation('M8', 'oracular learning: p stays at its epoch-0 value (no decay)',
              'aos4rec_jax/ssrgan.py',
-             "epoch = state['step'].astype(jnp.float32) * self.batch_size / self.info.num_windows",
+             "epoch = state['step'].astype(jnp.float32) * self.batch_size / self.seq2seq_windows",
              "epoch = 0.0 * state['step'].astype(jnp.float32)",
              ('tests/test_ssrgan.py::test_gru_tiny_run_goes_through_every_phase',)),
     Mutation('M9', 'sampling divides the logits by T squared',
@@ -322,6 +322,24 @@ MUTATIONS: list[Mutation] = [
              '        elif P == 0 and self.opts.init_from:',
              '        elif False:',
              ('tests/test_crr.py::test_stage_2_starts_from_another_runs_kept_policy_and_another_network_is_refused',)),
+    Mutation('M48', 'AOS4Rec critic_holdout: the critic updates draw every user\'s windows',
+             'aos4rec_jax/ssrgan.py',
+             "        k_drop = jax.random.fold_in(key, 4)            # the critic's dropout (critic_dropout > 0)\n"
+             "        b, banned = self.batch(self.part(data, 'critic'), k_batch)",
+             "        k_drop = jax.random.fold_in(key, 4)            # the critic's dropout (critic_dropout > 0)\n"
+             "        b, banned = self.batch(data, k_batch)",
+             ('tests/test_critic_holdout.py::test_each_phase_draws_from_its_own_users',)),
+    Mutation('M49', 'AOS4Rec critic_holdout: the seq2seq phase also trains on the held-out users',
+             'aos4rec_jax/ssrgan.py',
+             "        data = self.part(data, 'seq2seq')",
+             "        data = data",
+             ('tests/test_critic_holdout.py::test_each_phase_draws_from_its_own_users',
+              'tests/test_critic_holdout.py::test_mle_step_draws_from_the_seq2seq_users')),
+    Mutation('M50', 'AOS4Rec critic_init=generator: the critic keeps its own parameters',
+             'aos4rec_jax/critic.py',
+             '            out[path] = jnp.asarray(g, leaf.dtype)',
+             '            out[path] = leaf',
+             ('tests/test_critic_init.py::test_from_generator_copies_the_backbone_and_keeps_the_head',)),
 ]
 
 

@@ -155,3 +155,34 @@ def test_paired_differences_and_schedule_line(fake_root, tmp_path):
     md = open(paths[0]).read()
     assert ("Schedule (read from the runs' config.json): Transformer: 600 seq2seq steps (batch 128, width 64, "
             "1 layer(s)), 40 critic pretraining steps + 30 SSRGAN rounds (g-steps 1, d-steps 5, lipschitz gp).") in md
+
+
+def test_critic_report_and_the_schedule_of_a_paper_regime_run(fake_root, tmp_path):
+    """The adversarial rows' report (what the critic reached, the SSRGAN rounds run, the sampled
+    lists' NLL, the kept step, distinct lists) read from the runs' files, and the schedule naming
+    early stopping, the critic's settings and the held-out users."""
+    run = fake_root / 'ml-1m-subset' / 'transformer' / 'seed1' / 'adver'
+    a = {'critic_pretrain_steps': 100, 'gan_steps': 50, 'g_steps': 1, 'd_steps': 5, 'lipschitz': 'gp',
+         'critic_patience': 4, 'd_learning_rate': 3e-4, 'gp_weight': 1.0, 'critic_holdout': 0.2,
+         'critic_init': 'random'}
+    (run / 'config.json').write_text(json.dumps({'train_steps': 0, 'early_stop_patience': 3, 'aos4rec': a}))
+    m = run / 'metrics'
+    (m / 'critic_pretraining.json').write_text(json.dumps({'val_auc': 0.6512, 'steps_run': 75,
+                                                            'stopped_by_rule': True}))
+    lines = [{'step': 50, 'phase': 'critic', 'val_auc': 0.6, 'val_auc_nll': 0.7},
+             {'step': 75, 'phase': 'critic', 'val_auc': 0.65, 'val_auc_nll': 0.7123},
+             {'step': 110, 'phase': 'gan', 'sample_nll': 3.5},
+             {'step': 125, 'phase': 'gan', 'sample_nll': 3.25, 'val_auc': 0.61, 'val_wasserstein': 0.05}]
+    (m / 'train.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+    (m / 'summary.json').write_text(json.dumps({'kept_step': 120,
+                                                'distinct_full': {'distinct': 150, 'users': 200}}))
+    rep = collect_ablation.critic_report(str(fake_root))
+    assert list(rep) == ['ml-1m-subset'] and list(rep['ml-1m-subset']['transformer']) == ['adver']
+    text = collect_ablation.render_dataset('ml-1m-subset', collect_ablation.collect(str(fake_root))['ml-1m-subset'],
+                                           critic=rep['ml-1m-subset'])
+    assert ('| Transformer | +Adver. | 1 | 75 (rule) | 0.6512 | 0.7123 | 25 | 0.6100 | 0.0500 | '
+            '3.500 -> 3.250 | 120 (SSRGAN) | 0.750 |') in text
+    sched = collect_ablation.collect_schedules(str(fake_root))['ml-1m-subset']['transformer']
+    assert sched == {'at most 100 critic pretraining steps + at most 50 SSRGAN rounds (g-steps 1, '
+                     'd-steps 5, lipschitz gp, critic lr 0.0003, gp 1, critic and SSRGAN on held-out '
+                     'users (0.2), early stop after 3 validations without a gain)'}

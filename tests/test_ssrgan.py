@@ -273,6 +273,14 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
     c3.aos4rec.init_from = str(tmp_path)
     with pytest.raises(trainer.RunError, match='differs from this run in model'):
         trainer.train_and_evaluate(c3, str(tmp_path / 'wrong'))
+    # a critic on held-out users needs a source that left the same users out
+    c4 = tiny_config('gru', 'tiny,adver')
+    c4.train_steps = 0
+    c4.aos4rec.init_from = str(tmp_path)
+    c4.aos4rec.critic_holdout = 0.2
+    with pytest.raises(trainer.RunError, match=r'differs from this run in aos4rec\.critic_holdout '
+                                               r'\(0 there, 0\.2 here\)'):
+        trainer.train_and_evaluate(c4, str(tmp_path / 'wrong_holdout'))
 
 
 # Killed and resumed in every AOS4Rec phase: tests/test_guard_resume.py.
@@ -524,6 +532,21 @@ def test_critic_separation_is_measured_on_held_out_users_at_validation_steps():
     want = aos4rec_lib.critic_separation(d_real, d_fake, es.target > 0)
     for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std'):
         assert float(m[f'val_{k}']) == pytest.approx(float(want[k]), rel=1e-5, abs=1e-6), k
+    # the reference judge: the generator's per-item NLL of each list, computed here from logits
+    # (both lists' mean over the positions the real one fills, as the critic's scores)
+    ok = np.asarray(es.target) > 0
+
+    def nll(seq):
+        seq = jnp.asarray(seq)
+        logits = model.apply({'params': st['params']}, jnp.asarray(es.history),
+                             seq2seq.decoder_inputs(seq, info.bos_id))
+        lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1))
+        per = -np.take_along_axis(lp, np.asarray(seq)[..., None], axis=-1)[..., 0]
+        return (per * ok).sum(1) / np.maximum(ok.sum(1), 1), ok.any(1)
+    (s_real, r_ok), (s_fake, _) = nll(es.target), nll(fake)
+    pairs = [(a, b) for a, ua in zip(s_real, r_ok) for b, ub in zip(s_fake, r_ok) if ua and ub]
+    auc_nll = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs])
+    assert float(m['val_auc_nll']) == pytest.approx(auc_nll, abs=1e-6)
     assert 0.0 <= float(m['val_auc']) <= 1.0
     method = AOS4Rec(c, ds)
     out = method.summarize('critic', {'critic_loss': 2.0, 'val_auc': 1.4, 'val_wasserstein': 0.6,

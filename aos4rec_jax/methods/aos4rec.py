@@ -15,7 +15,7 @@ model selection again. The K-lists come from the configured decoder (config.deco
 The critic is measured on held-out validation users (aos4rec.critic_eval_users of the seeded
 validation subset) at every validation step of the critic and SSRGAN phases (ssrgan.py, "Measuring
 the critic"): train.jsonl's line of that step gets val_wasserstein, val_auc, val_adv_mean and
-val_adv_std (`summarize`).
+val_adv_std and val_auc_nll (`summarize`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import jax
 from aos4rec_jax import aos4rec as aos4rec_lib
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import critic as critic_lib
+from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
@@ -94,9 +95,26 @@ class AOS4Rec(Method):
             critic_eval = self.ds.eval_set('valid', n_val) if self.adversarial and n_val else None
             self._steps = ssrgan.Steps(self.config, self.model, self.critic, self.info,
                                        self.config.batch_size, shard_lib.batch_sharding(mesh),
-                                       max_history=max_history, critic_eval=critic_eval)
+                                       max_history=max_history, critic_eval=critic_eval,
+                                       window_cums=self.window_cums())
             self._mesh = mesh
         return self._steps
+
+    def window_cums(self):
+        """None, or (aos4rec.critic_holdout > 0) the windows of the seq2seq phase (users not held
+        out) and of the critic and SSRGAN phases (the held-out users): data.holdout_users."""
+        f = float(self.a.get('critic_holdout', 0.0))
+        if f <= 0:
+            return None
+        held = data_lib.holdout_users(self.info.num_users, f)
+        cum = self.ds.window_cum
+        out = {'seq2seq': data_lib.windows_of_users(cum, ~held),
+               'critic': data_lib.windows_of_users(cum, held)}
+        for part, what in (('seq2seq', 'the seq2seq phase'), ('critic', 'the critic and SSRGAN phases')):
+            if out[part][-1] == 0:
+                raise RunError(f'config.aos4rec.critic_holdout={f:g}: {what} would get no training '
+                               f'window ({int(held.sum())} of {self.info.num_users} users held out)')
+        return out
 
     def init_state(self, rng):
         # the optimizers do not depend on the mesh: build them here for load_run (no mesh)
@@ -108,7 +126,7 @@ class AOS4Rec(Method):
         st = self.steps(mesh)
         P, C, G = ssrgan.schedule(self.config)
         out = [Phase('seq2seq', P, st.seq2seq_step, examples_per_step=self.config.batch_size,
-                     epoch_examples=self.info.num_windows)]
+                     epoch_examples=st.seq2seq_windows)]
         if self.adversarial:
             out += [Phase('critic', C, st.critic_step, validate=False, enter=self._enter_ssrgan,
                           entered_key='ssrgan_from'),
@@ -133,9 +151,20 @@ class AOS4Rec(Method):
             src = 'this run, step %d%s' % (P, ' (untrained: no train_steps, no init_from)' if P == 0 else '')
         g_tx = self._steps.g_tx
         opt_state = jax.jit(g_tx.init, out_shardings=ctx.shardings['opt_state'])(params)
+        critic_src = 'random'
+        if str(self.a.critic_init) == 'generator':
+            # the critic starts as a copy of this generator (a scalar head of its own) and with a
+            # fresh optimizer state: critic.from_generator
+            sh = ctx.shardings
+            critic = jax.jit(critic_lib.from_generator, out_shardings=sh['critic'])(
+                state['critic'], params)
+            c_opt = jax.jit(self._steps.d_tx.init, out_shardings=sh['critic_opt_state'])(critic)
+            state = dict(state, critic=critic, critic_opt_state=c_opt)
+            critic_src = 'copied from the generator'
+
         meta = {'best_score': -math.inf, 'best_step': -1, 'ssrgan_from': src,
                 'seq2seq_best': {k: meta.get(k) for k in ('best_score', 'best_step')}}
-        ctx.log(f'SSRGAN phase: generator copied from {src}; critic pretraining for '
+        ctx.log(f'SSRGAN phase: generator copied from {src}; critic {critic_src}; critic pretraining for '
                 + (f'at most {C} steps (stopping rule)' if self.stopping else f'{C} steps'))
         return dict(state, params=params, opt_state=opt_state), meta
 
@@ -204,7 +233,7 @@ class AOS4Rec(Method):
 
     def describe(self):
         a = self.a
-        if not (a.oracle or self.adversarial):
+        if not (a.oracle or self.adversarial or float(a.critic_holdout) > 0):
             return None
         P, C, G = ssrgan.schedule(self.config)
         n_crit = 0
@@ -216,10 +245,20 @@ class AOS4Rec(Method):
                 + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
                    f'{a.d_steps}, c={a.num_next}, critic {n_crit:,} parameters, lipschitz={a.lipschitz})'
                    if self.adversarial else '')
+                + self._holdout_line()
                 + (f'; critic pretraining stops when val_auc has not improved by '
                    f'{float(a.critic_min_delta):g} in {int(a.critic_patience)} measurements '
                    f'(every {int(a.critic_eval_every) or int(self.config.eval_every)} steps; '
                    f'{C} the cap)' if self.stopping else ''))
+
+    def _holdout_line(self) -> str:
+        cums = self.window_cums()
+        if cums is None:
+            return ''
+        held = int(data_lib.holdout_users(self.info.num_users, float(self.a.critic_holdout)).sum())
+        return (f'; critic_holdout {float(self.a.critic_holdout):g}: seq2seq on '
+                f'{int(cums["seq2seq"][-1]):,} windows of {self.info.num_users - held:,} users, '
+                f'critic and SSRGAN on {int(cums["critic"][-1]):,} windows of the other {held:,}')
 
     def summarize(self, phase, summed, n):
         """The default, except the critic's separation on held-out users (ssrgan.Steps, measured
@@ -249,7 +288,7 @@ class AOS4Rec(Method):
         if phase == 'seq2seq':
             return f'loss {m["loss"]:.4f} gnorm {m["grad_norm"]:.3f}' + (f' p {m["p"]:.3f}' if 'p' in m else '')
         keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll',
-                'val_wasserstein', 'val_auc', 'val_auc_best', 'val_adv_mean', 'val_adv_std',
+                'val_wasserstein', 'val_auc', 'val_auc_best', 'val_auc_nll', 'val_adv_mean', 'val_adv_std',
                 'critic_updates', 'critic_stopped_at')
         return ' '.join(f'{k} {m[k]:.4f}' for k in keys if k in m)
 

@@ -79,6 +79,11 @@ def check(field: str, src: str, config, ds, network: str, network_field: str) ->
         diff.append(f'{network_field} ({theirs!r} there, {network!r} here)')
     for k in NETWORK_FIELDS:
         diff += _differences(k, other.get(k), mine.get(k))
+    # the users the seq2seq phase left out (aos4rec.critic_holdout) must be the same, else the
+    # critic would train on windows the source generator was fit on
+    held = [float((c.get('aos4rec') or {}).get('critic_holdout', 0.0)) for c in (other, mine)]
+    if held[0] != held[1]:
+        diff.append(f'aos4rec.critic_holdout ({held[0]:g} there, {held[1]:g} here)')
     other_dir = other_ds.get('data_dir') or ''
     if not mine['data_dir'] and not other.get('data_dir'):       # both synthetic: same oracle data?
         strip = lambda s: {k: v for k, v in (s or {}).items() if k != 'cache_dir'}

@@ -166,7 +166,8 @@ class SeqGANSteps:
         self.g_tx = optim.make_optimizer(config, float(self.o.g_learning_rate))
         self.d_tx = optax.adam(float(self.o.d_learning_rate))
         self.delay = float(self.o.rollout_delay)
-        self.mle_step = ssrgan.make_mle_step(model, self.mle_tx, info, batch_size, bsharding)
+        self.mle_step = ssrgan.make_mle_step(model, self.mle_tx, info, batch_size, bsharding,
+                                             int(config.get('loss_chunk', 0)))
 
     # -- shared pieces -----------------------------------------------------------------------
     def batch(self, data, key):
@@ -258,7 +259,8 @@ class SeqGANSteps:
             total = pg
             if float(o.mle_weight) > 0:
                 s, n = seq2seq.mle_loss(params, self.model, b.history, b.target,
-                                        seq2seq.decoder_inputs(b.target, self.info.bos_id), k_drop)
+                                        seq2seq.decoder_inputs(b.target, self.info.bos_id), k_drop,
+                                        chunk=int(self.config.get('loss_chunk', 0)))
                 total = total + float(o.mle_weight) * s / jnp.maximum(n, 1.0)
             return total, (pg, logp)
 

@@ -113,8 +113,13 @@ class GRURec(layers.ItemTable, nn.Module):
     # -- model contract ---------------------------------------------------------------------------
     def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
         """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
+        return self._logits(self.decoder_hidden(history, dec_inputs, train))
+
+    def decoder_hidden(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
+        """Teacher forcing up to the output layer: [B, T, H], whose product with the output table
+        (seq2seq.output_table) gives the logits (the chunked loss, config.loss_chunk)."""
         hs, keys, values, mask = self.decoder_states(history, self._embed_items(dec_inputs), train)
-        return self._attend_and_output(hs, keys, values, mask, train)
+        return self.attend(hs, keys, values, mask, train)
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
         """Encodes the history once. Returns {'user': decoding.PerUser({'values' [B, L, 2H],

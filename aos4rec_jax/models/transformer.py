@@ -204,7 +204,12 @@ class TransformerRec(layers.ItemTable, nn.Module):
     # -- model contract ---------------------------------------------------------------------------
     def __call__(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
         """Teacher forcing: history [B, L], dec_inputs [B, T] -> float32 logits [B, T, N + 1]."""
-        return self._logits(self.features(history, self.embed_items(dec_inputs), train=train))
+        return self._logits(self.decoder_hidden(history, dec_inputs, train))
+
+    def decoder_hidden(self, history: Array, dec_inputs: Array, train: bool = False) -> Array:
+        """Teacher forcing up to the output layer: [B, T, D], whose product with the output table
+        (seq2seq.output_table) gives the logits (the chunked loss, config.loss_chunk)."""
+        return self.features(history, self.embed_items(dec_inputs), train=train)
 
     def embed_items(self, ids: Array) -> Array:
         """Item ids -> their rows of the item table (the decoder's input embeddings)."""

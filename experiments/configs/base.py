@@ -34,6 +34,9 @@ def get_config():
     c.warmup_steps = 100                # linear warm-up steps, then constant
     c.grad_clip = 1.0                   # global-norm clipping (0 = off)
     c.weight_decay = 0.0                # decoupled weight decay (AdamW) when > 0
+    c.loss_chunk = 0                    # seq2seq MLE loss over blocks of N items without the
+                                        # [batch, T, items] logits (aos4rec_jax/chunked_softmax.py);
+                                        # 0 = through the logits
     c.log_every = 50                    # console + metrics.jsonl every N steps
     c.eval_every = 500                  # validation every N steps (0 = only at the end)
     c.checkpoint_every = 500            # save the train state every N steps (0 = only at the end)
