@@ -479,3 +479,32 @@ def test_table3_really_runs_poprec_and_then_skips_it(tmp_path, capsys):
     assert table3.main(argv) == 0
     assert 'main.py' not in capsys.readouterr().out
     assert len((work / 'commands.log').read_text().splitlines()) == 2 and (out / 'table3.md').read_text() == md
+
+
+def test_memorization_reports_each_part_and_refuses_a_run_without_a_generator(tmp_path, capsys):
+    """experiments/memorization.py on a tiny Transformer run with critic_holdout 0.2: the
+    seq2seq users' windows, the held-out users' windows and the validation users, each with the
+    judge's AUC in [0, 1] and positive NLLs; the JSON file equals what it printed. A folder that is
+    not a run is one line and exit 2."""
+    from aos4rec_jax import trainer
+    from experiments import memorization
+    from experiments.configs import aos4rec as aos_cfg
+    c = aos_cfg.get_config('tiny,base')
+    c.train_steps, c.eval_every, c.checkpoint_every = 10, 10, 10
+    c.aos4rec.critic_holdout = 0.2
+    c.aos4rec.critic_eval_users = 16
+    run = tmp_path / 'run'
+    trainer.train_and_evaluate(c, str(run))
+    capsys.readouterr()
+    out = tmp_path / 'memo.json'
+    assert memorization.main(['--workdir', str(run), '--batches', '1', '--out', str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text()) and printed['critic_holdout'] == 0.2
+    assert printed['valid_users'] == 16
+    for part in ('seq2seq', 'critic', 'valid'):
+        r = printed[part]
+        assert 0.0 <= r['auc_nll'] <= 1.0 and r['nll_real'] > 0 and r['nll_fake'] > 0, part
+        assert 0.0 <= r['same_position'] <= 1.0 and 0.0 <= r['overlap'] <= 1.0
+    assert memorization.main(['--workdir', str(tmp_path / 'nothing')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('memorization: error:')
