@@ -208,8 +208,10 @@ class AOS4Rec(Method):
                f'{rec["steps_run"]} of at most {C} updates (best val_auc {rec["best_val_auc"]:.4f} '
                f'at step {rec["best_step"]})' if rec['stopped_by_rule'] else f'{C} updates')
         if auc is None:
-            ctx.log(f'critic pretraining: {how}; its separation is not measured '
-                    '(aos4rec.critic_eval_users 0): the bar is not checked')
+            why = ('aos4rec.critic_eval_users 0' if int(self.a.critic_eval_users) == 0
+                   else 'no critic pretraining step measured it')
+            ctx.log(f'critic pretraining: {how}; its separation is not measured ({why}): the bar '
+                    'is not checked')
         else:
             ctx.log(f'critic pretraining: {how}; val_auc {auc:.4f} on held-out validation users'
                     + ('' if passed is None else f' (bar {bar:g}: {"passed" if passed else "NOT reached"})'))
