@@ -86,7 +86,10 @@ def test_chunks_need_less_memory_than_the_logits():
     t = jnp.zeros((n,), jnp.int32)
 
     def temp_bytes(f):
-        return jax.jit(jax.grad(f, argnums=(0, 1))).lower(h, w).compile().memory_analysis().temp_size_in_bytes
+        m = jax.jit(jax.grad(f, argnums=(0, 1))).lower(h, w).compile().memory_analysis()
+        if m is None or not hasattr(m, 'temp_size_in_bytes'):
+            pytest.skip("this jax's backend reports no memory analysis of a compiled program")
+        return m.temp_size_in_bytes
 
     dense = temp_bytes(lambda h, w: jnp.sum(_dense_nll(h, w, None, t)))
     chunked = temp_bytes(lambda h, w: jnp.sum(chunked_softmax.nll(h, w, t, 1000)))
