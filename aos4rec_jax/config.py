@@ -142,8 +142,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check(c.warmup_steps >= 0, 'warmup_steps', f'must be >= 0, got {c.warmup_steps}')
     _check(c.grad_clip >= 0, 'grad_clip', f'must be >= 0, got {c.grad_clip}')
     _check(c.weight_decay >= 0, 'weight_decay', f'must be >= 0, got {c.weight_decay}')
-    _check(int(c.get('loss_chunk', 0)) >= 0, 'loss_chunk',
-           f'must be >= 0 (0 = through the logits), got {c.get("loss_chunk")}')
+    _check(int(c.loss_chunk) >= 0, 'loss_chunk',
+           f'must be >= 0 (0 = through the logits), got {c.loss_chunk}')
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)

@@ -10,6 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from aos4rec_jax import chunked_softmax
 from aos4rec_jax import decoding
 from aos4rec_jax import models
 
@@ -64,17 +65,15 @@ def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True
     """
     rngs = {'dropout': rng} if train else None
     if chunk > 0:
-        from aos4rec_jax import chunked_softmax
         h = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs,
                         method=model.decoder_hidden)
         w, bias = output_table(params, model)
         nll = chunked_softmax.nll(h.astype(model.cfg.dtype), w.astype(model.cfg.dtype), target,
                                   int(chunk), bias)
-        mask = (target > 0).astype(jnp.float32)
-        return jnp.sum(nll * mask), jnp.sum(mask)
-    logits = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    else:
+        logits = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
     mask = (target > 0).astype(jnp.float32)
     return jnp.sum(nll * mask), jnp.sum(mask)
 

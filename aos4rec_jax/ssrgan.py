@@ -180,7 +180,7 @@ class Steps:
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)
         self.temperature = float(self.a.temperature)
-        self.loss_chunk = int(config.get('loss_chunk', 0))
+        self.loss_chunk = int(config.loss_chunk)
         self.window_cums = None
         self.seq2seq_windows = int(info.num_windows)        # an epoch of the seq2seq phase
         if window_cums is not None:

@@ -233,7 +233,7 @@ def jitted_train_step(config, info, mesh):
     init_fn, abstract, shardings, rng = trainer.create_train_state(config, model, tx, info, mesh)
     step = jax.jit(
         trainer.make_train_step(model, tx, info, config.batch_size, shard_lib.batch_sharding(mesh),
-                                int(config.get('loss_chunk', 0))),
+                                int(config.loss_chunk)),
         in_shardings=(shardings, repl), out_shardings=(shardings, repl), donate_argnums=0)
     return model, step, init_fn(rng), abstract
 

@@ -70,6 +70,7 @@ class AOS4Rec(Method):
                          and int(self.a.critic_eval_users) > 0)
         self._steps = None
         self._mesh = None
+        self._windows = None            # window_cums(), computed once
 
     @classmethod
     def generator_network(cls, config: dict):
@@ -102,19 +103,24 @@ class AOS4Rec(Method):
 
     def window_cums(self):
         """None, or (aos4rec.critic_holdout > 0) the windows of the seq2seq phase (users not held
-        out) and of the critic and SSRGAN phases (the held-out users): data.holdout_users."""
-        f = float(self.a.get('critic_holdout', 0.0))
+        out) and of the critic and SSRGAN phases (the held-out users): data.holdout_users.
+        Computed once; the count of held-out users is kept beside them for `describe`."""
+        f = float(self.a.critic_holdout)
         if f <= 0:
             return None
-        held = data_lib.holdout_users(self.info.num_users, f)
-        cum = self.ds.window_cum
-        out = {'seq2seq': data_lib.windows_of_users(cum, ~held),
-               'critic': data_lib.windows_of_users(cum, held)}
-        for part, what in (('seq2seq', 'the seq2seq phase'), ('critic', 'the critic and SSRGAN phases')):
-            if out[part][-1] == 0:
-                raise RunError(f'config.aos4rec.critic_holdout={f:g}: {what} would get no training '
-                               f'window ({int(held.sum())} of {self.info.num_users} users held out)')
-        return out
+        if self._windows is None:
+            held = data_lib.holdout_users(self.info.num_users, f)
+            cum = self.ds.window_cum
+            out = {'seq2seq': data_lib.windows_of_users(cum, ~held),
+                   'critic': data_lib.windows_of_users(cum, held)}
+            for part, what in (('seq2seq', 'the seq2seq phase'),
+                               ('critic', 'the critic and SSRGAN phases')):
+                if out[part][-1] == 0:
+                    raise RunError(f'config.aos4rec.critic_holdout={f:g}: {what} would get no '
+                                   f'training window ({int(held.sum())} of {self.info.num_users} '
+                                   'users held out)')
+            self._windows = (out, int(held.sum()))
+        return self._windows[0]
 
     def init_state(self, rng):
         # the optimizers do not depend on the mesh: build them here for load_run (no mesh)
@@ -257,7 +263,7 @@ class AOS4Rec(Method):
         cums = self.window_cums()
         if cums is None:
             return ''
-        held = int(data_lib.holdout_users(self.info.num_users, float(self.a.critic_holdout)).sum())
+        held = self._windows[1]
         return (f'; critic_holdout {float(self.a.critic_holdout):g}: seq2seq on '
                 f'{int(cums["seq2seq"][-1]):,} windows of {self.info.num_users - held:,} users, '
                 f'critic and SSRGAN on {int(cums["critic"][-1]):,} windows of the other {held:,}')

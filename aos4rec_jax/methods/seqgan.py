@@ -166,8 +166,9 @@ class SeqGANSteps:
         self.g_tx = optim.make_optimizer(config, float(self.o.g_learning_rate))
         self.d_tx = optax.adam(float(self.o.d_learning_rate))
         self.delay = float(self.o.rollout_delay)
+        self.loss_chunk = int(config.loss_chunk)
         self.mle_step = ssrgan.make_mle_step(model, self.mle_tx, info, batch_size, bsharding,
-                                             int(config.get('loss_chunk', 0)))
+                                             self.loss_chunk)
 
     # -- shared pieces -----------------------------------------------------------------------
     def batch(self, data, key):
@@ -260,7 +261,7 @@ class SeqGANSteps:
             if float(o.mle_weight) > 0:
                 s, n = seq2seq.mle_loss(params, self.model, b.history, b.target,
                                         seq2seq.decoder_inputs(b.target, self.info.bos_id), k_drop,
-                                        chunk=int(self.config.get('loss_chunk', 0)))
+                                        chunk=self.loss_chunk)
                 total = total + float(o.mle_weight) * s / jnp.maximum(n, 1.0)
             return total, (pg, logp)
 
