@@ -71,6 +71,11 @@ def aos4rec_defaults() -> dict:
         'critic_width': 0,                 # the critic's width: 0 = the generator's
                                            # (model_kwargs); N: embed_dim = hidden_dim = N and
                                            # mlp_dim scaled by N / embed_dim
+        'gan_start_competes': False,       # the generator that starts the SSRGAN phase is
+                                           # validated when the first round begins and competes
+                                           # in model selection: SSRGAN rounds are kept only if
+                                           # one beats it (False: selection restarts with the
+                                           # first round, as runs before this option did)
         'gan_mle_weight': 0.0,             # MLE loss mixed into generator updates (paper: none)
         'gan_adv_weight': 1.0,             # weight of Eq. 4 in generator updates (0 with
                                            # gan_mle_weight > 0: the MLE-only control)

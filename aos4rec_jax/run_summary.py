@@ -101,7 +101,10 @@ def why_kept(workdir: str, config, k: int, which: str = 'best') -> tuple[int | N
             figs.append(f'sampled NDCG@{k} {ndcg:.4f}')
         if figs:
             why += f' ({", ".join(figs)}; {rec.get("users", "?")} validation users)'
-        if rec.get('several_phases') and rec.get('phase'):
+        if rec.get('at_entry') and rec.get('phase'):
+            why += (f', the parameters the {rec["phase"]} phase started from (none of its '
+                    'updates validated better)')
+        elif rec.get('several_phases') and rec.get('phase'):
             why += f', in the {rec["phase"]} phase'
     return step, f'{where}: {why}'
 

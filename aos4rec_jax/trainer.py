@@ -337,12 +337,14 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                f'{workdir}/checkpoints; rerun the same command to resume from it')
         raise preemption.Stopped(msg, signum)
 
-    def validate(step, state):
+    def validate(step, state, entering=None):
+        """entering: the Phase whose starting state this is (Phase.validate_on_entry)."""
         nonlocal meta
         t0 = time.time()
         summ, v_sampled, _ = evaluator(state['params'], val_set, eval_rng)
         ndcg = summ['sampled'][f'ndcg@{info.k}']
-        rec = dict(step=step, phase=sched.at(step - 1).name,
+        phase_name = sched.at(step - 1).name if entering is None else entering.name
+        rec = dict(step=step, phase=phase_name, **({'at_entry': True} if entering else {}),
                    **{f'sampled/{k}': v for k, v in summ['sampled'].items()},
                    **{f'full/{k}': v for k, v in summ['full'].items()}, users=summ['users'])
         if oracle_data:
@@ -353,7 +355,8 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                  'nll_oracle': -rec.get('nll_oracle', math.inf),
                  'last': float(step)}[config.select_by]
         improved = score > meta['best_score']
-        log(f'valid @ step {step}: sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
+        log(f'valid @ step {step}' + (f' ({entering.name} phase start)' if entering else '')
+            + f': sampled ndcg@{info.k} {ndcg:.4f} prec@{info.k} '
             f'{summ["sampled"][f"prec@{info.k}"]:.4f} full ndcg@{info.k} '
             f'{summ["full"][f"ndcg@{info.k}"]:.4f} ({summ["users"]} users, {time.time() - t0:.1f}s)'
             + (f' nll_oracle {rec["nll_oracle"]:.2f}' if oracle_data else '')
@@ -364,7 +367,8 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
         if not improved and sched.at(step - 1) is sched.phases[-1]:
             meta = dict(meta, stale=int(meta.get('stale', 0)) + 1)
         if improved:
-            meta = dict(meta, best_score=float(score), best_step=int(step), stale=0)
+            meta = dict(meta, best_score=float(score), best_step=int(step), stale=0,
+                        best_phase=phase_name + (' phase start' if entering else ' phase'))
             try:
                 ck.save_best(step, state['params'], meta)
             except ckpt_lib.NonFiniteState:
@@ -380,6 +384,8 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                                    meta=meta, step=step, log=log)
                 state, meta = ph.enter(state, ctx)
                 ran = True
+                if ph.validate_on_entry and ph.validate:
+                    validate(step, state, entering=ph)
         return state, ran
 
     patience = int(config.early_stop_patience)
@@ -436,7 +442,8 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
         kept = meta['best_step']
         log(f'training done in {_fmt_time(time.time() - t_start)}; parameters kept for evaluation: '
             f'step {kept} (best validation by {config.select_by}'
-            + (f', {sched.at(kept - 1).name} phase' if kept > 0 and len(sched.phases) > 1 else '') + ')')
+            + (', ' + meta.get('best_phase', f'{sched.at(kept - 1).name} phase')
+               if kept > 0 and len(sched.phases) > 1 else '') + ')')
         params = state['params']
         if ck.best_step() is not None and meta['best_step'] >= 0:
             params = _restore_kept(ck, abstract, meta['best_step'], params)

@@ -293,6 +293,8 @@ def collect_schedules(root: str) -> dict:
                     extra += f', critic and SSRGAN on held-out users ({held:g})'
                 if patience:
                     extra += f', early stop after {patience} validations without a gain'
+                if a.get('gan_start_competes'):
+                    extra += ', the starting generator competes in selection'
                 text = (f"{'at most ' if a.get('critic_patience') else ''}"
                         f"{a.get('critic_pretrain_steps')} critic pretraining steps + "
                         f"{'at most ' if patience else ''}"

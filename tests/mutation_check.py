@@ -340,6 +340,12 @@ MUTATIONS: list[Mutation] = [
              '            out[path] = jnp.asarray(g, leaf.dtype)',
              '            out[path] = leaf',
              ('tests/test_critic_init.py::test_from_generator_copies_the_backbone_and_keeps_the_head',)),
+    Mutation('M51', 'aos4rec.gan_start_competes: the SSRGAN phase start is not validated',
+             'aos4rec_jax/trainer.py',
+             '                if ph.validate_on_entry and ph.validate:',
+             '                if False:',
+             ('tests/test_gan_start_competes.py::'
+              'test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off',)),
 ]
 
 

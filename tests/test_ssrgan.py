@@ -246,7 +246,9 @@ def test_gru_tiny_run_goes_through_every_phase(tmp_path):
         assert np.isfinite([r['val_wasserstein'], r['val_adv_mean']]).all()
     assert not any('val_count' in r for r in train)
     valid = [json.loads(l) for l in open(tmp_path / 'metrics' / 'valid_history.jsonl')]
-    assert [v['phase'] for v in valid] == ['seq2seq', 'seq2seq', 'gan']
+    # the seq2seq validations, the generator that starts the rounds (gan_start_competes), the end
+    assert [(v['phase'], v.get('at_entry', False)) for v in valid] == [
+        ('seq2seq', False), ('seq2seq', False), ('gan', True), ('gan', False)]
     assert res['test']['users'] > 0 and (tmp_path / 'plots' / 'training.png').exists()
     assert_predictions_agree(str(tmp_path))
 

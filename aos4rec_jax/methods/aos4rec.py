@@ -137,7 +137,8 @@ class AOS4Rec(Method):
             out += [Phase('critic', C, st.critic_step, validate=False, enter=self._enter_ssrgan,
                           entered_key='ssrgan_from'),
                     Phase('gan', G, st.gan_round, enter=self._enter_gan,
-                          entered_key='critic_checked')]
+                          entered_key='critic_checked',
+                          validate_on_entry=bool(self.a.gan_start_competes))]
         return out
 
     def _enter_ssrgan(self, state, ctx):

@@ -31,6 +31,10 @@ class Phase:
     enter: ``(state, ctx: PhaseContext) -> (state, meta)`` run once when the run reaches the
       phase's first step; the returned meta holds `entered_key`, so a resumed run does not enter
       again. The trainer saves a checkpoint right after.
+    validate_on_entry: right after `enter`, the trainer validates the state the phase starts from
+      (valid_history.jsonl gets a line with this phase's name and at_entry=true), so the
+      starting parameters compete in model selection: a phase whose updates never beat its start
+      keeps the start (AOS4Rec's aos4rec.gan_start_competes).
     """
     name: str
     steps: int
@@ -40,6 +44,7 @@ class Phase:
     epoch_examples: int = 0
     enter: Optional[Callable] = None
     entered_key: str = ''
+    validate_on_entry: bool = False
 
 
 @dataclasses.dataclass
