@@ -71,6 +71,12 @@ def aos4rec_defaults() -> dict:
         'critic_width': 0,                 # the critic's width: 0 = the generator's
                                            # (model_kwargs); N: embed_dim = hidden_dim = N and
                                            # mlp_dim scaled by N / embed_dim
+        'critic_keep_best': False,         # with the stopping rule: the SSRGAN phase starts
+                                           # from the critic of the best val_auc measured in
+                                           # pretraining (kept in the state as critic_best, with
+                                           # its optimizer state), not the last one; the bar is
+                                           # checked on it (False: the last critic, as runs
+                                           # before this option did)
         'gan_start_competes': False,       # the generator that starts the SSRGAN phase is
                                            # validated when the first round begins and competes
                                            # in model selection: SSRGAN rounds are kept only if

@@ -320,7 +320,9 @@ class Steps:
         says stopped, the step is a no-op (``lax.cond``: no update, no measurement; the step
         counter still advances, so the phase keeps its fixed length, critic_pretrain_steps being
         the cap). Otherwise: one update as ``critic_step``, then, at a measurement, the plateau
-        test ``aos4rec.critic_plateau``. Metrics: the update's (zeros on an idle step),
+        test ``aos4rec.critic_plateau``; with ``critic_best`` in the state
+        (aos4rec.critic_keep_best), a measurement that improves copies the critic and its
+        optimizer state there. Metrics: the update's (zeros on an idle step),
         ``critic_active`` (1 on a step that updated), ``critic_stop_step`` (the step the rule
         stopped at, on that step only; 0 elsewhere), the separation and ``val_auc_best``."""
         a = self.a
@@ -343,6 +345,13 @@ class Steps:
         new = aos4rec.critic_plateau(watch, m['val_auc'], state['step'], int(a.critic_patience),
                                      float(a.critic_min_delta))
         new = jax.tree_util.tree_map(lambda x, y: jnp.where(measured, x, y), new, watch)
+        if 'critic_best' in state:     # aos4rec.critic_keep_best: copy the critic that improved
+            improved = measured & (new['best_step'] != watch['best_step'])
+            best = jax.lax.cond(
+                improved,
+                lambda s: dict(critic=s['critic'], critic_opt_state=s['critic_opt_state']),
+                lambda s: s['critic_best'], state)
+            state = dict(state, critic_best=best)
         stop_now = (new['stopped'] > 0) & ~stopped
         m = dict(m, critic_active=(~stopped).astype(jnp.float32),
                  critic_stop_step=jnp.where(stop_now, state['step'], 0).astype(jnp.float32),

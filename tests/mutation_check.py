@@ -346,6 +346,18 @@ MUTATIONS: list[Mutation] = [
              '                if False:',
              ('tests/test_gan_start_competes.py::'
               'test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off',)),
+    Mutation('M52', 'aos4rec.critic_keep_best: the last critic goes on into the SSRGAN phase',
+             'aos4rec_jax/methods/aos4rec.py',
+             "        if 'kept_critic_step' in rec:",
+             '        if False:',
+             ('tests/test_critic_stop.py::test_keep_best_starts_the_ssrgan_phase_from_the_best_'
+              'measured_critic_and_resumes_identical',)),
+    Mutation('M53', 'aos4rec.critic_keep_best: an improving measurement does not copy the critic',
+             'aos4rec_jax/ssrgan.py',
+             "            improved = measured & (new['best_step'] != watch['best_step'])",
+             '            improved = measured & False',
+             ('tests/test_critic_stop.py::test_keep_best_starts_the_ssrgan_phase_from_the_best_'
+              'measured_critic_and_resumes_identical',)),
 ]
 
 

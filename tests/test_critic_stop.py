@@ -123,6 +123,7 @@ def _config(workdir_data, **aos):
     c.train_steps, c.eval_every, c.checkpoint_every, c.log_every = P, 4, 4, 1
     c.aos4rec.critic_pretrain_steps, c.aos4rec.gan_steps, c.aos4rec.d_steps = C, G, 2
     c.aos4rec.critic_eval_every, c.aos4rec.critic_patience, c.aos4rec.critic_min_delta = 2, 3, 0.005
+    c.aos4rec.critic_keep_best = False     # the last critic goes on (the tests below say when not)
     for k, v in aos.items():
         c.aos4rec[k] = v
     return c
@@ -252,3 +253,45 @@ def test_rule_off_keeps_the_schedule_and_stop_below_the_bar_ends_the_run(
     trainer.train_and_evaluate(_config(tmp_path / 'data', critic_below_bar='warn'), str(wd))
     assert 'WARNING: the critic reached val_auc 0.6140' in capsys.readouterr().out
     assert (wd / 'metrics' / 'test.json').exists()
+
+
+@pytest.mark.slow
+def test_keep_best_starts_the_ssrgan_phase_from_the_best_measured_critic_and_resumes_identical(
+        tmp_path, constructed_auc, monkeypatch, capsys):
+    """aos4rec.critic_keep_best: the same constructed AUCs stop the rule at step 18, but the
+    critic that goes on is the one measured best, at step 12 (0.61), with its optimizer state:
+    Adam's count at the end is its 8 pretraining updates plus the G rounds' (14 + G * 2 without
+    the option); the bar is checked on 0.61; a run stopped at 11 (before the best is copied), 13
+    and 19 resumes to the same end, critic_best included."""
+    full = tmp_path / 'full'
+    trainer.train_and_evaluate(_config(tmp_path / 'data', critic_keep_best=True), str(full))
+    console = capsys.readouterr().out
+    state = _final_state(full)
+    best_at = 12
+    assert _updates(state['critic_opt_state']) == (best_at - P) + G * 2
+    assert _updates(state['critic_best']['critic_opt_state']) == best_at - P
+    rec = json.loads((full / 'metrics' / 'critic_pretraining.json').read_text())
+    assert rec['stopped_by_rule'] and rec['steps_run'] == STOP - P
+    assert rec['kept_critic_step'] == best_at and rec['val_auc'] == pytest.approx(0.61)
+    assert rec['last_val_auc'] == pytest.approx(0.614) and rec['passed'] is False
+    assert (f'the critic of step {best_at} (val_auc 0.6100, the best measured; the last was '
+            '0.6140) goes on into the SSRGAN phase') in console
+    assert 'WARNING: the critic reached val_auc 0.6100 < aos4rec.critic_auc_bar 0.7' in console
+
+    wd = tmp_path / 'stopped'
+    for at in (best_at - 1, best_at + 1, STOP + 1):
+        with monkeypatch.context() as m:
+            m.setattr(preemption, 'Watcher', lambda at=at: StopAt(at))
+            with pytest.raises(preemption.Stopped):
+                trainer.train_and_evaluate(_config(tmp_path / 'data', critic_keep_best=True), str(wd))
+    trainer.train_and_evaluate(_config(tmp_path / 'data', critic_keep_best=True), str(wd))
+    other = _final_state(wd)
+    for key in ('params', 'opt_state', 'critic', 'critic_opt_state', 'critic_watch', 'critic_best',
+                'rng'):
+        la, lb = jax.tree_util.tree_leaves(state[key]), jax.tree_util.tree_leaves(other[key])
+        assert len(la) == len(lb) > 0
+        for x, y in zip(la, lb):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=key)
+    assert _lines(wd) == _lines(full)
+    read = lambda p: json.loads(p.read_text())
+    assert read(full / 'metrics' / 'test.json') == read(wd / 'metrics' / 'test.json')

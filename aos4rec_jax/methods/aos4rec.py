@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 import jax
+import jax.numpy as jnp
 
 from aos4rec_jax import aos4rec as aos4rec_lib
 from aos4rec_jax import config as config_lib
@@ -38,12 +39,13 @@ from aos4rec_jax.methods import init_from as init_from_lib
 from aos4rec_jax.methods.base import Method, Phase, RunError
 
 
-def init_state_fn(model, tx, info, critic=None, critic_tx=None, watch=False):
+def init_state_fn(model, tx, info, critic=None, critic_tx=None, watch=False, keep_best=False):
     """Pure init(rng) -> {step, params, opt_state, rng[, critic, critic_opt_state][,
-    critic_watch]}; `critic_watch` (the stopping rule's record, aos4rec.critic_watch_init) only
-    with `watch`, so that a run without the rule keeps the state it always had."""
+    critic_watch][, critic_best]}; `critic_watch` (the stopping rule's record,
+    aos4rec.critic_watch_init) only with `watch`, so that a run without the rule keeps the state it
+    always had; `critic_best` ({critic, critic_opt_state}: the critic of the best measurement,
+    aos4rec.critic_keep_best) only with `watch` and `keep_best`."""
     def init(rng):
-        import jax.numpy as jnp
         p_rng, s_rng = jax.random.split(rng)
         params = seq2seq.init_params(model, info, p_rng)
         state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=s_rng)
@@ -52,6 +54,9 @@ def init_state_fn(model, tx, info, critic=None, critic_tx=None, watch=False):
             state.update(critic=cp, critic_opt_state=critic_tx.init(cp))
             if watch:
                 state['critic_watch'] = aos4rec_lib.critic_watch_init()
+                if keep_best:      # copies: a donated state must not hold one buffer twice
+                    state['critic_best'] = jax.tree_util.tree_map(
+                        jnp.copy, dict(critic=cp, critic_opt_state=state['critic_opt_state']))
         return state
     return init
 
@@ -68,6 +73,7 @@ class AOS4Rec(Method):
         # the stopping rule of critic pretraining: on with a patience and held-out users
         self.stopping = (self.adversarial and int(self.a.critic_patience) > 0
                          and int(self.a.critic_eval_users) > 0)
+        self.keep_best = self.stopping and bool(self.a.critic_keep_best)
         self._steps = None
         self._mesh = None
         self._windows = None            # window_cums(), computed once
@@ -126,7 +132,8 @@ class AOS4Rec(Method):
         # the optimizers do not depend on the mesh: build them here for load_run (no mesh)
         tx = optim.make_optimizer(self.config)
         d_tx = ssrgan.make_critic_optimizer(self.config) if self.adversarial else None
-        return init_state_fn(self.model, tx, self.info, self.critic, d_tx, self.stopping)(rng)
+        return init_state_fn(self.model, tx, self.info, self.critic, d_tx, self.stopping,
+                             self.keep_best)(rng)
 
     def phases(self, mesh):
         st = self.steps(mesh)
@@ -188,6 +195,10 @@ class AOS4Rec(Method):
             rec.update(val_auc=float(w['last_auc']), best_val_auc=float(w['best_auc']),
                        best_step=int(w['best_step']), stopped_by_rule=stopped,
                        steps_run=(int(w['stop_step']) - P) if stopped else C)
+            if 'critic_best' in state and w['best_step'] >= 0:
+                # aos4rec.critic_keep_best: the phase goes on with the best measured critic
+                rec.update(last_val_auc=rec['val_auc'], val_auc=rec['best_val_auc'],
+                           kept_critic_step=rec['best_step'])
             auc = rec['val_auc'] if w['best_step'] >= 0 else None
         elif st.val is not None:       # no rule: measured here, as at the phase's last step
             data = self.ds.device_data(shard_lib.replicated(self._mesh))
@@ -208,6 +219,16 @@ class AOS4Rec(Method):
         critic steps after it give the same critic again)."""
         P, C, _ = ssrgan.schedule(self.config)
         rec, auc = self._critic_reached(state)
+        if 'kept_critic_step' in rec:
+            sh = ctx.shardings          # copies: a donated state must not hold one buffer twice
+            critic, c_opt = jax.jit(
+                lambda b: jax.tree_util.tree_map(jnp.copy, (b['critic'], b['critic_opt_state'])),
+                out_shardings=(sh['critic'], sh['critic_opt_state']))(state['critic_best'])
+            state = dict(state, critic=critic, critic_opt_state=c_opt)
+            ctx.log(f'critic pretraining: the critic of step {rec["kept_critic_step"]} (val_auc '
+                    f'{rec["val_auc"]:.4f}, the best measured; the last was '
+                    f'{rec["last_val_auc"]:.4f}) goes on into the SSRGAN phase '
+                    '(aos4rec.critic_keep_best)')
         bar, action = float(self.a.critic_auc_bar), str(self.a.critic_below_bar)
         passed = None if (auc is None or bar <= 0) else bool(auc >= bar)
         rec.update(bar=bar, passed=passed, below_bar=action)
@@ -258,7 +279,9 @@ class AOS4Rec(Method):
                 + (f'; critic pretraining stops when val_auc has not improved by '
                    f'{float(a.critic_min_delta):g} in {int(a.critic_patience)} measurements '
                    f'(every {int(a.critic_eval_every) or int(self.config.eval_every)} steps; '
-                   f'{C} the cap)' if self.stopping else ''))
+                   f'{C} the cap)' + ('; the best measured critic goes on into the SSRGAN phase'
+                                      if self.keep_best else '')
+                   if self.stopping else ''))
 
     def _holdout_line(self) -> str:
         cums = self.window_cums()

@@ -20,7 +20,8 @@ aos4rec.num_next (c), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.l
 aos4rec.critic_eval_users (held-out users the critic's separation is measured on),
 aos4rec.critic_patience / critic_min_delta / critic_eval_every (the stopping rule of critic
 pretraining; critic_pretrain_steps is its cap), aos4rec.critic_auc_bar / critic_below_bar (warn |
-stop: the critic the SSRGAN phase asks for), aos4rec.critic_init (random | generator: the critic
+stop: the critic the SSRGAN phase asks for), aos4rec.critic_keep_best (the phase starts from
+the critic of the best measurement; True here), aos4rec.critic_init (random | generator: the critic
 starts as a copy of the generator), aos4rec.critic_width, aos4rec.gan_start_competes (the
 generator that starts the SSRGAN phase competes in model selection; True here), aos4rec.init_from
 (start the SSRGAN phase from a finished run's generator, with train_steps=0: this is how
@@ -76,6 +77,9 @@ def get_config(variant=''):
     # phase is validated first and kept if no round beats it (docs/aos4rec.md, "Model selection
     # in the SSRGAN phase"; config.py's default False is what runs before this option did)
     c.aos4rec.gan_start_competes = True
+    # the plateau rule keeps the critic of its best measurement (as early stopping keeps the best
+    # generator); config.py's default False is the last critic, what runs before it did
+    c.aos4rec.critic_keep_best = True
     # the critic's optimizer: the critic sweep's best (docs/results/critic_sweep.md); at the
     # config.py defaults (1e-4, penalty 10) the critic does not move in hundreds of steps
     c.aos4rec.d_learning_rate = 3e-4
