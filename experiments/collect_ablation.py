@@ -184,12 +184,24 @@ def format_cell(st: dict | None, n_seeds: int) -> str:
 
 
 def format_change(st: dict | None, base: dict | None) -> str:
-    """The change of st's mean vs base's mean in percent, e.g. '+1.2%'; 'n/a' when undefined."""
-    if st is None or base is None or base['mean'] == 0:
+    """The change of st's mean vs base's mean in percent, e.g. '+1.2%'; 'n/a' when undefined.
+    Both means are taken over the seeds the two have in common, so a row with fewer seeds is not
+    compared with other seeds' base runs; '(n common seeds)' says when that left some out."""
+    if st is None or base is None:
         return 'n/a'
-    pct = 100.0 * (st['mean'] / base['mean'] - 1.0)
+    b, r = dict(zip(base['seeds'], base['values'])), dict(zip(st['seeds'], st['values']))
+    common = [s for s in r if s in b]
+    if not common:
+        return 'n/a'
+    b_mean = sum(b[s] for s in common) / len(common)
+    if b_mean == 0:
+        return 'n/a'
+    pct = 100.0 * (sum(r[s] for s in common) / len(common) / b_mean - 1.0)
     text = f'{pct:+.1f}%'
-    return '+0.0%' if text == '-0.0%' else text
+    text = '+0.0%' if text == '-0.0%' else text
+    if len(common) < max(len(b), len(r)):
+        text += f" ({len(common)} common seed{'s' if len(common) != 1 else ''})"
+    return text
 
 
 def _model_label(model: str) -> str:

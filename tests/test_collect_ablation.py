@@ -92,11 +92,13 @@ def test_markdown_tables(fake_root, tmp_path):
         '| +both, beam 1 | 0.1234 ± 0.0000 | 0.3000 ± 0.0000 | 0.0100 ± 0.0000 | n/a | n/a | n/a |')
     # Full table (second occurrence): half the numbers.
     assert '| 0.1500 ± 0.0707 |' in _row(text, 'AOS4Rec-base (seq2seq, MLE)', nth=1)
-    # NDCG change table: 0.33 / 0.30 - 1 = +10.0 %, 0.27 / 0.30 - 1 = -10.0 %, GRU 0.30 / 0.25 - 1 = +20.0 %.
+    # NDCG change table: 0.33 / 0.30 - 1 = +10.0 %, 0.27 / 0.30 - 1 = -10.0 %.
     assert '| row | Transformer sampled | Transformer full | GRU sampled | GRU full |' in text
     assert _row(text, '+Oracle', nth=2) == '| +Oracle | +10.0% | +10.0% | n/a | n/a |'
     assert _row(text, '+Adver.', nth=2) == '| +Adver. | -10.0% | -10.0% | n/a | n/a |'
-    assert _row(text, '+both (AOS4Rec)', nth=2) == '| +both (AOS4Rec) | +20.0% | +20.0% | +20.0% | +20.0% |'
+    # GRU +both ran on a seed that GRU base did not: no common seed, so no change is shown
+    # (0.30 / 0.25 would compare two seeds' runs)
+    assert _row(text, '+both (AOS4Rec)', nth=2) == '| +both (AOS4Rec) | +20.0% | +20.0% | n/a | n/a |'
     # Single seed everywhere: just the mean, no seed count; K read from the keys.
     yoo = (out / 'ablation_yoochoose-100k.md').read_text()
     assert 'Transformer NDCG@6' in yoo and 'Seeds found: 3 (1). Users: 777.' in yoo
@@ -186,3 +188,15 @@ def test_critic_report_and_the_schedule_of_a_paper_regime_run(fake_root, tmp_pat
     assert sched == {'at most 100 critic pretraining steps + at most 50 SSRGAN rounds (g-steps 1, '
                      'd-steps 5, lipschitz gp, critic lr 0.0003, gp 1, critic and SSRGAN on held-out '
                      'users (0.2), early stop after 3 validations without a gain)'}
+
+
+def test_change_vs_base_compares_the_seeds_both_rows_have():
+    """A row run on fewer seeds than base is compared with those seeds' base runs only: base
+    0.30 (seed 0) and 0.40 (seed 1), +Adver. 0.30 on seed 0 alone is +0.0%, not -14.3% against
+    both bases' mean; equal seed sets give the plain ratio of means."""
+    base = collect_ablation._stats([0.30, 0.40], [0, 1])
+    one = collect_ablation._stats([0.30], [0])
+    assert collect_ablation.format_change(one, base) == '+0.0% (1 common seed)'
+    both = collect_ablation._stats([0.33, 0.44], [0, 1])
+    assert collect_ablation.format_change(both, base) == '+10.0%'
+    assert collect_ablation.format_change(collect_ablation._stats([0.5], [2]), base) == 'n/a'
