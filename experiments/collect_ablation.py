@@ -187,20 +187,17 @@ def format_change(st: dict | None, base: dict | None) -> str:
     """The change of st's mean vs base's mean in percent, e.g. '+1.2%'; 'n/a' when undefined.
     Both means are taken over the seeds the two have in common, so a row with fewer seeds is not
     compared with other seeds' base runs; '(n common seeds)' says when that left some out."""
-    if st is None or base is None:
+    pairs = _seed_pairs(st, base)
+    if not pairs:
         return 'n/a'
-    b, r = dict(zip(base['seeds'], base['values'])), dict(zip(st['seeds'], st['values']))
-    common = [s for s in r if s in b]
-    if not common:
-        return 'n/a'
-    b_mean = sum(b[s] for s in common) / len(common)
+    b_mean = sum(b for _, b in pairs) / len(pairs)
     if b_mean == 0:
         return 'n/a'
-    pct = 100.0 * (sum(r[s] for s in common) / len(common) / b_mean - 1.0)
+    pct = 100.0 * (sum(r for r, _ in pairs) / len(pairs) / b_mean - 1.0)
     text = f'{pct:+.1f}%'
     text = '+0.0%' if text == '-0.0%' else text
-    if len(common) < max(len(b), len(r)):
-        text += f" ({len(common)} common seed{'s' if len(common) != 1 else ''})"
+    if len(pairs) < max(st['n'], base['n']):
+        text += f" ({len(pairs)} common seed{'s' if len(pairs) != 1 else ''})"
     return text
 
 
@@ -255,12 +252,17 @@ def _vs_base_table(dagg: dict, K: str, models: list[str], fmt) -> list[str]:
     return lines
 
 
-def paired_differences(st: dict | None, base: dict | None) -> list[float]:
-    """row - base for every seed that both have (in seed order)."""
+def _seed_pairs(st: dict | None, base: dict | None) -> list[tuple[float, float]]:
+    """(row value, base value) for every seed that both have, in the row's seed order."""
     if st is None or base is None:
         return []
     b = dict(zip(base['seeds'], base['values']))
-    return [v - b[s] for s, v in zip(st['seeds'], st['values']) if s in b]
+    return [(v, b[s]) for s, v in zip(st['seeds'], st['values']) if s in b]
+
+
+def paired_differences(st: dict | None, base: dict | None) -> list[float]:
+    """row - base for every seed that both have (in seed order)."""
+    return [r - b for r, b in _seed_pairs(st, base)]
 
 
 def format_paired(st: dict | None, base: dict | None) -> str:
