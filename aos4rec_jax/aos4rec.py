@@ -306,6 +306,11 @@ def critic_separation(d_real: jax.Array, d_fake: jax.Array, mask: jax.Array,
       D(x, y^_1:t)] (= -``critic_loss_eq7``); ``auc`` = P(s*_u > s^_v) + 0.5 P(s*_u = s^_v) over
       all pairs of users (u, v), s the user's mean prefix score over its valid t (the quantity
       Eq. 7 compares; 0.5 = no separation, 1 = every real list above every generated one);
+      ``auc_paired`` = P(s*_u > s^_u) + 0.5 P(s*_u = s^_u) over users u: each user's real list
+      against that user's own generated list. Eq. 7 and Eq. 4 compare a user's lists only with
+      each other, so a score offset that depends on the user's history alone leaves the critic's
+      loss and (gamma = 1) the generator's advantages unchanged, but it moves ``auc`` (pooled
+      over all pairs of users) and not ``auc_paired``;
       ``adv_mean``, ``adv_std`` = mean and standard deviation of A_t = gamma D(x, y^_1:t) -
       D(x, y^_1:t-1) over every valid (user, t) of the generated lists.
     """
@@ -322,12 +327,14 @@ def critic_separation(d_real: jax.Array, d_fake: jax.Array, mask: jax.Array,
     wins = ((s_real[:, None] > s_fake[None, :]).astype(jnp.float32)
             + 0.5 * (s_real[:, None] == s_fake[None, :]).astype(jnp.float32))
     auc = jnp.sum(wins * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
+    own = ((s_real > s_fake).astype(jnp.float32) + 0.5 * (s_real == s_fake).astype(jnp.float32))
+    auc_paired = jnp.sum(own * rows) / jnp.maximum(jnp.sum(rows.astype(jnp.float32)), 1.0)
     adv = gamma * d_fake[:, 1:] - d_fake[:, :-1]
     total = jnp.maximum(jnp.sum(m), 1.0)
     adv_mean = jnp.sum(adv * m) / total
     adv_std = jnp.sqrt(jnp.sum(jnp.square(adv - adv_mean) * m) / total)
-    return dict(wasserstein=-critic_loss_eq7(d_real, d_fake, mask), auc=auc, adv_mean=adv_mean,
-                adv_std=adv_std)
+    return dict(wasserstein=-critic_loss_eq7(d_real, d_fake, mask), auc=auc, auc_paired=auc_paired,
+                adv_mean=adv_mean, adv_std=adv_std)
 
 
 # ------------------------------------------------------------------------------ the stopping rule

@@ -77,6 +77,20 @@ def aos4rec_defaults() -> dict:
                                            # its optimizer state), not the last one; the bar is
                                            # checked on it (False: the last critic, as runs
                                            # before this option did)
+        'critic_auc': 'pooled',            # the critic's AUC that the stopping rule,
+                                           # critic_keep_best and critic_auc_bar read: pooled
+                                           # (val_auc: every user's real list against every
+                                           # user's generated one, as runs before this option)
+                                           # | paired (val_auc_paired: each user's real list
+                                           # against its own generated list, what Eq. 7 and
+                                           # Eq. 4 compare). Both are logged either way
+        'critic_frozen': '',               # critic parameters its updates leave unchanged: a
+                                           # comma list of paths ('backbone',
+                                           # 'backbone/item_embed', globs as 'backbone/encoder*');
+                                           # a pattern names a parameter or everything under it
+                                           # (critic.frozen_mask). With critic_init=generator,
+                                           # 'backbone' is a trained head on the generator's
+                                           # frozen features ('': every parameter trains)
         'gan_start_competes': False,       # the generator that starts the SSRGAN phase is
                                            # validated when the first round begins and competes
                                            # in model selection: SSRGAN rounds are kept only if
@@ -216,6 +230,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
                'aos4rec.critic_eval_every (or eval_every) > 0')
     _check(0 <= float(a.critic_holdout) < 1, 'aos4rec.critic_holdout',
            f'must be in [0, 1), got {a.critic_holdout}')
+    _check(str(a.get('critic_auc', 'pooled')) in ('pooled', 'paired'), 'aos4rec.critic_auc',
+           f"{a.get('critic_auc')!r} is not one of ('pooled', 'paired')")
     _check(a.critic_init in CRITIC_INIT, 'aos4rec.critic_init',
            f'{a.critic_init!r} is not one of {CRITIC_INIT}')
     _check(a.critic_init != 'generator' or int(a.critic_width) == 0, 'aos4rec.critic_init',

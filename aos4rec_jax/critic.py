@@ -190,6 +190,41 @@ def from_generator(critic_params: dict, generator_params: dict) -> dict:
     return dict(critic_params, backbone=traverse_util.unflatten_dict(out))
 
 
+def frozen_patterns(config) -> tuple[str, ...]:
+    """The patterns of ``aos4rec.critic_frozen`` (a comma list; empty: nothing frozen)."""
+    raw = str(config.aos4rec.get('critic_frozen', '') or '')
+    return tuple(p.strip().strip('/') for p in raw.split(',') if p.strip().strip('/'))
+
+
+def _frozen(path: str, patterns) -> bool:
+    import fnmatch
+    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, p + '/*')
+               for p in patterns)
+
+
+def frozen_mask(params, patterns):
+    """A pytree of bools like `params`: True where the parameter's path ('backbone/item_embed/
+    embedding') is a pattern, lies under one ('backbone' freezes every backbone parameter) or
+    matches one as a glob (fnmatch; '*' crosses '/'). Only the paths decide: a pure, static
+    function of the tree's structure, usable inside jit."""
+    return jax.tree_util.tree_map_with_path(
+        lambda kp, _: _frozen('/'.join(str(getattr(k, 'key', k)) for k in kp), patterns), params)
+
+
+def check_frozen(params, patterns) -> str:
+    """'' when every pattern names at least one critic parameter and at least one parameter
+    still trains; else what is wrong (the parameter paths listed), for a one-line error."""
+    from flax import traverse_util
+    paths = ['/'.join(k) for k in traverse_util.flatten_dict(params)]
+    for p in patterns:
+        if not any(_frozen(q, (p,)) for q in paths):
+            tops = sorted({'/'.join(q.split('/')[:2]) for q in paths})
+            return f'{p!r} names no critic parameter (they lie under {", ".join(tops)})'
+    if all(_frozen(q, patterns) for q in paths):
+        return 'every critic parameter would be frozen: the critic could not learn'
+    return ''
+
+
 def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None) -> Array:
     """WGAN-GP on embedded inputs: mean over users of (||d mean_t D(x, e^_1:t) / d e^|| - 1)^2.
 

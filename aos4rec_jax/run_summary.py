@@ -430,7 +430,11 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
     if sep:
         ax = axes[i]
         ax.plot([r['step'] for r in sep], [r['val_auc'] for r in sep], marker='o', color='C0',
-                label='AUC of D(x, y*) vs D(x, y^)')
+                label='AUC of D(x, y*) vs D(x, y^), all pairs of users')
+        paired = [(r['step'], r['val_auc_paired']) for r in sep if 'val_auc_paired' in r]
+        if paired:
+            ax.plot(*zip(*paired), marker='.', color='C4',
+                    label="AUC, each user's own pair")
         nll = [(r['step'], r['val_auc_nll']) for r in sep if 'val_auc_nll' in r]
         if nll:
             ax.plot(*zip(*nll), marker='^', color='C2', ls='--',

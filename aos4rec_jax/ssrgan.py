@@ -39,15 +39,16 @@ method passes ``config.aos4rec.critic_eval_users`` of them), the critic and SSRG
 return, at every validation step of their phase (a multiple of ``eval_every`` and the phase's
 last step), ``aos4rec.critic_separation`` on those users (their validation histories and targets,
 generated lists drawn with a fixed key, their whole history banned as in evaluation): metrics
-``val_wasserstein``, ``val_auc``, ``val_adv_mean``, ``val_adv_std``, ``val_auc_nll`` (the
-generator's own list NLL as the judge, a reference: ``list_nll``) and ``val_count`` (1 at such
+``val_wasserstein``, ``val_auc``, ``val_auc_paired``, ``val_adv_mean``, ``val_adv_std``,
+``val_auc_nll`` and ``val_auc_nll_paired`` (the generator's own list NLL as the judge, a
+reference: ``list_nll``) and ``val_count`` (1 at such
 a step, 0 elsewhere; the method's ``summarize`` averages the others over it). Computed under
 ``lax.cond``: the other steps do not pay for it.
 
 The stopping rule of critic pretraining (``aos4rec.critic_patience`` > 0, with held-out users):
 the trainer runs phases of fixed length, so the critic phase keeps ``critic_pretrain_steps`` steps
 as its cap, and the rule lives in the state: ``critic_watch`` (``aos4rec.critic_watch_init``)
-records every val_auc measured in the phase (at its validation steps, and every
+records every val_auc (or val_auc_paired: aos4rec.critic_auc) measured in the phase (at its validation steps, and every
 ``aos4rec.critic_eval_every`` steps); the measurement that ends ``critic_patience`` of them in a
 row without beating the best by ``critic_min_delta`` sets ``stopped`` (``aos4rec.critic_plateau``),
 and from the next step on the critic step is a no-op under ``lax.cond`` (no update, no
@@ -127,9 +128,27 @@ def allowed_items(generated: jax.Array, vocab_size: int, banned=None) -> jax.Arr
     return allowed
 
 
+def auc_key(config) -> str:
+    """The metric that the stopping rule, aos4rec.critic_keep_best and the bar read
+    (aos4rec.critic_auc): 'val_auc' (pooled over all pairs of users) or 'val_auc_paired'."""
+    return {'pooled': 'val_auc', 'paired': 'val_auc_paired'}[
+        str(config.aos4rec.get('critic_auc', 'pooled'))]
+
+
 def make_critic_optimizer(config) -> optax.GradientTransformation:
-    """Adam(d_learning_rate, b1 = 0.5, b2 = 0.9), the WGAN-GP recipe's momentum settings."""
-    return optax.adam(float(config.aos4rec.d_learning_rate), b1=0.5, b2=0.9)
+    """Adam(d_learning_rate, b1 = 0.5, b2 = 0.9), the WGAN-GP recipe's momentum settings. With
+    ``aos4rec.critic_frozen``, the parameters it names get zero updates (optax.multi_transform:
+    Adam keeps no moments for them); without it, plain Adam, the state runs always had."""
+    adam = optax.adam(float(config.aos4rec.d_learning_rate), b1=0.5, b2=0.9)
+    patterns = critic_lib.frozen_patterns(config)
+    if not patterns:
+        return adam
+
+    def labels(params):
+        def label(f):
+            return 'frozen' if f else 'train'
+        return jax.tree_util.tree_map(label, critic_lib.frozen_mask(params, patterns))
+    return optax.multi_transform({'train': adam, 'frozen': optax.set_to_zero()}, labels)
 
 
 def make_mle_step(model, tx, info, batch_size: int, bsharding, chunk: int = 0):
@@ -180,6 +199,8 @@ class Steps:
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)
         self.temperature = float(self.a.temperature)
+        # the AUC the stopping rule, critic_keep_best and the bar read (aos4rec.critic_auc)
+        self.auc_key = auc_key(config)
         self.loss_chunk = int(config.loss_chunk)
         self.window_cums = None
         self.seq2seq_windows = int(info.num_windows)        # an epoch of the seq2seq phase
@@ -299,8 +320,10 @@ class Steps:
 
         (_, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['critic'])
         cp, c_opt = optim.apply(self.d_tx, grads, state['critic_opt_state'], state['critic'])
-        if a.lipschitz == 'clip':
-            cp = jax.tree_util.tree_map(lambda x: jnp.clip(x, -a.clip_value, a.clip_value), cp)
+        if a.lipschitz == 'clip':       # the trained parameters only (aos4rec.critic_frozen)
+            frozen = critic_lib.frozen_mask(cp, critic_lib.frozen_patterns(self.config))
+            cp = jax.tree_util.tree_map(
+                lambda x, f: x if f else jnp.clip(x, -a.clip_value, a.clip_value), cp, frozen)
         m['critic_grad_norm'] = optim.global_norm(grads)
         return dict(state, critic=cp, critic_opt_state=c_opt), m
 
@@ -342,7 +365,7 @@ class Steps:
         m = self.with_separation(state, data, m, skip=stopped)
         watch = state['critic_watch']
         measured = m['val_count'] > 0
-        new = aos4rec.critic_plateau(watch, m['val_auc'], state['step'], int(a.critic_patience),
+        new = aos4rec.critic_plateau(watch, m[self.auc_key], state['step'], int(a.critic_patience),
                                      float(a.critic_min_delta))
         new = jax.tree_util.tree_map(lambda x, y: jnp.where(measured, x, y), new, watch)
         if 'critic_best' in state:     # aos4rec.critic_keep_best: copy the critic that improved
@@ -359,7 +382,8 @@ class Steps:
         return dict(state, critic_watch=new), m
 
     # -- measuring the critic ---------------------------------------------------------------------
-    SEPARATION_KEYS = ('val_wasserstein', 'val_auc', 'val_adv_mean', 'val_adv_std', 'val_auc_nll')
+    SEPARATION_KEYS = ('val_wasserstein', 'val_auc', 'val_auc_paired', 'val_adv_mean', 'val_adv_std',
+                       'val_auc_nll', 'val_auc_nll_paired')
     MEASURE_KEY = 2**31 - 1          # fold_in(rng, this): the fixed key of the measurement's lists
 
     def is_validation_step(self, step):
@@ -392,12 +416,13 @@ class Steps:
         d_real, _ = self.critic.apply({'params': cp}, history, target)
         d_fake, _ = self.critic.apply({'params': cp}, history, fake)
         sep = aos4rec.critic_separation(d_real, d_fake, target > 0, gamma=float(self.a.gamma))
-        out = {f'val_{k}': sep[k] for k in ('wasserstein', 'auc', 'adv_mean', 'adv_std')}
+        out = {f'val_{k}': sep[k] for k in ('wasserstein', 'auc', 'auc_paired', 'adv_mean', 'adv_std')}
         # the reference judge: the generator's own per-item NLL of a list (softmax of logits /
         # temperature, no ban, so that real and generated lists are scored alike); a list G finds
         # unlikely counts as real. Its AUC is what a critic that knew only G's likelihood reaches.
         nll_real, nll_fake = self.list_nll(params, history, target), self.list_nll(params, history, fake)
-        out['val_auc_nll'] = aos4rec.critic_separation(nll_real, nll_fake, target > 0)['auc']
+        nll = aos4rec.critic_separation(nll_real, nll_fake, target > 0)
+        out['val_auc_nll'], out['val_auc_nll_paired'] = nll['auc'], nll['auc_paired']
         return out
 
     def list_nll(self, params, history, seq):

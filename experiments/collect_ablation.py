@@ -303,6 +303,8 @@ def collect_schedules(root: str) -> dict:
                     extra += f", critic lr {a['d_learning_rate']:g}, gp {a.get('gp_weight'):g}"
                 if a.get('critic_init', 'random') != 'random':
                     extra += f", critic from the {a['critic_init']}"
+                if a.get('critic_frozen'):
+                    extra += f", critic's {a['critic_frozen']} frozen"
                 if held:
                     extra += f', critic and SSRGAN on held-out users ({held:g})'
                 if patience:
@@ -336,7 +338,8 @@ def critic_report(root: str) -> dict:
     what the generator did with it, read from each adversarial run's metrics/ (critic_pretraining
     .json, train.jsonl, summary.json) and config.json. Runs without critic_pretraining.json are
     left out. Keys: seed, critic_steps, stopped_by_rule, critic_auc (held-out val_auc at the end of
-    critic pretraining), auc_nll (the generator's own-NLL judge then, None in older runs), rounds
+    critic pretraining; val_auc_paired where the run's aos4rec.critic_auc is 'paired', and then
+    critic_auc_paired is True), auc_nll (the generator's own-NLL judge then, None in older runs), rounds
     (SSRGAN rounds run), gan_auc and gan_wasserstein (the last SSRGAN measurement), nll_first and
     nll_last (the generated lists' NLL at the first and last SSRGAN log line), kept_step,
     kept_in_gan (the kept parameters come from an SSRGAN round), distinct (share of users with a
@@ -361,7 +364,7 @@ def critic_report(root: str) -> dict:
             kept = summ.get('kept_step')
             out.setdefault(dataset, {}).setdefault(model, {}).setdefault(row, []).append(dict(
                 seed=seed, critic_steps=cp.get('steps_run'), stopped_by_rule=cp.get('stopped_by_rule'),
-                critic_auc=cp.get('val_auc'),
+                critic_auc=cp.get('val_auc'), critic_auc_paired=(cp.get('auc') == 'val_auc_paired'),
                 auc_nll=(crit[-1].get('val_auc_nll') if crit else None),
                 rounds=(max(r['step'] for r in gan) - P - C) if gan else 0,
                 gan_auc=gan_sep[-1]['val_auc'] if gan_sep else None,
@@ -396,7 +399,8 @@ def render_critic_report(rep: dict) -> list[str]:
                 kept = 'n/a' if r['kept_step'] is None else (
                     f"{r['kept_step']} ({'SSRGAN' if r['kept_in_gan'] else 'start'})")
                 lines.append(f"| {_model_label(model)} | {ROW_LABELS[row]} | {r['seed']} | {steps} | "
-                             f"{f(r['critic_auc'])} | {f(r['auc_nll'])} | {r['rounds']} | "
+                             f"{f(r['critic_auc'])}{' (paired)' if r.get('critic_auc_paired') else ''} | "
+                             f"{f(r['auc_nll'])} | {r['rounds']} | "
                              f"{f(r['gan_auc'])} | {f(r['gan_wasserstein'])} | "
                              f"{f(r['nll_first'], 3)} -> {f(r['nll_last'], 3)} | {kept} | "
                              f"{f(r['distinct'], 3)} |")

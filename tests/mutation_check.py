@@ -358,6 +358,18 @@ MUTATIONS: list[Mutation] = [
              '            improved = measured & False',
              ('tests/test_critic_stop.py::test_keep_best_starts_the_ssrgan_phase_from_the_best_'
               'measured_critic_and_resumes_identical',)),
+    Mutation('M54', 'aos4rec.critic_frozen: the frozen parameters get Adam updates too',
+             'aos4rec_jax/ssrgan.py',
+             "            return 'frozen' if f else 'train'",
+             "            return 'train'",
+             ('tests/test_critic_frozen.py::test_a_critic_update_leaves_the_frozen_parameters_'
+              'bit_identical',)),
+    Mutation('M55', 'aos4rec.critic_frozen: weight clipping clips the frozen parameters',
+             'aos4rec_jax/ssrgan.py',
+             '                lambda x, f: x if f else jnp.clip(x, -a.clip_value, a.clip_value), cp, frozen)',
+             '                lambda x, f: jnp.clip(x, -a.clip_value, a.clip_value), cp, frozen)',
+             ('tests/test_critic_frozen.py::test_a_critic_update_leaves_the_frozen_parameters_'
+              'bit_identical',)),
 ]
 
 

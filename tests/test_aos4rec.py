@@ -344,8 +344,27 @@ def test_critic_separation_by_hand():
     adv = np.array([1., 2., 2.])
     assert out['adv_mean'] == pytest.approx(adv.mean(), rel=1e-6)
     assert out['adv_std'] == pytest.approx(adv.std(), rel=1e-6)
+    # each user's own pair: user 0 3 > 2, user 1 1 < 2 -> 1 of 2
+    assert out['auc_paired'] == pytest.approx(0.5)
     tie = aos4rec.critic_separation(d_real[:1], d_real[:1], mask[:1])
     assert float(tie['auc']) == 0.5 and float(tie['wasserstein']) == 0.0
+    assert float(tie['auc_paired']) == 0.5
+
+
+def test_paired_auc_ignores_a_score_offset_of_the_history_alone():
+    """Two users whose scores differ by a per-user offset (10 and 0): each real list above its
+    own generated one, so auc_paired = 1 and W = 1 with or without the offset; the pooled AUC
+    sees user 1's real list (1) under user 0's generated one (9): 3 of 4 pairs."""
+    mask = np.ones((2, 1), bool)
+    d_real = np.array([[0., 10.], [0., 1.]], np.float32)
+    d_fake = np.array([[0., 9.], [0., 0.]], np.float32)
+    out = {k: float(v) for k, v in aos4rec.critic_separation(d_real, d_fake, mask).items()}
+    assert out['auc_paired'] == 1.0 and out['auc'] == pytest.approx(0.75)
+    assert out['wasserstein'] == pytest.approx(1.0)
+    offset = np.array([[0., 9.], [0., 0.]], np.float32)       # user 0's scores moved down by 9
+    flat = {k: float(v) for k, v in
+            aos4rec.critic_separation(d_real - offset, d_fake - offset, mask).items()}
+    assert flat['auc'] == 1.0 and flat['auc_paired'] == 1.0 and flat['wasserstein'] == pytest.approx(1.0)
 
 
 # Eq. 8's successors y' at step t are draws from P_G(. | x, y^_1:t-1) restricted to the items not

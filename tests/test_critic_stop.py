@@ -295,3 +295,38 @@ def test_keep_best_starts_the_ssrgan_phase_from_the_best_measured_critic_and_res
     assert _lines(wd) == _lines(full)
     read = lambda p: json.loads(p.read_text())
     assert read(full / 'metrics' / 'test.json') == read(wd / 'metrics' / 'test.json')
+
+
+@pytest.mark.slow
+def test_critic_auc_paired_is_what_the_rule_and_keep_best_read(tmp_path, monkeypatch, capsys):
+    """aos4rec.critic_auc='paired': the constructed AUCs are now val_auc_paired's, and the pooled
+    val_auc is a constant 0.95 that would pass the bar: the rule stops at step 18 as in the
+    pooled test, keeps the critic of step 12 (0.61), and the bar fails on 0.61; the record and
+    the log name val_auc_paired."""
+    real = ssrgan.Steps.separation_of
+    table = np.full(64, 0.3, np.float32)
+    for s, v in AUC_AT.items():
+        table[s] = v
+
+    def fake(self, state, data):
+        out = dict(real(self, state, data))
+        out['val_auc_paired'] = jnp.asarray(table)[state['step']]
+        out['val_auc'] = jnp.float32(0.95)
+        return out
+
+    monkeypatch.setattr(ssrgan.Steps, 'separation_of', fake)
+    wd = tmp_path / 'paired'
+    trainer.train_and_evaluate(_config(tmp_path / 'data', critic_keep_best=True, critic_auc='paired'),
+                               str(wd))
+    console = capsys.readouterr().out
+    rec = json.loads((wd / 'metrics' / 'critic_pretraining.json').read_text())
+    assert rec['auc'] == 'val_auc_paired' and rec['stopped_by_rule'] and rec['steps_run'] == STOP - P
+    assert rec['kept_critic_step'] == 12 and rec['val_auc'] == pytest.approx(0.61)
+    assert rec['passed'] is False
+    assert 'WARNING: the critic reached val_auc_paired 0.6100 < aos4rec.critic_auc_bar 0.7' in console
+    crit = [json.loads(l) for l in open(wd / 'metrics' / 'train.jsonl')]
+    pooled = [r['val_auc'] for r in crit if r['phase'] == 'critic' and 'val_auc' in r]
+    assert pooled and all(v == pytest.approx(0.95) for v in pooled)
+    c = _config(tmp_path / 'data', critic_auc='both')
+    with pytest.raises(config_lib.ConfigError, match='aos4rec.critic_auc'):
+        config_lib.validate(c)

@@ -14,8 +14,8 @@ model selection again. The K-lists come from the configured decoder (config.deco
 
 The critic is measured on held-out validation users (aos4rec.critic_eval_users of the seeded
 validation subset) at every validation step of the critic and SSRGAN phases (ssrgan.py, "Measuring
-the critic"): train.jsonl's line of that step gets val_wasserstein, val_auc, val_adv_mean and
-val_adv_std and val_auc_nll (`summarize`).
+the critic"): train.jsonl's line of that step gets val_wasserstein, val_auc, val_auc_paired,
+val_adv_mean, val_adv_std, val_auc_nll and val_auc_nll_paired (`summarize`).
 """
 from __future__ import annotations
 
@@ -70,6 +70,13 @@ class AOS4Rec(Method):
         self.a = config.aos4rec
         self.adversarial = bool(self.a.adversarial)
         self.critic = critic_lib.build_critic(config, ds.info) if self.adversarial else None
+        frozen = critic_lib.frozen_patterns(config)
+        if self.critic is not None and frozen:
+            shapes = jax.eval_shape(lambda r: critic_lib.init_critic(self.critic, ds.info, r),
+                                    jax.random.PRNGKey(0))
+            why = critic_lib.check_frozen(shapes, frozen)
+            if why:
+                raise config_lib.ConfigError(f'config.aos4rec.critic_frozen={self.a.critic_frozen!r}: {why}')
         # the stopping rule of critic pretraining: on with a patience and held-out users
         self.stopping = (self.adversarial and int(self.a.critic_patience) > 0
                          and int(self.a.critic_eval_users) > 0)
@@ -187,8 +194,11 @@ class AOS4Rec(Method):
         val_auc or None when the critic is not measured)."""
         P, C, _ = ssrgan.schedule(self.config)
         st = self._steps
+        # which AUC (aos4rec.critic_auc): val_auc (pooled) or val_auc_paired; the record's
+        # fields keep their names (val_auc, best_val_auc) and `auc` says which one they hold
+        name = ssrgan.auc_key(self.config)
         rec = dict(cap=C, critic_patience=int(self.a.critic_patience),
-                   critic_min_delta=float(self.a.critic_min_delta))
+                   critic_min_delta=float(self.a.critic_min_delta), auc=name)
         if 'critic_watch' in state:
             w = {k: np.asarray(v).item() for k, v in jax.device_get(state['critic_watch']).items()}
             stopped = bool(w['stopped'])
@@ -203,7 +213,7 @@ class AOS4Rec(Method):
         elif st.val is not None:       # no rule: measured here, as at the phase's last step
             data = self.ds.device_data(shard_lib.replicated(self._mesh))
             sep = jax.device_get(jax.jit(st.separation_of)(state, data))
-            auc = float(sep['val_auc'])
+            auc = float(sep[name])
             rec.update(val_auc=auc, val_wasserstein=float(sep['val_wasserstein']),
                        stopped_by_rule=False, steps_run=C)
         else:
@@ -219,13 +229,14 @@ class AOS4Rec(Method):
         critic steps after it give the same critic again)."""
         P, C, _ = ssrgan.schedule(self.config)
         rec, auc = self._critic_reached(state)
+        name = rec['auc']
         if 'kept_critic_step' in rec:
             sh = ctx.shardings          # copies: a donated state must not hold one buffer twice
             critic, c_opt = jax.jit(
                 lambda b: jax.tree_util.tree_map(jnp.copy, (b['critic'], b['critic_opt_state'])),
                 out_shardings=(sh['critic'], sh['critic_opt_state']))(state['critic_best'])
             state = dict(state, critic=critic, critic_opt_state=c_opt)
-            ctx.log(f'critic pretraining: the critic of step {rec["kept_critic_step"]} (val_auc '
+            ctx.log(f'critic pretraining: the critic of step {rec["kept_critic_step"]} ({name} '
                     f'{rec["val_auc"]:.4f}, the best measured; the last was '
                     f'{rec["last_val_auc"]:.4f}) goes on into the SSRGAN phase '
                     '(aos4rec.critic_keep_best)')
@@ -233,7 +244,7 @@ class AOS4Rec(Method):
         passed = None if (auc is None or bar <= 0) else bool(auc >= bar)
         rec.update(bar=bar, passed=passed, below_bar=action)
         how = (f'stopped by the plateau rule at step {P + rec["steps_run"]} after '
-               f'{rec["steps_run"]} of at most {C} updates (best val_auc {rec["best_val_auc"]:.4f} '
+               f'{rec["steps_run"]} of at most {C} updates (best {name} {rec["best_val_auc"]:.4f} '
                f'at step {rec["best_step"]})' if rec['stopped_by_rule'] else f'{C} updates')
         if auc is None:
             why = ('aos4rec.critic_eval_users 0' if int(self.a.critic_eval_users) == 0
@@ -241,14 +252,14 @@ class AOS4Rec(Method):
             ctx.log(f'critic pretraining: {how}; its separation is not measured ({why}): the bar '
                     'is not checked')
         else:
-            ctx.log(f'critic pretraining: {how}; val_auc {auc:.4f} on held-out validation users'
+            ctx.log(f'critic pretraining: {how}; {name} {auc:.4f} on held-out validation users'
                     + ('' if passed is None else f' (bar {bar:g}: {"passed" if passed else "NOT reached"})'))
         if jax.process_index() == 0:
             from aos4rec_jax import evaluation
             evaluation.write_json(os.path.join(ctx.checkpointer.workdir, 'metrics',
                                                'critic_pretraining.json'), rec)
         if passed is False:
-            msg = (f'the critic reached val_auc {auc:.4f} < aos4rec.critic_auc_bar {bar:g} after '
+            msg = (f'the critic reached {name} {auc:.4f} < aos4rec.critic_auc_bar {bar:g} after '
                    f'critic pretraining')
             if action == 'stop':
                 raise RunError(
@@ -271,12 +282,20 @@ class AOS4Rec(Method):
             abstract = jax.eval_shape(lambda r: critic_lib.init_critic(self.critic, self.info, r),
                                       jax.random.PRNGKey(0))
             n_crit = sum(int(x.size) for x in jax.tree_util.tree_leaves(abstract))
+            frozen = critic_lib.frozen_patterns(self.config)
+            if frozen:
+                mask = critic_lib.frozen_mask(abstract, frozen)
+                n_train = sum(int(x.size) for x, f in zip(jax.tree_util.tree_leaves(abstract),
+                                                          jax.tree_util.tree_leaves(mask)) if not f)
+                n_crit = f'{n_crit:,} parameters, {n_train:,} trained ({",".join(frozen)} frozen)'
+            else:
+                n_crit = f'{n_crit:,} parameters'
         return (f'schedule: {P} seq2seq steps ({"oracular, b=%d mu=%g" % (a.beam_size, a.mu) if a.oracle else "MLE"})'
                 + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
-                   f'{a.d_steps}, c={a.num_next}, critic {n_crit:,} parameters, lipschitz={a.lipschitz})'
+                   f'{a.d_steps}, c={a.num_next}, critic {n_crit}, lipschitz={a.lipschitz})'
                    if self.adversarial else '')
                 + self._holdout_line()
-                + (f'; critic pretraining stops when val_auc has not improved by '
+                + (f'; critic pretraining stops when {ssrgan.auc_key(self.config)} has not improved by '
                    f'{float(a.critic_min_delta):g} in {int(a.critic_patience)} measurements '
                    f'(every {int(a.critic_eval_every) or int(self.config.eval_every)} steps; '
                    f'{C} the cap)' + ('; the best measured critic goes on into the SSRGAN phase'
@@ -320,7 +339,8 @@ class AOS4Rec(Method):
         if phase == 'seq2seq':
             return f'loss {m["loss"]:.4f} gnorm {m["grad_norm"]:.3f}' + (f' p {m["p"]:.3f}' if 'p' in m else '')
         keys = ('wasserstein', 'td_loss', 'gp', 'generator_loss', 'advantage', 'sample_nll',
-                'val_wasserstein', 'val_auc', 'val_auc_best', 'val_auc_nll', 'val_adv_mean', 'val_adv_std',
+                'val_wasserstein', 'val_auc', 'val_auc_paired', 'val_auc_best', 'val_auc_nll',
+                'val_auc_nll_paired', 'val_adv_mean', 'val_adv_std',
                 'critic_updates', 'critic_stopped_at')
         return ' '.join(f'{k} {m[k]:.4f}' for k in keys if k in m)
 

@@ -19,10 +19,12 @@ aos4rec.num_next (c), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.l
 (gp | clip | none), aos4rec.g_learning_rate, aos4rec.d_learning_rate, aos4rec.critic_dropout,
 aos4rec.critic_eval_users (held-out users the critic's separation is measured on),
 aos4rec.critic_patience / critic_min_delta / critic_eval_every (the stopping rule of critic
-pretraining; critic_pretrain_steps is its cap), aos4rec.critic_auc_bar / critic_below_bar (warn |
+pretraining; critic_pretrain_steps is its cap), aos4rec.critic_auc (pooled | paired: the AUC the rule,
+keep-best and the bar read), aos4rec.critic_auc_bar / critic_below_bar (warn |
 stop: the critic the SSRGAN phase asks for), aos4rec.critic_keep_best (the phase starts from
 the critic of the best measurement; True here), aos4rec.critic_init (random | generator: the critic
-starts as a copy of the generator), aos4rec.critic_width, aos4rec.gan_start_competes (the
+starts as a copy of the generator), aos4rec.critic_frozen (critic parameters its updates
+leave unchanged, e.g. 'backbone': a trained head), aos4rec.critic_width, aos4rec.gan_start_competes (the
 generator that starts the SSRGAN phase competes in model selection; True here), aos4rec.init_from
 (start the SSRGAN phase from a finished run's generator, with train_steps=0: this is how
 experiments/ablation.sh shares one seq2seq run between a row and its adversarial row).
