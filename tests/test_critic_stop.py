@@ -129,10 +129,9 @@ def _config(workdir_data, **aos):
     return c
 
 
-@pytest.fixture
-def constructed_auc(monkeypatch):
-    """The critic's measured AUC becomes AUC_AT[step] (0.3 at any other step); the other
-    separation figures are the real ones."""
+def construct_auc(monkeypatch, key='val_auc', **constants):
+    """The measured `key` becomes AUC_AT[step] (0.3 at any other step) and each of `constants`
+    (metric name -> value) that value; the other separation figures are the real ones."""
     real = ssrgan.Steps.separation_of
     table = np.full(64, 0.3, np.float32)
     for s, v in AUC_AT.items():
@@ -140,10 +139,17 @@ def constructed_auc(monkeypatch):
 
     def fake(self, state, data):
         out = dict(real(self, state, data))
-        out['val_auc'] = jnp.asarray(table)[state['step']]
+        out[key] = jnp.asarray(table)[state['step']]
+        out.update({k: jnp.float32(v) for k, v in constants.items()})
         return out
 
     monkeypatch.setattr(ssrgan.Steps, 'separation_of', fake)
+
+
+@pytest.fixture
+def constructed_auc(monkeypatch):
+    """The critic's measured (pooled) AUC becomes AUC_AT[step]: construct_auc."""
+    construct_auc(monkeypatch)
 
 
 def _lines(workdir):
@@ -303,18 +309,7 @@ def test_critic_auc_paired_is_what_the_rule_and_keep_best_read(tmp_path, monkeyp
     val_auc is a constant 0.95 that would pass the bar: the rule stops at step 18 as in the
     pooled test, keeps the critic of step 12 (0.61), and the bar fails on 0.61; the record and
     the log name val_auc_paired."""
-    real = ssrgan.Steps.separation_of
-    table = np.full(64, 0.3, np.float32)
-    for s, v in AUC_AT.items():
-        table[s] = v
-
-    def fake(self, state, data):
-        out = dict(real(self, state, data))
-        out['val_auc_paired'] = jnp.asarray(table)[state['step']]
-        out['val_auc'] = jnp.float32(0.95)
-        return out
-
-    monkeypatch.setattr(ssrgan.Steps, 'separation_of', fake)
+    construct_auc(monkeypatch, 'val_auc_paired', val_auc=0.95)
     wd = tmp_path / 'paired'
     trainer.train_and_evaluate(_config(tmp_path / 'data', critic_keep_best=True, critic_auc='paired'),
                                str(wd))

@@ -70,11 +70,10 @@ class AOS4Rec(Method):
         self.a = config.aos4rec
         self.adversarial = bool(self.a.adversarial)
         self.critic = critic_lib.build_critic(config, ds.info) if self.adversarial else None
+        self._critic_shapes = None      # critic_shapes(), traced once
         frozen = critic_lib.frozen_patterns(config)
         if self.critic is not None and frozen:
-            shapes = jax.eval_shape(lambda r: critic_lib.init_critic(self.critic, ds.info, r),
-                                    jax.random.PRNGKey(0))
-            why = critic_lib.check_frozen(shapes, frozen)
+            why = critic_lib.check_frozen(self.critic_shapes(), frozen)
             if why:
                 raise config_lib.ConfigError(f'config.aos4rec.critic_frozen={self.a.critic_frozen!r}: {why}')
         # the stopping rule of critic pretraining: on with a patience and held-out users
@@ -84,6 +83,14 @@ class AOS4Rec(Method):
         self._steps = None
         self._mesh = None
         self._windows = None            # window_cums(), computed once
+
+    def critic_shapes(self):
+        """The critic's parameters as shapes (jax.eval_shape of its init), traced once: read by
+        the check of aos4rec.critic_frozen and by `describe`."""
+        if self._critic_shapes is None:
+            self._critic_shapes = jax.eval_shape(
+                lambda r: critic_lib.init_critic(self.critic, self.info, r), jax.random.PRNGKey(0))
+        return self._critic_shapes
 
     @classmethod
     def generator_network(cls, config: dict):
@@ -277,22 +284,20 @@ class AOS4Rec(Method):
         if not (a.oracle or self.adversarial or float(a.critic_holdout) > 0):
             return None
         P, C, G = ssrgan.schedule(self.config)
-        n_crit = 0
+        critic_size = ''
         if self.critic is not None:
-            abstract = jax.eval_shape(lambda r: critic_lib.init_critic(self.critic, self.info, r),
-                                      jax.random.PRNGKey(0))
-            n_crit = sum(int(x.size) for x in jax.tree_util.tree_leaves(abstract))
+            abstract = self.critic_shapes()
+            n_all = sum(int(x.size) for x in jax.tree_util.tree_leaves(abstract))
+            critic_size = f'{n_all:,} parameters'
             frozen = critic_lib.frozen_patterns(self.config)
             if frozen:
                 mask = critic_lib.frozen_mask(abstract, frozen)
                 n_train = sum(int(x.size) for x, f in zip(jax.tree_util.tree_leaves(abstract),
                                                           jax.tree_util.tree_leaves(mask)) if not f)
-                n_crit = f'{n_crit:,} parameters, {n_train:,} trained ({",".join(frozen)} frozen)'
-            else:
-                n_crit = f'{n_crit:,} parameters'
+                critic_size += f', {n_train:,} trained ({",".join(frozen)} frozen)'
         return (f'schedule: {P} seq2seq steps ({"oracular, b=%d mu=%g" % (a.beam_size, a.mu) if a.oracle else "MLE"})'
                 + (f', {C} critic pretraining steps, {G} SSRGAN rounds (g-steps {a.g_steps}, d-steps '
-                   f'{a.d_steps}, c={a.num_next}, critic {n_crit}, lipschitz={a.lipschitz})'
+                   f'{a.d_steps}, c={a.num_next}, critic {critic_size}, lipschitz={a.lipschitz})'
                    if self.adversarial else '')
                 + self._holdout_line()
                 + (f'; critic pretraining stops when {ssrgan.auc_key(self.config)} has not improved by '
