@@ -370,6 +370,18 @@ MUTATIONS: list[Mutation] = [
              '                lambda x, f: jnp.clip(x, -a.clip_value, a.clip_value), cp, frozen)',
              ('tests/test_critic_frozen.py::test_a_critic_update_leaves_the_frozen_parameters_'
               'bit_identical',)),
+    Mutation('M56', 'seqgan.start_competes: the generator that starts the rounds is not validated',
+             'aos4rec_jax/methods/seqgan.py',
+             "                     entered_key='seqgan_gan_entered', validate_on_entry=True)",
+             "                     entered_key='seqgan_gan_entered', validate_on_entry=False)",
+             ('tests/test_stage_start_competes.py::'
+              'test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_off[seqgan]',)),
+    Mutation('M57', 'crr.start_competes: the policy that starts stage 2 is not validated',
+             'aos4rec_jax/methods/crr.py',
+             '                    validate_on_entry=bool(self.opts.start_competes))',
+             '                    validate_on_entry=False)',
+             ('tests/test_stage_start_competes.py::'
+              'test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_off[crr]',)),
 ]
 
 

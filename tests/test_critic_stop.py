@@ -124,6 +124,8 @@ def _config(workdir_data, **aos):
     c.aos4rec.critic_pretrain_steps, c.aos4rec.gan_steps, c.aos4rec.d_steps = C, G, 2
     c.aos4rec.critic_eval_every, c.aos4rec.critic_patience, c.aos4rec.critic_min_delta = 2, 3, 0.005
     c.aos4rec.critic_keep_best = False     # the last critic goes on (the tests below say when not)
+    c.aos4rec.critic_auc = 'pooled'        # the constructed AUCs are val_auc's (the paired test
+                                           # below sets 'paired'; the experiments config reads it)
     for k, v in aos.items():
         c.aos4rec[k] = v
     return c

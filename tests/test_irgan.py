@@ -276,8 +276,11 @@ def test_tiny_run_through_main_goes_through_both_phases_and_writes_test_json(tmp
         assert all(math.isfinite(r[k]) for k in ('g_loss', 'reward', 'd_loss', 'd_acc', 'is_weight'))
     assert 'IRGAN: generator and discriminator set to the BPR parameters of this run, step' in out.stdout
     valid = [json.loads(l) for l in open(work / 'metrics' / 'valid_history.jsonl')]
+    # (20, 'gan'): the players that start the game, validated on entry (irgan.start_competes,
+    # on in the experiments config)
     assert [(v['step'], v['phase']) for v in valid] == [(10, 'pretrain'), (20, 'pretrain'),
-                                                         (30, 'gan')]
+                                                         (20, 'gan'), (30, 'gan')]
+    assert [v.get('at_entry', False) for v in valid] == [False, False, True, False]
     test = json.load(open(work / 'metrics' / 'test.json'))
     assert 0.0 <= test['full']['ndcg@5'] <= 1.0 and 0.0 <= test['sampled']['hr@5'] <= 1.0
     assert test['decode']['strategy'] == 'topk'

@@ -27,7 +27,8 @@ The end of the train part ends the episode (`crr.terminal_at_end`). Each step dr
 takes each one's last W + 1 train items (the batches of stage 1, W = `gpt.train_len`'s rule:
 history_len + K - 1): W transitions a row, padding masked (no reward, no loss).
 
-Schedule (two phases; the trainer runs them, model selection restarts at the second):
+Schedule (two phases; the trainer runs them, model selection restarts at the second; with
+`crr.start_competes` the policy that starts it is validated on entry and competes):
   'pretrain'  config.train_steps   softmax cross-entropy of the next item (methods/gpt.py's loss)
   'crr'       crr.crr_steps        entered with the kept (best validation) pretrained policy, a
                                    fresh policy optimizer, the critic's encoder copied from the
@@ -148,11 +149,16 @@ class CRR(GPT):
         'critic_init': 'policy',  # critic encoder at stage 2: 'policy' (copy) | 'random'
         'start_from': 'best',     # stage-2 policy: 'best' (kept stage-1 step) | 'last'
         'init_from': '',          # with train_steps 0: stage 2 from this run folder's kept policy
+        'start_competes': False,  # the policy that starts stage 2 is validated first and kept
+                                  # unless a CRR step validates better (False: selection
+                                  # restarts with stage 2's first validation)
     })
 
     # runs from before ratings were kept had constant rewards on data without ratings, which
     # 'auto' reproduces there (a folder re-prepared with ratings is refused by its fingerprint)
-    OPTIONS_ADDED_LATER = {'reward_from': 'auto', 'rating_map': 'linear', 'rating_threshold': 4.0}
+    # runs from before start_competes restarted model selection with stage 2's first validation
+    OPTIONS_ADDED_LATER = {'reward_from': 'auto', 'rating_map': 'linear', 'rating_threshold': 4.0,
+                           'start_competes': False}
 
     def __init__(self, config, ds):
         super().__init__(config, ds)
@@ -264,13 +270,15 @@ class CRR(GPT):
         (pre,) = super().phases(mesh)
         crr = Phase('crr', int(self.opts.crr_steps), self.crr_step, enter=self._enter_crr,
                     entered_key='crr_from', examples_per_step=self.batch_size,
-                    epoch_examples=self.epoch_examples())
+                    epoch_examples=self.epoch_examples(),
+                    validate_on_entry=bool(self.opts.start_competes))
         return [Phase('pretrain', pre.steps, pre.step_fn, examples_per_step=pre.examples_per_step,
                       epoch_examples=pre.epoch_examples), crr]
 
     def _enter_crr(self, state, ctx):
         """The policy that starts CRR (the kept pretrained one, or the last), a fresh policy
-        optimizer, the critic (encoder copied from that policy) and Q' = Q; selection restarts."""
+        optimizer, the critic (encoder copied from that policy) and Q' = Q; selection restarts
+        (with `start_competes`, from the validation of this policy)."""
         ck, sh, P = ctx.checkpointer, ctx.shardings, int(self.config.train_steps)
         if self.opts.start_from == 'best' and P > 0 and ck.best_step() is not None:
             params, _ = ck.restore_best(ctx.abstract['params'])

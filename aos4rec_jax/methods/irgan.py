@@ -17,7 +17,9 @@ Schedule (one state, one step counter):
   'gan'       irgan.gan_steps rounds, each d_steps D updates then g_steps G updates (one
               lax.scan each; the authors' code also trains D first). Entering it sets G and D to
               the kept pretrained parameters (`start_from` 'best': the best validation step;
-              'last'), gives each a fresh optimizer, and starts model selection again.
+              'last'), gives each a fresh optimizer, and starts model selection again; with
+              `start_competes` those parameters are validated on entry and kept unless a
+              round validates better (Phase.validate_on_entry).
 
 D update (dis_model.py's pre_loss): B (user, item) train interactions drawn uniformly (the
 positives, label 1) and for each one item drawn from p_G(. | u) at temperature `d_temperature`
@@ -186,7 +188,13 @@ class IRGAN(BPR):
         'd_learning_rate': 1e-3,   # D's rate (the code: sgd 0.001)
         'start_from': 'best',      # G and D at the switch: 'best' (kept BPR step) | 'last'
         'evaluate': 'generator',   # whose scores make the K-list: generator | discriminator
+        'start_competes': False,   # the players that start phase 'gan' are validated first and
+                                   # kept unless a round validates better (False: selection
+                                   # restarts with the first round)
     })
+
+    # runs made before start_competes existed restarted model selection with the first round
+    OPTIONS_ADDED_LATER = {'start_competes': False}
 
     def __init__(self, config, ds):
         super().__init__(config, ds)
@@ -261,7 +269,7 @@ class IRGAN(BPR):
         return [Phase('pretrain', self.pretrain_steps(), self.pretrain_step,
                       examples_per_step=self.batch_size, epoch_examples=self.epoch_examples()),
                 Phase('gan', int(self.opts.gan_steps), self.gan_round, enter=self._enter_gan,
-                      entered_key='irgan_from')]
+                      entered_key='irgan_from', validate_on_entry=bool(self.opts.start_competes))]
 
     def pretrain_step(self, state, data):
         """One BPR step on G (methods/bpr.py's loss, NextItemMethod's update); D = G after it."""
@@ -280,7 +288,7 @@ class IRGAN(BPR):
 
     def _enter_gan(self, state, ctx):
         """G and D := the kept (or last) pretrained parameters, fresh optimizers; selection
-        restarts."""
+        restarts (with `start_competes`, from the validation of these parameters)."""
         ck, sh, P = ctx.checkpointer, ctx.shardings, self.pretrain_steps()
         if self.opts.start_from == 'best' and P > 0 and ck.best_step() is not None:
             params, _ = ck.restore_best(ctx.abstract['params'])

@@ -17,7 +17,9 @@ Entering 'disc' copies the generator kept by the MLE phase (best validation), or
 `init_from` and train_steps 0, the generator another finished run kept (an MLE run of the same
 network on the same data: methods/init_from.py, shared with AOS4Rec's `aos4rec.init_from`), gives
 it a fresh optimizer at g_learning_rate and starts model selection again (as AOS4Rec's SSRGAN
-phase does). A resumed run does not enter again: it goes on from its own checkpoint.
+phase does). A resumed run does not enter again: it goes on from its own checkpoint. With
+`start_competes` (AOS4Rec's gan_start_competes) that generator is validated when the first round
+starts (Phase.validate_on_entry on phase 'gan') and is kept unless a round validates better.
 
 Reward (Eq. 4): for a sampled list y_1:T, Q_t = mean_n D(x, MC_n(y_1:t)) for t < T, where each
 MC_n completes the prefix y_1:t with the roll-out policy, and Q_T = D(x, y_1:T). All (T - 1) * N
@@ -76,6 +78,9 @@ OPTIONS = {
     'init_from': '',                # a finished run's workdir (with train_steps=0): its kept
                                     # generator starts the adversarial phases instead of this
                                     # run's MLE phase (methods/init_from.py)
+    'start_competes': False,        # the generator that starts phase 'gan' is validated first
+                                    # and kept unless a round validates better (False: model
+                                    # selection restarts with the first round)
 }
 BASELINES = ('none', 'mean')
 GENERATORS = ('transformer', 'gru')
@@ -338,8 +343,9 @@ class SeqGAN(Method):
             raise err("config.decode.strategy: 'topk' ranks next-item scores; SeqGAN's seq2seq "
                       'generator generates its list: use beam, greedy, sample, gumbel, multi_rra or multi_ra')
 
-    # runs made before init_from existed started from their own MLE phase
-    OPTIONS_ADDED_LATER = {'init_from': ''}
+    # runs made before init_from existed started from their own MLE phase; runs made before
+    # start_competes existed restarted model selection with the first round
+    OPTIONS_ADDED_LATER = {'init_from': '', 'start_competes': False}
 
     @classmethod
     def generator_network(cls, config: dict):
@@ -383,7 +389,24 @@ class SeqGAN(Method):
                       epoch_examples=self.info.num_windows),
                 Phase('disc', C, st.disc_step, validate=False, enter=self._enter_adversarial,
                       entered_key='seqgan_from'),
-                Phase('gan', G, st.gan_round)]
+                self._gan_phase(st, G)]
+
+    def _gan_phase(self, st, G):
+        """Phase 'gan'. With `start_competes` it validates its starting generator on entry, as
+        AOS4Rec's gan_start_competes does: 'disc' (validate=False) cannot, and its updates leave
+        G as entering 'disc' set it, so the first round's start is the state to validate. Off,
+        the phase has no enter hook: no entry step, no meta key, what every run before did."""
+        if not self.o.start_competes:
+            return Phase('gan', G, st.gan_round)
+        return Phase('gan', G, st.gan_round, enter=self._enter_gan,
+                     entered_key='seqgan_gan_entered', validate_on_entry=True)
+
+    def _enter_gan(self, state, ctx):
+        """Changes nothing: the hook exists for Phase.validate_on_entry (the trainer validates
+        G right after it); its meta key keeps a resumed run from validating the start again."""
+        ctx.log(f'SeqGAN: the generator that starts the rounds (step {ctx.step}) competes in '
+                'model selection (seqgan.start_competes)')
+        return state, dict(ctx.meta, seqgan_gan_entered=int(ctx.step))
 
     def _enter_adversarial(self, state, ctx):
         """G for the adversarial phases: the MLE phase's kept parameters (or init_from's), a

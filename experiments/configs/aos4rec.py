@@ -68,7 +68,7 @@ def get_config(variant=''):
     c.train_steps = 5000
     c.aos4rec.oracle = True
     c.aos4rec.adversarial = True
-    # critic pretraining until its val_auc plateaus (measured every 25 steps; 4 measurements
+    # critic pretraining until its paired AUC plateaus (measured every 25 steps; 4 measurements
     # without a gain of 0.005 stop it), at most 500 steps; the bar 0.7 warns (docs/aos4rec.md,
     # "Critic pretraining: the stopping rule"; docs/results/critic_sweep.md)
     c.aos4rec.critic_pretrain_steps = 500
@@ -82,6 +82,12 @@ def get_config(variant=''):
     # the plateau rule keeps the critic of its best measurement (as early stopping keeps the best
     # generator); config.py's default False is the last critic, what runs before it did
     c.aos4rec.critic_keep_best = True
+    # the rule, keep-best and the bar read the paired AUC (each user's real list against that
+    # user's own generated list): Eqs. 4, 7 and 8 compare only those two, so a part of D that
+    # depends on the history alone moves the pooled AUC without changing the critic's loss or the
+    # generator's advantages (docs/results/aos4rec_paper_regime.md, section 7); config.py's
+    # default 'pooled' is what every run before 2026-12-05 read
+    c.aos4rec.critic_auc = 'paired'
     # the critic's optimizer: the critic sweep's best (docs/results/critic_sweep.md); at the
     # config.py defaults (1e-4, penalty 10) the critic does not move in hundreds of steps
     c.aos4rec.d_learning_rate = 3e-4

@@ -10,7 +10,8 @@ actor-critic train the same networks. Schedule: train_steps MLE steps, seqgan.d_
 discriminator steps, seqgan.gan_steps rounds of g_steps REINFORCE and d_steps discriminator
 updates. Options (config.seqgan.*, defaults in methods/seqgan.OPTIONS): num_rollouts (N = 16),
 rollout_delay, baseline, temperature, g/d_learning_rate, d_filters, d_embed_dim, d_dropout,
-mle_weight. Variants: ':gru' (the GRU generator), ':tiny' (every phase in seconds on a CPU).
+mle_weight, start_competes (the generator that starts the rounds competes in model selection;
+True here). Variants: ':gru' (the GRU generator), ':tiny' (every phase in seconds on a CPU).
 """
 import ml_collections
 
@@ -47,4 +48,7 @@ def get_config(variant=''):
     c.model = 'seqgan'
     c.seqgan = ml_collections.ConfigDict(dict(seqgan_method.OPTIONS))
     c.train_steps = 5000
+    # the generator that starts the rounds competes in model selection: it is kept unless a round
+    # validates better (docs/seqgan.md; methods/seqgan.py's default False restarts selection)
+    c.seqgan.start_competes = True
     return base.apply_variant(c, variant, 'seqgan.py', VARIANTS)
