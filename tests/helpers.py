@@ -1,4 +1,5 @@
 """Small shared builders for tests."""
+import json
 import os
 import signal
 
@@ -63,3 +64,15 @@ class StopAt:
 
     def immediate(self):
         pass
+
+
+def valid_history(workdir):
+    """The run's metrics/valid_history.jsonl, one dict a validation."""
+    with open(os.path.join(workdir, 'metrics', 'valid_history.jsonl')) as f:
+        return [json.loads(l) for l in f]
+
+
+def run_summary(workdir):
+    """The run's metrics/summary.json."""
+    with open(os.path.join(workdir, 'metrics', 'summary.json')) as f:
+        return json.load(f)

@@ -1,25 +1,14 @@
 """aos4rec.gan_start_competes: the generator that starts the SSRGAN phase is validated when the
 first round begins (Phase.validate_on_entry) and is kept unless a round validates better; off,
 model selection restarts with the first round (what runs before the option did)."""
-import json
-import os
-
 import numpy as np
 import pytest
 
 from aos4rec_jax import checkpoint as ckpt_lib
 from aos4rec_jax import ssrgan
 from aos4rec_jax import trainer
+from tests.helpers import run_summary, valid_history
 from tests.test_ssrgan import tiny_config
-
-
-def _valid(workdir):
-    return [json.loads(l) for l in open(os.path.join(workdir, 'metrics', 'valid_history.jsonl'))]
-
-
-def _summary(workdir):
-    with open(os.path.join(workdir, 'metrics', 'summary.json')) as f:
-        return json.load(f)
 
 
 def _frozen_generator(c):
@@ -39,7 +28,7 @@ def test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off
     on = str(tmp_path / 'on')
     res_on = trainer.train_and_evaluate(c, on)
     P, C, G = ssrgan.schedule(c)
-    valid = _valid(on)
+    valid = valid_history(on)
     entry = [v for v in valid if v.get('at_entry')]
     assert [(v['step'], v['phase']) for v in entry] == [(P + C, 'gan')]
     gan = [v for v in valid if v['phase'] == 'gan' and not v.get('at_entry')]
@@ -51,7 +40,7 @@ def test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off
     s2s_best = max(v[key] for v in valid if v['phase'] == 'seq2seq')
     assert entry[0][key] == s2s_best
     # a tie is no improvement: the start stays kept
-    summ = _summary(on)
+    summ = run_summary(on)
     assert summ['kept_step'] == P + C
     assert 'the gan phase started from' in summ['kept_why']
     ck = ckpt_lib.Checkpointer(on)
@@ -69,9 +58,9 @@ def test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off
     c2.aos4rec.init_from = on
     off = str(tmp_path / 'off')
     res_off = trainer.train_and_evaluate(c2, off)
-    valid_off = _valid(off)
+    valid_off = valid_history(off)
     assert not any(v.get('at_entry') for v in valid_off)
     assert [v['step'] for v in valid_off] == [C + 2, C + 4]
-    assert _summary(off)['kept_step'] == C + 2
+    assert run_summary(off)['kept_step'] == C + 2
     np.testing.assert_allclose(res_off['test']['sampled'][key.split('/')[1]],
                                res_on['test']['sampled'][key.split('/')[1]], rtol=0, atol=0)

@@ -6,7 +6,6 @@ stage's first validation. The experiments configs turn it on; an older run folde
 config.json lacks the option, still resumes."""
 import importlib
 import json
-import os
 
 import jax
 import numpy as np
@@ -22,15 +21,7 @@ from experiments import table3
 from experiments.configs import crr as crr_cfg
 from experiments.configs import irgan as irgan_cfg
 from experiments.configs import seqgan as seqgan_cfg
-
-
-def _valid(workdir):
-    return [json.loads(l) for l in open(os.path.join(workdir, 'metrics', 'valid_history.jsonl'))]
-
-
-def _summary(workdir):
-    with open(os.path.join(workdir, 'metrics', 'summary.json')) as f:
-        return json.load(f)
+from tests.helpers import run_summary, valid_history
 
 
 def _seqgan(c):
@@ -107,7 +98,7 @@ def test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_of
         res_on = trainer.train_and_evaluate(_config(method, True), on)
         entered = log = capsys.readouterr().out
     assert f'valid @ step {P} ({second} phase start)' in entered
-    valid = _valid(on)
+    valid = valid_history(on)
     entry = [v for v in valid if v.get('at_entry')]
     assert [(v['step'], v['phase']) for v in entry] == [(P, second)]
     assert [(v['step'], v['phase']) for v in valid if not v.get('at_entry')] == (
@@ -119,7 +110,7 @@ def test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_of
     # ... and the start is what the first stage kept: the same score as its best validation
     assert entry[0][key] == max(v[key] for v in valid if v['phase'] == first)
     # a tie is no improvement: the start stays kept, and the summary says so
-    summ = _summary(on)
+    summ = run_summary(on)
     assert summ['kept_step'] == P
     assert f'the {second} phase started from' in summ['kept_why']
     ck = ckpt_lib.Checkpointer(on)
@@ -145,11 +136,11 @@ def test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_of
     # so the same test figures
     off = str(tmp_path / 'off')
     res_off = trainer.train_and_evaluate(_config(method, False), off)
-    valid_off = _valid(off)
+    valid_off = valid_history(off)
     assert not any(v.get('at_entry') for v in valid_off)
     assert [(v['step'], v['phase']) for v in valid_off] == (
         [(2, first), (4, first), (P + 2, second), (P + 4, second)])
-    summ_off = _summary(off)
+    summ_off = run_summary(off)
     assert summ_off['kept_step'] == P + 2
     assert 'started from' not in summ_off['kept_why']
     ck = ckpt_lib.Checkpointer(off)
