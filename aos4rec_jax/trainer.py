@@ -375,17 +375,22 @@ def train(config, workdir: str, ds: data_lib.Dataset, method, mesh, evaluator, w
                 raise diverged(step, 'the parameters hold NaN or inf') from None
 
     def enter(step, state):
-        """Runs the enter hooks of the phases starting at `step`; True if one ran."""
+        """Enters the phases starting at `step` that have an entry and were not entered yet
+        (Phase.entered_key not in meta): their enter hook, then their entry validation; True
+        if one was entered (the caller saves)."""
         nonlocal meta
         ran = False
         for ph in sched.starting_at(step):
-            if ph.enter is not None and ph.entered_key not in meta:
+            if not ph.has_entry or ph.entered_key in meta:
+                continue
+            if ph.enter is not None:
                 ctx = PhaseContext(checkpointer=ck, abstract=abstract, shardings=shardings,
                                    meta=meta, step=step, log=log)
                 state, meta = ph.enter(state, ctx)
-                ran = True
-                if ph.validate_on_entry and ph.validate:
-                    validate(step, state, entering=ph)
+            meta = dict(meta, **{ph.entered_key: meta.get(ph.entered_key, int(step))})
+            ran = True
+            if ph.validate_on_entry:
+                validate(step, state, entering=ph)
         return state, ran
 
     patience = int(config.early_stop_patience)

@@ -342,8 +342,8 @@ MUTATIONS: list[Mutation] = [
              ('tests/test_critic_init.py::test_from_generator_copies_the_backbone_and_keeps_the_head',)),
     Mutation('M51', 'aos4rec.gan_start_competes: the SSRGAN phase start is not validated',
              'aos4rec_jax/trainer.py',
-             '                if ph.validate_on_entry and ph.validate:',
-             '                if False:',
+             '            if ph.validate_on_entry:',
+             '            if False:',
              ('tests/test_gan_start_competes.py::'
               'test_the_start_is_kept_when_no_round_beats_it_and_not_when_the_option_is_off',)),
     Mutation('M52', 'aos4rec.critic_keep_best: the last critic goes on into the SSRGAN phase',
@@ -382,6 +382,11 @@ MUTATIONS: list[Mutation] = [
              '                    validate_on_entry=False)',
              ('tests/test_stage_start_competes.py::'
               'test_the_start_is_kept_when_no_update_beats_it_and_not_when_the_option_is_off[crr]',)),
+    Mutation('M58', 'trainer: a phase entered without an enter hook is not recorded as entered',
+             'aos4rec_jax/trainer.py',
+             '            meta = dict(meta, **{ph.entered_key: meta.get(ph.entered_key, int(step))})',
+             '            pass',
+             ('tests/test_phase_entry.py::test_a_phase_without_enter_hook_validates_its_start_once',)),
 ]
 
 

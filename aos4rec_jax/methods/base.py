@@ -29,12 +29,15 @@ class Phase:
     examples_per_step, epoch_examples: when both > 0, train.jsonl gets examples_per_s and
       epoch = step * examples_per_step / epoch_examples.
     enter: ``(state, ctx: PhaseContext) -> (state, meta)`` run once when the run reaches the
-      phase's first step; the returned meta holds `entered_key`, so a resumed run does not enter
-      again. The trainer saves a checkpoint right after.
-    validate_on_entry: right after `enter`, the trainer validates the state the phase starts from
-      (valid_history.jsonl gets a line with this phase's name and at_entry=true), so the
-      starting parameters compete in model selection: a phase whose updates never beat its start
-      keeps the start (AOS4Rec's aos4rec.gan_start_competes).
+      phase's first step.
+    validate_on_entry: when the run reaches the phase's first step (after `enter`, if any), the
+      trainer validates the state the phase starts from (valid_history.jsonl gets a line with
+      this phase's name and at_entry=true), so the starting parameters compete in model
+      selection: a phase whose updates never beat its start keeps the start (AOS4Rec's
+      aos4rec.gan_start_competes). Needs validate=True.
+    entered_key: a phase with `enter` or `validate_on_entry` is entered once: the trainer writes
+      this key into the checkpoint meta (unless the hook set it) and saves right after, so a
+      resumed run does not enter or validate the start again. Default 'entered_<name>'.
     """
     name: str
     steps: int
@@ -45,6 +48,17 @@ class Phase:
     enter: Optional[Callable] = None
     entered_key: str = ''
     validate_on_entry: bool = False
+
+    def __post_init__(self):
+        if self.validate_on_entry and not self.validate:
+            raise ValueError(f'Phase {self.name!r}: validate_on_entry needs validate=True')
+        if not self.entered_key:
+            object.__setattr__(self, 'entered_key', f'entered_{self.name}')
+
+    @property
+    def has_entry(self) -> bool:
+        """Whether reaching the first step does something (the enter hook, the entry validation)."""
+        return self.enter is not None or self.validate_on_entry
 
 
 @dataclasses.dataclass

@@ -394,19 +394,13 @@ class SeqGAN(Method):
     def _gan_phase(self, st, G):
         """Phase 'gan'. With `start_competes` it validates its starting generator on entry, as
         AOS4Rec's gan_start_competes does: 'disc' (validate=False) cannot, and its updates leave
-        G as entering 'disc' set it, so the first round's start is the state to validate. Off,
-        the phase has no enter hook: no entry step, no meta key, what every run before did."""
+        G as entering 'disc' set it, so the first round's start is the state to validate. The
+        trainer records the entry as `seqgan_gan_entered` (the key runs written before the
+        trainer recorded entries hold). Off, the phase has no entry: what every run before did."""
         if not self.o.start_competes:
             return Phase('gan', G, st.gan_round)
-        return Phase('gan', G, st.gan_round, enter=self._enter_gan,
+        return Phase('gan', G, st.gan_round,
                      entered_key='seqgan_gan_entered', validate_on_entry=True)
-
-    def _enter_gan(self, state, ctx):
-        """Changes nothing: the hook exists for Phase.validate_on_entry (the trainer validates
-        G right after it); its meta key keeps a resumed run from validating the start again."""
-        ctx.log(f'SeqGAN: the generator that starts the rounds (step {ctx.step}) competes in '
-                'model selection (seqgan.start_competes)')
-        return state, dict(ctx.meta, seqgan_gan_entered=int(ctx.step))
 
     def _enter_adversarial(self, state, ctx):
         """G for the adversarial phases: the MLE phase's kept parameters (or init_from's), a
