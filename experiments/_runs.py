@@ -256,10 +256,44 @@ def made_by(module: str, argv) -> str:
 
 
 def add_output_args(ap, missing: str = 'runs') -> None:
-    """The flags every driver shares: --out-dir (docs/results), --collect-only, --dry-run."""
+    """The flags every driver shares: --out-dir (docs/results), --collect-only, --dry-run,
+    --replace."""
     ap.add_argument('--out-dir', default=os.path.join(ROOT, 'docs', 'results'))
     ap.add_argument('--collect-only', action='store_true', help='write the tables from finished runs only')
     ap.add_argument('--dry-run', action='store_true', help=f'print the commands of the missing {missing}, run nothing')
+    ap.add_argument('--replace', action='store_true',
+                    help='write the table even where it drops results the table already in --out-dir '
+                         'holds (this command selects fewer rows, datasets or seeds)')
+
+
+def refuse_narrowing(args, name: str, key_fields, selected, num_seeds: int, error) -> None:
+    """Before any run: a driver asked for a subset (a few rows, one dataset, one seed) would
+    replace OUT/NAME.{csv,md} by a table of that subset, and the results of the full table
+    would be gone from it. Unless --replace (or --dry-run, which writes nothing), `error` gets one
+    line naming the file and the rows it would lose.
+
+    key_fields: the CSV columns that name a row of the table; selected: the key tuples this
+    command's table has (as strings); num_seeds: the seeds it asks for. A row of the old table
+    with results (column `seeds` > 0) is lost when its key is not selected or when it holds more
+    seeds than this command asks for."""
+    path = os.path.join(args.out_dir, f'{name}.csv')
+    if args.replace or args.dry_run or not os.path.exists(path):
+        return
+    with open(path, newline='') as f:
+        old = list(csv.DictReader(f))
+    if not old or any(k not in old[0] for k in (*key_fields, 'seeds')):
+        return                            # not a table this driver wrote
+    selected = {tuple(str(x) for x in k) for k in selected}
+    lost = []
+    for r in old:
+        n = int(float(r['seeds'] or 0))
+        key = tuple(r[k] for k in key_fields)
+        if n and (key not in selected or n > num_seeds):
+            lost.append(f'{"/".join(key)} ({n} seed{"s" if n != 1 else ""})')
+    if lost:
+        error(f'{path} holds results this command would drop from it: {", ".join(lost[:4])}'
+              + (f' and {len(lost) - 4} more' if len(lost) > 4 else '')
+              + '; select them too, write this table elsewhere (--out-dir), or pass --replace')
 
 
 def seeds_arg(text: str) -> list[int]:

@@ -177,6 +177,9 @@ def main(argv=None) -> int:
             ap.error(f'{os.path.join(args.data_root, d)} is not a prepared dataset folder '
                      '(docs/data_prep.md, "Next-item protocol recipes")')
     overrides = _runs.parse_sets(args.set, ap.error)
+    _runs.refuse_narrowing(args, 'next_item', ('model', 'dataset', 'scene'),
+                           [(m, SHORT[d], sc) for m in models for d in datasets for sc in ('sampled', 'full')],
+                           len(seeds), ap.error)
     ledger_path = os.path.join(args.out_dir, LEDGER)
     ledger = read_ledger(ledger_path)
 

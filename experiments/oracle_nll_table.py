@@ -213,6 +213,7 @@ def main(argv=None) -> int:
         ap.error(f'--steps {args.steps!r}: expected P,C,G (three integers)')
     sets = [s if ':' in s.split('=', 1)[0] else f'*:{s}' for s in args.set]
     overrides = _runs.parse_sets(sets, ap.error, forbid_star_steps=False)
+    _runs.refuse_narrowing(args, 'oracle_nll', ('row',), [(r,) for r in rows], len(seeds), ap.error)
     table = collect(args, rows, seeds, overrides)
     if args.dry_run:
         return 0

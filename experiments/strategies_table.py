@@ -193,6 +193,8 @@ def main(argv=None) -> int:
         ap.error(f'{os.path.join(args.data_root, args.dataset)} is not a prepared dataset folder')
     sets = [s if ':' in s.split('=', 1)[0] else f'{CONFIG}:{s}' for s in args.set]
     overrides = _runs.parse_sets(sets, ap.error, forbid_star_steps=False)
+    _runs.refuse_narrowing(args, 'strategies', ('strategy', 'dataset', 'scene'),
+                           [(t, args.dataset, sc) for t in tags for sc in SCENES], len(seeds), ap.error)
     table = collect(args, args.dataset, seeds, tags, overrides)
     if args.dry_run:
         return 0

@@ -349,6 +349,8 @@ def main(argv=None) -> int:
         if not _runs.config_exists(ROWS[row].config):
             print(f'{row}: not available (experiments/configs/{ROWS[row].config}.py does not exist yet)',
                   file=sys.stderr, flush=True)
+    _runs.refuse_narrowing(args, 'table3', ('row', 'dataset', 'scene'),
+                           [(r, d, sc) for r in rows for d in datasets for sc in SCENES], len(seeds), ap.error)
     table = collect(args, rows, datasets, seeds, overrides)
     if args.dry_run:
         return 0

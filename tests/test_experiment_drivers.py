@@ -208,7 +208,8 @@ def test_next_item_ledger_keeps_results_whose_run_folders_are_gone(tmp_path, cap
     assert (out / 'next_item.csv').read_text() == first_csv
 
     capsys.readouterr()                                     # other overrides: sasrec's rows are not used
-    assert next_item_table.main(base + ['--models', 'sasrec', '--set', 'sasrec:train_steps=7']) == 0
+    assert next_item_table.main(base + ['--models', 'sasrec', '--set', 'sasrec:train_steps=7',
+                                        '--replace']) == 0
     said = _lines(capsys)
     assert sum('was made by another command' in l for l in said) == 2
     assert 'sasrec x LastFM' in (out / 'next_item.md').read_text().split('Not run yet')[1]
@@ -225,7 +226,7 @@ def test_next_item_ledger_keeps_results_whose_run_folders_are_gone(tmp_path, cap
     with open(out / 'next_item_runs.csv', 'a') as f:
         f.write('sasrec,LastFM,x,0.1,0.1,0.1,0.1,2026-01-01,python main.py\n')
     with pytest.raises(SystemExit, match=r'next_item_runs.csv: line 6: not a ledger row'):
-        next_item_table.main(base + ['--models', 'sasrec'])
+        next_item_table.main(base + ['--models', 'sasrec', '--replace'])
 
 
 # ------------------------------------------------------------------------------ table3
@@ -446,7 +447,7 @@ def test_oracle_nll_dry_run_and_collect(tmp_path, capsys):
     assert float(recs['mle']['sample_full_std']) == pytest.approx(2 ** 0.5)
     # a row with no finished run is listed; seqgan or ssrgan without mle is refused (they start from it)
     assert oracle_nll_table.main(['--work-root', str(tmp_path / 'empty'), '--collect-only', '--rows', 'mle',
-                                  '--out-dir', str(out)]) == 0
+                                  '--out-dir', str(out), '--replace']) == 0
     assert 'Not run yet (no finished run with its sampling evaluation in the work root): mle.' in \
         (out / 'oracle_nll.md').read_text()
     for rows in ('ssrgan', 'seqgan', 'seqgan,ssrgan'):
@@ -508,3 +509,40 @@ def test_memorization_reports_each_part_and_refuses_a_run_without_a_generator(tm
     assert memorization.main(['--workdir', str(tmp_path / 'nothing')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('memorization: error:')
+
+
+def test_a_narrower_selection_does_not_replace_a_fuller_table_unasked(tmp_path, capsys):
+    """A driver asked for a subset (one row, one seed) would write a table of that subset over the
+    full one in --out-dir: it is refused before any run, with one line naming the file and what
+    would be lost; the full selection, a folder of its own or --replace write it."""
+    out = tmp_path / 'results'
+    out.mkdir()
+    old = ('row,dataset,scene,seeds\n'
+           'poprec,yoochoose-100k,sampled,3\npoprec,yoochoose-100k,full,3\n'
+           'bpr,yoochoose-100k,sampled,3\nbpr,yoochoose-100k,full,3\n'
+           'caser,yoochoose-100k,sampled,0\n')
+    (out / 'table3.csv').write_text(old)
+    base = ['--data-root', str(tmp_path / 'data'), '--work-root', str(tmp_path / 'runs'),
+            '--datasets', 'yoochoose-100k', '--collect-only', '--out-dir', str(out)]
+    for narrower, lost in ((['--rows', 'poprec', '--seeds', '0,1,2'], 'bpr/yoochoose-100k/sampled (3 seeds)'),
+                           (['--rows', 'poprec,bpr', '--seeds', '0'], 'poprec/yoochoose-100k/sampled (3 seeds)')):
+        with pytest.raises(SystemExit) as e:
+            table3.main(base + narrower)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f': error: {out / "table3.csv"} holds results this command would drop' in err
+        assert lost in err and '--replace' in err and 'caser' not in err
+        assert (out / 'table3.csv').read_text() == old
+    assert table3.main(base + ['--rows', 'poprec,bpr,caser', '--seeds', '0,1,2']) == 0   # covers it
+    assert table3.main(base + ['--rows', 'poprec', '--seeds', '0', '--out-dir', str(tmp_path / 'other')]) == 0
+    assert table3.main(base + ['--rows', 'poprec', '--seeds', '0', '--replace']) == 0
+    with open(out / 'table3.csv') as f:
+        assert {r['row'] for r in csv.DictReader(f)} == {'poprec'}
+    # the other drivers share the check: next_item's keys are (model, short dataset name, scene)
+    (out / 'next_item.csv').write_text('model,dataset,scene,seeds\nbpr,LastFM,sampled,3\n')
+    (tmp_path / 'LastFM').mkdir()
+    with pytest.raises(SystemExit):
+        next_item_table.main(['--data-root', str(tmp_path), '--work-root', str(tmp_path / 'runs'),
+                              '--models', 'poprec', '--datasets', 'LastFM', '--collect-only',
+                              '--out-dir', str(out)])
+    assert 'bpr/LastFM/sampled (3 seeds)' in capsys.readouterr().err
