@@ -254,8 +254,11 @@ def generator_loss_eq4(log_probs: jax.Array, d_fake: jax.Array, mask: jax.Array,
     return -_masked_mean(advantage * log_probs.astype(jnp.float32), mask)
 
 
+SUCCESSOR_SAMPLERS = ('inverse_cdf', 'gumbel')
+
+
 def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None,
-                      generated=None, temperature=1.0) -> jax.Array:
+                      generated=None, temperature=1.0, sampler: str = 'inverse_cdf') -> jax.Array:
     """c independent successors per position, each drawn from softmax(logits / temperature) over
     the allowed items (Eq. 8's y'; with replacement, so the mean of D over them is unbiased).
 
@@ -268,9 +271,16 @@ def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None
         position t (the generator's ban on repeats); 0 entries ban nothing.
       temperature: > 0, the temperature the generated lists are sampled at (one policy for the
         lists, Eq. 4's log-probabilities and these successors).
+      sampler: how each draw is made (static); the same distribution either way.
+        'inverse_cdf': one uniform per draw, located in the row's cumulative probabilities
+        (binary search); 'gumbel': Gumbel-max, argmax(logits + Gumbel noise) over V, one [B, T, V]
+        noise array per draw (what runs before 2026-12-06 did; about 8x slower on a CPU at
+        V = 3,417-11,925, where the noise dominates a critic update).
     Returns:
       int32 [B, T, c], never 0 or banned; 0 only where a position has no allowed item at all.
     """
+    if sampler not in SUCCESSOR_SAMPLERS:
+        raise ValueError(f'sampler must be one of {SUCCESSOR_SAMPLERS}, got {sampler!r}')
     logits = jnp.asarray(logits, jnp.float32)
     b, t, v = logits.shape
     allowed = jnp.broadcast_to((jnp.arange(v) != decoding.PAD_ID)[None, None, :], (b, t, v))
@@ -284,13 +294,26 @@ def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None
         earlier = jnp.cumsum(seen, axis=1) - seen  # items at positions < t
         allowed = allowed & (earlier == 0)
     scaled = jnp.where(allowed, logits / jnp.asarray(temperature, jnp.float32), decoding.NEG_INF)
+    any_allowed = jnp.any(allowed, axis=-1)                                     # [B, T]
 
-    def draw(key):                                  # Gumbel-max: one categorical draw per (b, t)
-        return jnp.argmax(scaled + jax.random.gumbel(key, scaled.shape), axis=-1)
+    if sampler == 'gumbel':
+        def draw(key):                              # Gumbel-max: one categorical draw per (b, t)
+            return jnp.argmax(scaled + jax.random.gumbel(key, scaled.shape), axis=-1)
 
-    # one [B, T, V] noise array at a time (lax.map), not c of them at once
-    out = jnp.moveaxis(jax.lax.map(draw, jax.random.split(rng, c)), 0, -1)
-    return jnp.where(jnp.any(allowed, axis=-1)[..., None], out, decoding.PAD_ID).astype(jnp.int32)
+        # one [B, T, V] noise array at a time (lax.map), not c of them at once
+        out = jnp.moveaxis(jax.lax.map(draw, jax.random.split(rng, c)), 0, -1)
+    else:
+        # inverse CDF: item i is drawn when cdf[i - 1] <= u < cdf[i], so a disallowed item
+        # (probability exactly 0: cdf[i] = cdf[i - 1]) never is; u is scaled by the row's own
+        # total, and a draw that rounds onto the total falls back to the row's last allowed item
+        probs = jnp.where(allowed, jax.nn.softmax(jnp.where(any_allowed[..., None], scaled, 0.0),
+                                                  axis=-1), 0.0)
+        cdf = jnp.cumsum(probs, axis=-1)                                        # [B, T, V]
+        u = jax.random.uniform(rng, (b, t, c), jnp.float32) * cdf[..., -1:]
+        find = jax.vmap(jax.vmap(lambda row, x: jnp.searchsorted(row, x, side='right')))
+        last = v - 1 - jnp.argmax(allowed[..., ::-1], axis=-1)                  # [B, T]
+        out = jnp.minimum(find(cdf, u), last[..., None])
+    return jnp.where(any_allowed[..., None], out, decoding.PAD_ID).astype(jnp.int32)
 
 
 def critic_separation(d_real: jax.Array, d_fake: jax.Array, mask: jax.Array,

@@ -293,7 +293,8 @@ class Steps:
         _, g_logits = self.log_probs(jax.lax.stop_gradient(state['params']), b.history, fake, banned)
         succ = aos4rec.sample_next_items(k_next, jax.lax.stop_gradient(g_logits),
                                          int(self.a.num_next), banned=banned, generated=fake,
-                                         temperature=self.temperature)
+                                         temperature=self.temperature,
+                                         sampler=str(self.a.get('successor_sampler', 'gumbel')))
         # a position with no allowed item (tiny vocabularies only): the empty slots repeat y^_t
         succ = jnp.where(succ > 0, succ, fake[..., None])
         a = self.a

@@ -10,8 +10,11 @@ batches drawn on device from random in-memory sequences; benchmarks/bench_seq2se
   oracle   one oracular-learning step (Sec. 4.1): beam search of b inside the step, BLEU oracle,
            mixed context, one update
   critic   one critic update (Eq. 7 + Eq. 8 with c successors + gradient penalty), including the
-           Gumbel sampling of the fake lists and their successors
+           Gumbel sampling of the fake lists and the drawing of their successors
   gan      one SSRGAN round: g-steps (1) generator updates (Eq. 4) and d-steps (5) critic updates
+`--successor-samplers` (aos4rec.successor_sampler, default inverse_cdf): with a second one, e.g.
+inverse_cdf,gumbel, the critic and gan cases are timed again under it, named critic[gumbel] and
+gan[gumbel], interleaved with the others.
 Timed calls are interleaved over `--rounds` rounds so load changes hit every case alike; the JSON
 holds the median times and `ratio_to_mle` for each case. Absolute times mean something only on
 the GPU; on a shared CPU read the ratios.
@@ -64,7 +67,14 @@ def parse_args(argv=None):
     p.add_argument('--models', default='transformer,gru')
     p.add_argument('--users', type=int, default=2000)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--successor-samplers', default='inverse_cdf',
+                   help="aos4rec.successor_sampler of the critic and gan cases; a second one "
+                        "(comma-separated) adds cases critic[NAME] and gan[NAME]")
     args = p.parse_args(argv)
+    args.successor_samplers = [x for x in args.successor_samplers.split(',') if x]
+    bad = [x for x in args.successor_samplers if x not in ('inverse_cdf', 'gumbel')]
+    if bad or not args.successor_samplers:
+        p.error(f'--successor-samplers: unknown {bad}; valid: inverse_cdf,gumbel')
     args.mlp = args.mlp or 4 * args.width
     args.models = [m for m in args.models.split(',') if m]
     args.eval_batch, args.dtype = 8, 'float32'
@@ -75,9 +85,10 @@ def parse_args(argv=None):
 
 
 def model_cases(args, name, dev_np, info) -> list[Case]:
-    def case_config(case):
+    def case_config(case, sampler=args.successor_samplers[0]):
         config = seq2seq_run_config(args, name)
         a = config.aos4rec
+        a.successor_sampler = sampler
         a.beam_size, a.num_next = args.beam, args.num_next
         a.d_steps, a.g_steps = args.d_steps, args.g_steps
         a.oracle = case == 'oracle'
@@ -90,8 +101,10 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
     model = seq2seq.build_model(config, info)
     critic = critic_lib.build_critic(config, info)
     cases = []
-    for case in CASES:
-        config = case_config(case)
+    runs = [(case, case, args.successor_samplers[0]) for case in CASES]
+    runs += [(case, f'{case}[{s}]', s) for s in args.successor_samplers[1:] for case in ('critic', 'gan')]
+    for case, label, sampler in runs:
+        config = case_config(case, sampler)
         adversarial = config.aos4rec.adversarial
         # the whole-history ban of training, bounded as the method bounds it (longest train part)
         steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,
@@ -109,7 +122,7 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
         def once(step=step, holder=holder, data=data):
             holder['state'], m = step(holder['state'], data)
             jax.block_until_ready((holder['state'], m))
-        cases.append(Case(f'{name}/{case}', once, args.batch))
+        cases.append(Case(f'{name}/{label}', once, args.batch))
     return cases
 
 

@@ -387,6 +387,16 @@ MUTATIONS: list[Mutation] = [
              '            meta = dict(meta, **{ph.entered_key: meta.get(ph.entered_key, int(step))})',
              '            pass',
              ('tests/test_phase_entry.py::test_a_phase_without_enter_hook_validates_its_start_once',)),
+    Mutation('M59', 'Eq. 8 successors by inverse CDF: each draw lands one item early',
+             'aos4rec_jax/aos4rec.py',
+             '        out = jnp.minimum(find(cdf, u), last[..., None])',
+             '        out = jnp.minimum(find(cdf, u) - 1, last[..., None])',
+             ('tests/test_aos4rec.py::test_successor_frequencies_follow_the_allowed_softmax',)),
+    Mutation('M60', 'GRU4Rec+ additional negatives drawn uniformly (padding included), not by popularity',
+             'aos4rec_jax/methods/gru4rec.py',
+             '        return jax.random.choice(key, self.sample_probs.shape[0], (n,), p=self.sample_probs).astype(jnp.int32)',
+             '        return jax.random.choice(key, self.sample_probs.shape[0], (n,)).astype(jnp.int32)',
+             ('tests/test_methods.py::test_gru4rec_extra_negatives_follow_popularity_to_the_alpha',)),
 ]
 
 

@@ -1,4 +1,5 @@
 """AOS4Rec building blocks (aos4rec_jax/aos4rec.py): oracle, mixing, SSRGAN losses, successors."""
+import functools
 import math
 
 import jax
@@ -262,7 +263,8 @@ def test_generator_loss_eq4_by_hand():
     assert float(g2) == pytest.approx(-(2 * -1. + 5 * -2. + 1 * -0.5) / 3.0, rel=1e-6)
 
 
-def test_sample_next_items_allowed_with_replacement():
+@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+def test_sample_next_items_allowed_with_replacement(sampler):
     B, TT, VV, c = 6, 5, 12, 3
     rs = np.random.RandomState(4)
     logits = rs.randn(B, TT, VV).astype(np.float32)
@@ -271,7 +273,7 @@ def test_sample_next_items_allowed_with_replacement():
     banned[:, 0] = False
     generated = rs.randint(0, VV, size=(B, TT)).astype(np.int32)
     logits[np.arange(B)[:, None], :, generated] += 20.0  # earlier items would win if not banned
-    fn = jax.jit(aos4rec.sample_next_items, static_argnames='c')
+    fn = jax.jit(functools.partial(aos4rec.sample_next_items, sampler=sampler), static_argnames='c')
     out = np.asarray(fn(jax.random.PRNGKey(5), logits, c=c, banned=banned, generated=generated))
     assert out.shape == (B, TT, c)
     for i in range(B):
@@ -290,7 +292,8 @@ def test_sample_next_items_allowed_with_replacement():
     np.testing.assert_array_equal(none, [[[0, 0]]])
 
 
-def test_eq8_target_is_unbiased_for_a_peaked_two_item_policy():
+@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+def test_eq8_target_is_unbiased_for_a_peaked_two_item_policy(sampler):
     """Issue 12, item 1: Eq. 8's target mean_k D(x, {y^_1:t-1, y'_k}) must estimate
     E_{y' ~ P_G} D. Two items, P_G = (0.9, 0.1), D(y' = 1) = 1, D(y' = 2) = 0: the expectation is
     0.9. c = 2 draws WITHOUT replacement always hold both items, so their mean is 0.5 whatever
@@ -299,27 +302,28 @@ def test_eq8_target_is_unbiased_for_a_peaked_two_item_policy():
     logits = np.log(np.array([[[1e-9, 0.9, 0.1]]], np.float32))        # [1, 1, V=3]
     d = np.array([0.0, 1.0, 0.0])                                       # D of each successor
     keys = jax.random.split(jax.random.PRNGKey(0), 4000)
-    draws = np.asarray(jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(k, logits, c=2)))(keys))
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(k, logits, c=2, sampler=sampler)))(keys))
     targets = d[draws[:, 0, 0, :]].mean(axis=-1)                        # [n] one target per key
     se = np.sqrt(0.9 * 0.1 / 2 / len(keys))
     assert abs(targets.mean() - 0.9) < 5 * se, targets.mean()
     # the two draws of one key are independent: both 1 with probability 0.81
     both = np.mean((draws[:, 0, 0, :] == 1).all(axis=-1))
     assert abs(both - 0.81) < 5 * np.sqrt(0.81 * 0.19 / len(keys)), both
-    only2 = np.asarray(aos4rec.sample_next_items(keys[0], logits, c=2,
+    only2 = np.asarray(aos4rec.sample_next_items(keys[0], logits, c=2, sampler=sampler,
                                                  banned=np.array([[False, True, False]])))
     np.testing.assert_array_equal(only2, [[[2, 2]]])
 
 
 @pytest.mark.parametrize('temperature', [0.5, 2.0])
-def test_successors_are_drawn_at_the_sampling_temperature(temperature):
+@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+def test_successors_are_drawn_at_the_sampling_temperature(temperature, sampler):
     """Issue 12, item 2: the successors come from the policy the lists are sampled from,
     softmax(logits / temperature) over the allowed items (4,000 keys, 5 standard errors)."""
     logits = np.array([[[0.0, 2.0, 1.0, 0.0, -1.0]]], np.float32)
     n = 4000
     keys = jax.random.split(jax.random.PRNGKey(3), n)
     draws = np.asarray(jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(
-        k, logits, c=1, temperature=temperature)))(keys))[:, 0, 0, 0]
+        k, logits, c=1, temperature=temperature, sampler=sampler)))(keys))[:, 0, 0, 0]
     w = np.exp(logits[0, 0, 1:].astype(np.float64) / temperature)
     p = np.concatenate([[0.0], w / w.sum()])
     freq = np.bincount(draws, minlength=5) / n
@@ -377,14 +381,15 @@ SUCC_BANNED[0, 4] = SUCC_BANNED[1, 2] = True  # banned items outside the generat
 
 
 @pytest.mark.parametrize('c', [1, 3])
-def test_successors_may_repeat_the_current_item(c):
+@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+def test_successors_may_repeat_the_current_item(c, sampler):
     # A policy that puts almost all its mass on y^_t at position t (logit 10 against -10: every
     # other item together has probability about 1e-8) must return y^_t among the successors.
     # Banning y^_t too (M7: `earlier` counting position t itself) returns something else.
     gen = SUCC_GENERATED
     logits = np.full((2, 4, SUCC_V), -10.0, np.float32)
     logits[np.arange(2)[:, None], np.arange(4)[None, :], gen] = 10.0
-    out = np.asarray(jax.jit(aos4rec.sample_next_items, static_argnames='c')(
+    out = np.asarray(jax.jit(functools.partial(aos4rec.sample_next_items, sampler=sampler), static_argnames='c')(
         jax.random.PRNGKey(0), logits, c=c, banned=SUCC_BANNED, generated=gen))
     for b in range(2):
         for t in range(4):
@@ -392,7 +397,8 @@ def test_successors_may_repeat_the_current_item(c):
                 assert gen[b, t] in out[b, t].tolist(), (b, t, out[b, t])
 
 
-def test_successor_frequencies_follow_the_allowed_softmax():
+@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+def test_successor_frequencies_follow_the_allowed_softmax(sampler):
     # c = 1 over 4,000 keys (one jit, vmapped over the keys). Expected by numpy: softmax of the
     # position's logits over the allowed items = not padding, not banned, not in y^_1:t-1;
     # y^_t allowed. The logits favour y^_t (+1.5), so under M7 (y^_t banned) its frequency falls
@@ -404,7 +410,7 @@ def test_successor_frequencies_follow_the_allowed_softmax():
     n = 4000
     keys = jax.random.split(jax.random.PRNGKey(9), n)
     draws = jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(
-        k, logits, c=1, banned=SUCC_BANNED, generated=gen)))(keys)
+        k, logits, c=1, banned=SUCC_BANNED, generated=gen, sampler=sampler)))(keys)
     draws = np.asarray(draws)[..., 0]  # [n, 2, 4]
     for b in range(2):
         for t in range(4):
@@ -420,3 +426,25 @@ def test_successor_frequencies_follow_the_allowed_softmax():
             # 5 standard errors of each item's own frequency; p = 0 items must never be drawn
             np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-9,
                                          err_msg=f'user {b}, position {t}')
+
+
+def test_inverse_cdf_draws_each_allowed_item_of_a_wide_row_and_refuses_an_unknown_sampler():
+    """V = 5,000 with one allowed item at the far end and the rest of the mass spread thinly:
+    the last allowed item is drawn at its rate, a draw never lands on a banned item, and a
+    row whose cumulative sum rounds short of 1 still returns allowed items."""
+    v = 5000
+    logits = np.zeros((1, 1, v), np.float32)
+    logits[0, 0, v - 1] = np.log(v - 2.0)          # the last item holds about half the mass
+    banned = np.zeros((1, v), bool)
+    banned[0, 1:v // 2] = True                      # the first half (but padding) is banned
+    n = 2000
+    keys = jax.random.split(jax.random.PRNGKey(11), n)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: aos4rec.sample_next_items(
+        k, logits, c=2, banned=banned, sampler='inverse_cdf')))(keys)).reshape(-1)
+    assert draws.min() >= v // 2 and draws.max() <= v - 1
+    w = np.ones(v); w[0] = 0; w[banned[0]] = 0; w[v - 1] = v - 2.0
+    p_last = w[v - 1] / w.sum()
+    freq = np.mean(draws == v - 1)
+    assert abs(freq - p_last) < 5 * np.sqrt(p_last * (1 - p_last) / draws.size), (freq, p_last)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        aos4rec.sample_next_items(keys[0], logits, c=1, sampler='categorical')

@@ -192,6 +192,28 @@ def test_sampled_negatives_avoid_the_excluded_items():
     assert abs(rate - 0.7 ** 4) < 0.02, rate
 
 
+
+@pytest.mark.parametrize('sampler', ('inverse_cdf', 'gumbel'))
+def test_gru4rec_extra_negatives_follow_popularity_to_the_alpha(sampler):
+    """GRU4Rec+'s additional samples: each item drawn in proportion to count^alpha over the
+    training items (20,000 draws, 5 standard errors), padding never; both samplers."""
+    from aos4rec_jax.methods.gru4rec import GRU4Rec
+    seqs = [[1, 2, 3, 1, 1, 2, 4, 5], [1, 2, 1, 3, 6, 7], [1, 4, 2, 1, 8, 9]]
+    p = tiny_prepared(seqs, cap=2, history_len=4, target_len=1, k=2, num_candidates=3)
+    ds = data_lib.Dataset(p)
+    c = _config('gru4rec', 'tiny')
+    c.gru4rec.sampler = sampler
+    m = GRU4Rec(c, ds)
+    n = 20000
+    draws = np.asarray(jax.jit(m.draw_extra, static_argnums=1)(jax.random.PRNGKey(3), n))
+    w = ds.item_counts().astype(np.float64) ** float(c.gru4rec.sample_alpha)
+    w[0] = 0.0
+    prob = w / w.sum()
+    assert draws.dtype == np.int32 and draws.min() >= 1
+    freq = np.bincount(draws, minlength=len(prob)) / n
+    np.testing.assert_array_less(np.abs(freq - prob), 5 * np.sqrt(prob * (1 - prob) / n) + 1e-9)
+    assert len(set(prob.round(6).tolist())) > 2          # not uniform: the check can see alpha
+
 # ------------------------------------------------------------------------------ end to end
 NEXT_ITEM_CONFIGS = [n for n in CONFIG_FILES if isinstance(methods.get(_config(n).model), type)
                      and issubclass(methods.get(_config(n).model), next_item.NextItemMethod)]

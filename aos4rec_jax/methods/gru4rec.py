@@ -6,7 +6,11 @@ next items [B, L], as SASRec's). Negatives of position t of row b: the next item
 rows at the same position (GRU4Rec's session-parallel mini-batch: the targets of the other
 sessions at this step), plus `num_extra_negatives` items shared by the batch, drawn in
 proportion to popularity^`sample_alpha` (GRU4Rec+'s additional samples; alpha 0 = uniform). A
-negative equal to the position's own target, or padding, gets no weight.
+negative equal to the position's own target, or padding, gets no weight. `sampler` says how
+they are drawn, the same distribution either way: 'inverse_cdf' (one uniform a sample, found in
+the cumulative probabilities: `jax.random.choice` with p) or 'gumbel' (`jax.random.categorical`,
+Gumbel-max over every item for every sample: 2048 x V noise a step, about half of a training
+step on Toys on a CPU; what runs before 2026-12-06 drew with, so their folders resume with it).
 
 Losses (`gru4rec.loss`): 'bpr_max' (with the score regularisation `bpreg`), 'top1_max',
 'ce' (softmax cross-entropy over the target and the same negatives), or 'softmax' (cross-entropy
@@ -32,7 +36,11 @@ class GRU4Rec(NextItemMethod):
         'bpreg': 1.0,                   # BPR-max score regularisation (the paper's lambda)
         'num_extra_negatives': 2048,    # shared additional samples (GRU4Rec+: 2048)
         'sample_alpha': 0.75,           # popularity exponent of the additional samples
+        'sampler': 'inverse_cdf',       # inverse_cdf | gumbel: how the additional samples are drawn
     }
+    # runs written before `sampler` existed drew with Gumbel-max
+    OPTIONS_ADDED_LATER = {'sampler': 'gumbel'}
+    SAMPLERS = ('inverse_cdf', 'gumbel')
     LOSSES = ('bpr_max', 'top1_max', 'ce', 'softmax')
 
     @classmethod
@@ -42,6 +50,8 @@ class GRU4Rec(NextItemMethod):
             raise config_lib.ConfigError(f'config.{m}.loss: {opts.loss!r} is not one of {cls.LOSSES}')
         if int(opts.num_extra_negatives) < 0:
             raise config_lib.ConfigError(f'config.{m}.num_extra_negatives: must be >= 0')
+        if opts.sampler not in cls.SAMPLERS:
+            raise config_lib.ConfigError(f'config.{m}.sampler: {opts.sampler!r} is not one of {cls.SAMPLERS}')
         if opts.bpreg < 0 or opts.sample_alpha < 0:
             raise config_lib.ConfigError(f'config.{m}.bpreg and sample_alpha must be >= 0')
 
@@ -50,7 +60,8 @@ class GRU4Rec(NextItemMethod):
         counts = ds.item_counts().astype('float64')
         w = counts ** float(self.opts.sample_alpha)
         w[0] = 0.0
-        self.sample_logits = jnp.asarray(jnp.log(jnp.asarray(w / w.sum(), jnp.float32)))
+        self.sample_probs = jnp.asarray(w / w.sum(), jnp.float32)
+        self.sample_logits = jnp.log(self.sample_probs)
 
     def loss(self, params, data, key):
         k_batch, k_neg, k_drop = jax.random.split(key, 3)
@@ -70,7 +81,7 @@ class GRU4Rec(NextItemMethod):
         negs, valid = [s_batch], [valid_batch]
         n_extra = int(self.opts.num_extra_negatives)
         if n_extra:
-            extra = jax.random.categorical(k_neg, self.sample_logits, shape=(n_extra,)).astype(jnp.int32)
+            extra = self.draw_extra(k_neg, n_extra)
             s_extra = (jnp.einsum('bld,nd->bln', h, self.item_vectors(params, extra).astype(jnp.float32))
                        + self.item_bias(params, extra).astype(jnp.float32))
             negs.append(s_extra)
@@ -85,6 +96,13 @@ class GRU4Rec(NextItemMethod):
             nll = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
             s, n = jnp.sum(nll * mask), jnp.sum(mask.astype(jnp.float32))
         return s, n, {}
+
+    def draw_extra(self, key, n: int):
+        """The batch's n additional negatives, int32 [n], drawn with `sampler` from the
+        popularity^alpha distribution (item 0, padding, has probability 0)."""
+        if self.opts.sampler == 'gumbel':
+            return jax.random.categorical(key, self.sample_logits, shape=(n,)).astype(jnp.int32)
+        return jax.random.choice(key, self.sample_probs.shape[0], (n,), p=self.sample_probs).astype(jnp.int32)
 
 
 METHODS = {'gru4rec': GRU4Rec}
