@@ -71,6 +71,7 @@ import jax.numpy as jnp
 
 from aos4rec_jax import decoding
 from aos4rec_jax import metrics
+from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
 
 __all__ = [
@@ -303,16 +304,9 @@ def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None
         # one [B, T, V] noise array at a time (lax.map), not c of them at once
         out = jnp.moveaxis(jax.lax.map(draw, jax.random.split(rng, c)), 0, -1)
     else:
-        # inverse CDF: item i is drawn when cdf[i - 1] <= u < cdf[i], so a disallowed item
-        # (probability exactly 0: cdf[i] = cdf[i - 1]) never is; u is scaled by the row's own
-        # total, and a draw that rounds onto the total falls back to the row's last allowed item
-        probs = jnp.where(allowed, jax.nn.softmax(jnp.where(any_allowed[..., None], scaled, 0.0),
-                                                  axis=-1), 0.0)
-        cdf = jnp.cumsum(probs, axis=-1)                                        # [B, T, V]
-        u = jax.random.uniform(rng, (b, t, c), jnp.float32) * cdf[..., -1:]
-        find = jax.vmap(jax.vmap(lambda row, x: jnp.searchsorted(row, x, side='right')))
-        last = v - 1 - jnp.argmax(allowed[..., ::-1], axis=-1)                  # [B, T]
-        out = jnp.minimum(find(cdf, u), last[..., None])
+        # inverse CDF (sampling.from_logits): a disallowed item (-inf) has probability 0 and is
+        # never drawn
+        out = sampling.from_logits(rng, scaled, c)
     return jnp.where(any_allowed[..., None], out, decoding.PAD_ID).astype(jnp.int32)
 
 

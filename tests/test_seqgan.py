@@ -66,7 +66,8 @@ def weighted(lists):
     return jnp.sum(lists * jnp.arange(1, T + 1), axis=-1) / 1000.0
 
 
-def test_monte_carlo_reward_of_every_prefix_equals_the_hand_computed_one():
+@pytest.mark.parametrize('method', seqgan.SAMPLERS)
+def test_monte_carlo_reward_of_every_prefix_equals_the_hand_computed_one(method):
     """Deterministic roll-outs (+1 walk) and a fixed D: Q_t = D(y_1:t + the walk after y_t),
     Q_T = D(y); a user whose real list has 2 items scores its completions with 2 items."""
     seq = jnp.asarray([[5, 9, 2, 12], [1, 2, 3, 4], [14, 3, 8, 17]], jnp.int32)
@@ -74,7 +75,7 @@ def test_monte_carlo_reward_of_every_prefix_equals_the_hand_computed_one():
     state = {'x': jnp.zeros((3, 1))}
     q, done = seqgan.mc_rewards(walk_step_fn, state, lambda rows, lists: weighted(lists), seq, mask,
                                 jax.random.PRNGKey(0), num_rollouts=16, vocab_size=V,
-                                bos_id=N_ITEMS + 1, temperature=1.0)
+                                bos_id=N_ITEMS + 1, temperature=1.0, method=method)
     d = lambda *l: sum((i + 1) * x for i, x in enumerate(l)) / 1000.0
     expected = [[d(5, 6, 7, 8), d(5, 9, 10, 11), d(5, 9, 2, 3), d(5, 9, 2, 12)],
                 [d(1, 2, 3, 4)] * 4,
@@ -117,7 +118,7 @@ def test_monte_carlo_rewards_are_the_recorded_ones():
 
 
 def step_forced_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts,
-                        vocab_size, bos_id, temperature, banned=None):
+                        vocab_size, bos_id, temperature, banned=None, method='gumbel'):
     """mc_rewards as it was before `decoding.sample(prefix=...)`: the prefix forced by the step
     function on rows b * n + j (it indexes rows of B * n: against the decoding contract, and
     correct only because `sample` runs every step on all rows)."""
@@ -134,7 +135,7 @@ def step_forced_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rol
         return jnp.where((forced > 0)[:, None], jnp.where(one, 0.0, -jnp.inf), logits), state
     from aos4rec_jax import decoding
     out = decoding.sample(fn, dec_state, key, batch_size=B, vocab_size=vocab_size, length=T,
-                          bos_id=bos_id, num_samples=n, temperature=temperature, method='gumbel',
+                          bos_id=bos_id, num_samples=n, temperature=temperature, method=method,
                           banned=banned, ban_generated=True)
     done = jnp.where(mask[:, None, :], out.sequences, 0)
     d = score_fn(jnp.repeat(jnp.arange(B), n), done.reshape(B * n, T)).reshape(B, T - 1, N)
@@ -162,7 +163,7 @@ def test_rollouts_of_the_generator_keep_their_prefix_and_follow_their_key():
         seq2seq.make_step_fn(steps.model, state['params']), steps.decode_state(state['params'], b.history),
         lambda rows, lists: steps.disc_prob(state['disc'], b.history[rows], lists), y, mask, k,
         num_rollouts=8, vocab_size=INFO.vocab_size, bos_id=INFO.bos_id,
-        temperature=steps.temperature))(jax.random.PRNGKey(5))
+        temperature=steps.temperature, method=str(steps.o.sampler)))(jax.random.PRNGKey(5))
     np.testing.assert_array_equal(np.asarray(d1), np.asarray(d0))
     np.testing.assert_array_equal(np.asarray(q1), np.asarray(q0))
     assert not np.array_equal(np.asarray(d1), np.asarray(d3))

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
+from aos4rec_jax import sampling
 from aos4rec_jax.methods import init_from as init_from_lib
 from aos4rec_jax.methods.base import Phase, checked_options
 from aos4rec_jax.methods.gpt import GPT
@@ -152,13 +153,17 @@ class CRR(GPT):
         'start_competes': False,  # the policy that starts stage 2 is validated first and kept
                                   # unless a CRR step validates better (False: selection
                                   # restarts with stage 2's first validation)
+        'sampler': 'inverse_cdf', # how the m actions are drawn from pi (the same distribution):
+                                  # 'inverse_cdf' (sampling.from_logits) | 'gumbel'
+                                  # (jax.random.categorical: V noise numbers an action)
     })
 
     # runs from before ratings were kept had constant rewards on data without ratings, which
     # 'auto' reproduces there (a folder re-prepared with ratings is refused by its fingerprint)
     # runs from before start_competes restarted model selection with stage 2's first validation
+    # runs from before sampler drew the m actions with Gumbel-max
     OPTIONS_ADDED_LATER = {'reward_from': 'auto', 'rating_map': 'linear', 'rating_threshold': 4.0,
-                           'start_competes': False}
+                           'start_competes': False, 'sampler': 'gumbel'}
 
     def __init__(self, config, ds):
         super().__init__(config, ds)
@@ -195,6 +200,8 @@ class CRR(GPT):
             bad('critic_lr', 'must be > 0')
         if opts.policy_lr < 0:
             bad('policy_lr', 'must be >= 0 (0: config.learning_rate)')
+        if opts.sampler not in ('inverse_cdf', 'gumbel'):
+            bad('sampler', "must be 'inverse_cdf' or 'gumbel'")
         if opts.critic_init not in ('policy', 'random'):
             bad('critic_init', "must be 'policy' or 'random'")
         if opts.start_from not in ('best', 'last'):
@@ -380,9 +387,12 @@ class CRR(GPT):
         target = soft_update(state['critic_target'], critic, float(o.tau))
 
         # policy: advantage from m sampled actions, exponential weights, weighted regression
-        sampled = jax.random.categorical(
-            k_samp, item_log_probs(logits[:, :W]), axis=-1,
-            shape=(int(o.num_samples),) + actions.shape)
+        logp_now = item_log_probs(logits[:, :W])                               # [B, W, V]
+        if o.sampler == 'gumbel':
+            sampled = jax.random.categorical(k_samp, logp_now, axis=-1,
+                                             shape=(int(o.num_samples),) + actions.shape)
+        else:                                                                   # [m, B, W]
+            sampled = jnp.moveaxis(sampling.from_logits(k_samp, logp_now, int(o.num_samples)), -1, 0)
         q_sa = gather_items(q_now, actions)
         q_s = jnp.take_along_axis(q_now[None], sampled[..., None], axis=-1)[..., 0]
         adv = advantage(q_sa, q_s)

@@ -49,6 +49,7 @@ import optax
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
+from aos4rec_jax import sampling
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax.methods.base import Phase
 from aos4rec_jax.methods.bpr import BPR
@@ -122,12 +123,9 @@ def g_loss(net, params, users, samples, weights, g_reg: float = 0.0):
 
 def sample_from_probs(key, probs, num: int):
     """`num` items a row drawn from the (unnormalised) weights probs [B, V], with replacement, by
-    inverse CDF: one cumulative sum a row, one uniform and one binary search a draw. [B, num]
-    int32; an entry of weight 0 (padding) is never drawn."""
-    cdf = jnp.cumsum(probs.astype(jnp.float32), axis=-1)
-    u = jax.random.uniform(key, (probs.shape[0], num), jnp.float32) * cdf[:, -1:]
-    idx = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side='right'))(cdf, u)
-    return jnp.minimum(idx, probs.shape[-1] - 1).astype(jnp.int32)
+    inverse CDF (sampling.from_weights): [B, num] int32; an entry of weight 0 (padding) is never
+    drawn."""
+    return sampling.from_weights(key, probs, num)
 
 
 def sample_items(key, logits, num: int):

@@ -81,7 +81,11 @@ OPTIONS = {
     'start_competes': False,        # the generator that starts phase 'gan' is validated first
                                     # and kept unless a round validates better (False: model
                                     # selection restarts with the first round)
+    'sampler': 'categorical',       # how the lists and roll-outs are drawn (the same policy):
+                                    # categorical (decoding's inverse CDF) | gumbel (Gumbel-max,
+                                    # V noise numbers a drawn item; runs before 2026-12-06)
 }
+SAMPLERS = ('categorical', 'gumbel')
 BASELINES = ('none', 'mean')
 GENERATORS = ('transformer', 'gru')
 
@@ -107,7 +111,8 @@ def init_discriminator(disc, info, rng):
 
 # ------------------------------------------------------------------------------ the pieces
 def mc_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts: int,
-               vocab_size: int, bos_id: int, temperature: float, banned=None):
+               vocab_size: int, bos_id: int, temperature: float, banned=None,
+               method: str = 'gumbel'):
     """Q [B, T] of Eq. 4 for the lists `seq` [B, T]: Q_t (t = 1..T-1) the mean of `score_fn` over
     N roll-outs that complete seq[:, :t] with the policy of `step_fn` (decoding.sample at
     `temperature`, `banned` and already-listed items masked), Q_T = score_fn(seq).
@@ -117,7 +122,8 @@ def mc_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts: in
     are zeroed where `mask` [B, T] is False (the real list's padding) before scoring. One decoding
     call of B users x (T - 1) N samples: sample j of user b completes the prefix of length
     1 + j // N, which the decoder forces (`decoding.sample`'s `prefix`: a per-row input of the
-    decoder, so `step_fn` is the policy's own and does not depend on the row count).
+    decoder, so `step_fn` is the policy's own and does not depend on the row count). `method`:
+    decoding.sample's ('categorical' or 'gumbel': the same distribution, other draws).
     Returns (Q [B, T], the completed lists [B, T - 1, N, T])."""
     B, T = seq.shape
     N = int(num_rollouts)
@@ -130,7 +136,7 @@ def mc_rewards(step_fn, dec_state, score_fn, seq, mask, key, *, num_rollouts: in
                        seq[:, None, :], 0)                                      # [B, n, T]
     out = decoding.sample(step_fn, dec_state, key, batch_size=B, vocab_size=vocab_size,
                           length=T, bos_id=bos_id, num_samples=n, temperature=temperature,
-                          method='gumbel', banned=banned, ban_generated=True, prefix=prefix)
+                          method=method, banned=banned, ban_generated=True, prefix=prefix)
     done = jnp.where(mask[:, None, :], out.sequences, 0)                     # [B, n, T]
     rows = jnp.repeat(jnp.arange(B), n)
     d = score_fn(rows, done.reshape(B * n, T)).reshape(B, T - 1, N)
@@ -190,12 +196,12 @@ class SeqGANSteps:
         return self.model.apply({'params': params}, history, self.T, method=self.model.init_decode_state)
 
     def generate(self, params, history, banned, key):
-        """y [B, T] drawn from the policy (Gumbel-max at `temperature`), no gradient."""
+        """y [B, T] drawn from the policy at `temperature` (seqgan.sampler), no gradient."""
         params = jax.lax.stop_gradient(params)
         out = decoding.sample(seq2seq.make_step_fn(self.model, params), self.decode_state(params, history),
                               key, batch_size=history.shape[0], vocab_size=self.info.vocab_size,
                               length=self.T, bos_id=self.info.bos_id, temperature=self.temperature,
-                              method='gumbel', banned=banned, ban_generated=True)
+                              method=str(self.o.sampler), banned=banned, ban_generated=True)
         return out.sequences[:, 0]
 
     def log_probs(self, params, history, seq, banned):
@@ -219,7 +225,7 @@ class SeqGANSteps:
                           lambda rows, lists: self.disc_prob(dparams, history[rows], lists),
                           seq, mask, key, num_rollouts=int(self.o.num_rollouts),
                           vocab_size=self.info.vocab_size, bos_id=self.info.bos_id,
-                          temperature=self.temperature, banned=banned)
+                          temperature=self.temperature, banned=banned, method=str(self.o.sampler))
 
     # -- D ---------------------------------------------------------------------------------------
     def d_update(self, state, data, key):
@@ -332,6 +338,8 @@ class SeqGAN(Method):
             raise err(f'config.seqgan.mle_weight: must be >= 0, got {o.mle_weight}')
         if o.baseline not in BASELINES:
             raise err(f'config.seqgan.baseline: {o.baseline!r} is not one of {BASELINES}')
+        if o.sampler not in SAMPLERS:
+            raise err(f'config.seqgan.sampler: {o.sampler!r} is not one of {SAMPLERS}')
         try:
             seqgan_disc.parse_filters(o.d_filters)
         except ValueError as e:
@@ -345,7 +353,7 @@ class SeqGAN(Method):
 
     # runs made before init_from existed started from their own MLE phase; runs made before
     # start_competes existed restarted model selection with the first round
-    OPTIONS_ADDED_LATER = {'init_from': '', 'start_competes': False}
+    OPTIONS_ADDED_LATER = {'init_from': '', 'start_competes': False, 'sampler': 'gumbel'}
 
     @classmethod
     def generator_network(cls, config: dict):
