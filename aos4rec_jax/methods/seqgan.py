@@ -81,11 +81,12 @@ OPTIONS = {
     'start_competes': False,        # the generator that starts phase 'gan' is validated first
                                     # and kept unless a round validates better (False: model
                                     # selection restarts with the first round)
-    'sampler': 'categorical',       # how the lists and roll-outs are drawn (the same policy):
-                                    # categorical (decoding's inverse CDF) | gumbel (Gumbel-max,
-                                    # V noise numbers a drawn item; runs before 2026-12-06)
+    'sampler': 'inverse_cdf',       # how the lists and roll-outs are drawn (the same policy):
+                                    # inverse_cdf (decoding.sample's 'categorical') | gumbel
+                                    # (Gumbel-max, V noise numbers a drawn item; runs before
+                                    # 2026-12-06)
 }
-SAMPLERS = ('categorical', 'gumbel')
+SAMPLERS = ('inverse_cdf', 'gumbel')
 BASELINES = ('none', 'mean')
 GENERATORS = ('transformer', 'gru')
 
@@ -177,6 +178,7 @@ class SeqGANSteps:
         self.g_tx = optim.make_optimizer(config, float(self.o.g_learning_rate))
         self.d_tx = optax.adam(float(self.o.d_learning_rate))
         self.delay = float(self.o.rollout_delay)
+        self.sample_method = 'gumbel' if self.o.sampler == 'gumbel' else 'categorical'
         self.loss_chunk = int(config.loss_chunk)
         self.mle_step = ssrgan.make_mle_step(model, self.mle_tx, info, batch_size, bsharding,
                                              self.loss_chunk)
@@ -201,7 +203,7 @@ class SeqGANSteps:
         out = decoding.sample(seq2seq.make_step_fn(self.model, params), self.decode_state(params, history),
                               key, batch_size=history.shape[0], vocab_size=self.info.vocab_size,
                               length=self.T, bos_id=self.info.bos_id, temperature=self.temperature,
-                              method=str(self.o.sampler), banned=banned, ban_generated=True)
+                              method=self.sample_method, banned=banned, ban_generated=True)
         return out.sequences[:, 0]
 
     def log_probs(self, params, history, seq, banned):
@@ -225,7 +227,7 @@ class SeqGANSteps:
                           lambda rows, lists: self.disc_prob(dparams, history[rows], lists),
                           seq, mask, key, num_rollouts=int(self.o.num_rollouts),
                           vocab_size=self.info.vocab_size, bos_id=self.info.bos_id,
-                          temperature=self.temperature, banned=banned, method=str(self.o.sampler))
+                          temperature=self.temperature, banned=banned, method=self.sample_method)
 
     # -- D ---------------------------------------------------------------------------------------
     def d_update(self, state, data, key):
