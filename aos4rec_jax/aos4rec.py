@@ -255,9 +255,6 @@ def generator_loss_eq4(log_probs: jax.Array, d_fake: jax.Array, mask: jax.Array,
     return -_masked_mean(advantage * log_probs.astype(jnp.float32), mask)
 
 
-SUCCESSOR_SAMPLERS = ('inverse_cdf', 'gumbel')
-
-
 def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None,
                       generated=None, temperature=1.0, sampler: str = 'inverse_cdf') -> jax.Array:
     """c independent successors per position, each drawn from softmax(logits / temperature) over
@@ -280,8 +277,8 @@ def sample_next_items(rng: jax.Array, logits: jax.Array, c: int = 3, banned=None
     Returns:
       int32 [B, T, c], never 0 or banned; 0 only where a position has no allowed item at all.
     """
-    if sampler not in SUCCESSOR_SAMPLERS:
-        raise ValueError(f'sampler must be one of {SUCCESSOR_SAMPLERS}, got {sampler!r}')
+    if sampler not in sampling.SAMPLERS:
+        raise ValueError(f'sampler must be one of {sampling.SAMPLERS}, got {sampler!r}')
     logits = jnp.asarray(logits, jnp.float32)
     b, t, v = logits.shape
     allowed = jnp.broadcast_to((jnp.arange(v) != decoding.PAD_ID)[None, None, :], (b, t, v))

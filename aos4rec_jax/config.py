@@ -7,6 +7,8 @@ import os
 import jax
 import ml_collections
 
+from aos4rec_jax import sampling
+
 SELECT_BY = ('ndcg', 'full_ndcg', 'nll_oracle', 'last')
 STRATEGIES = ('beam', 'greedy', 'sample', 'gumbel', 'multi_rra', 'multi_ra', 'topk')
 DTYPES = ('float32', 'bfloat16')
@@ -237,9 +239,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f'must be in [0, 1), got {a.critic_holdout}')
     _check(str(a.get('critic_auc', 'pooled')) in ('pooled', 'paired'), 'aos4rec.critic_auc',
            f"{a.get('critic_auc')!r} is not one of ('pooled', 'paired')")
-    _check(str(a.get('successor_sampler', 'gumbel')) in ('inverse_cdf', 'gumbel'),
+    _check(str(a.get('successor_sampler', 'gumbel')) in sampling.SAMPLERS,
            'aos4rec.successor_sampler',
-           f"{a.get('successor_sampler')!r} is not one of ('inverse_cdf', 'gumbel')")
+           f"{a.get('successor_sampler')!r} is not one of {sampling.SAMPLERS}")
     _check(a.critic_init in CRITIC_INIT, 'aos4rec.critic_init',
            f'{a.critic_init!r} is not one of {CRITIC_INIT}')
     _check(a.critic_init != 'generator' or int(a.critic_width) == 0, 'aos4rec.critic_init',

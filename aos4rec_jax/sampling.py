@@ -12,6 +12,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# the values of every option that picks how a training step draws items (aos4rec.successor_sampler,
+# gru4rec.sampler, crr.sampler, seqgan.sampler): inverse CDF, or the Gumbel-max draws of the runs
+# written before 2026-12-06
+SAMPLERS = ('inverse_cdf', 'gumbel')
+
 
 def from_weights(key: jax.Array, weights: jax.Array, num: int) -> jax.Array:
     """`num` draws per row from the unnormalised weights [..., V] (>= 0), with replacement.

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from aos4rec_jax import critic as critic_lib
+from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
@@ -72,9 +73,9 @@ def parse_args(argv=None):
                         "(comma-separated) adds cases critic[NAME] and gan[NAME]")
     args = p.parse_args(argv)
     args.successor_samplers = [x for x in args.successor_samplers.split(',') if x]
-    bad = [x for x in args.successor_samplers if x not in ('inverse_cdf', 'gumbel')]
+    bad = [x for x in args.successor_samplers if x not in sampling.SAMPLERS]
     if bad or not args.successor_samplers:
-        p.error(f'--successor-samplers: unknown {bad}; valid: inverse_cdf,gumbel')
+        p.error(f'--successor-samplers: unknown {bad}; valid: {",".join(sampling.SAMPLERS)}')
     args.mlp = args.mlp or 4 * args.width
     args.models = [m for m in args.models.split(',') if m]
     args.eval_batch, args.dtype = 8, 'float32'

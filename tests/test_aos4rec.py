@@ -11,6 +11,7 @@ from aos4rec_jax import aos4rec
 from aos4rec_jax import decoding
 from aos4rec_jax import metrics_ref
 from aos4rec_jax import models
+from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
 
 N_ITEMS, L, T = 30, 6, 4
@@ -263,7 +264,7 @@ def test_generator_loss_eq4_by_hand():
     assert float(g2) == pytest.approx(-(2 * -1. + 5 * -2. + 1 * -0.5) / 3.0, rel=1e-6)
 
 
-@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_sample_next_items_allowed_with_replacement(sampler):
     B, TT, VV, c = 6, 5, 12, 3
     rs = np.random.RandomState(4)
@@ -292,7 +293,7 @@ def test_sample_next_items_allowed_with_replacement(sampler):
     np.testing.assert_array_equal(none, [[[0, 0]]])
 
 
-@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_eq8_target_is_unbiased_for_a_peaked_two_item_policy(sampler):
     """Issue 12, item 1: Eq. 8's target mean_k D(x, {y^_1:t-1, y'_k}) must estimate
     E_{y' ~ P_G} D. Two items, P_G = (0.9, 0.1), D(y' = 1) = 1, D(y' = 2) = 0: the expectation is
@@ -315,7 +316,7 @@ def test_eq8_target_is_unbiased_for_a_peaked_two_item_policy(sampler):
 
 
 @pytest.mark.parametrize('temperature', [0.5, 2.0])
-@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_successors_are_drawn_at_the_sampling_temperature(temperature, sampler):
     """Issue 12, item 2: the successors come from the policy the lists are sampled from,
     softmax(logits / temperature) over the allowed items (4,000 keys, 5 standard errors)."""
@@ -381,7 +382,7 @@ SUCC_BANNED[0, 4] = SUCC_BANNED[1, 2] = True  # banned items outside the generat
 
 
 @pytest.mark.parametrize('c', [1, 3])
-@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_successors_may_repeat_the_current_item(c, sampler):
     # A policy that puts almost all its mass on y^_t at position t (logit 10 against -10: every
     # other item together has probability about 1e-8) must return y^_t among the successors.
@@ -397,7 +398,7 @@ def test_successors_may_repeat_the_current_item(c, sampler):
                 assert gen[b, t] in out[b, t].tolist(), (b, t, out[b, t])
 
 
-@pytest.mark.parametrize('sampler', aos4rec.SUCCESSOR_SAMPLERS)
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_successor_frequencies_follow_the_allowed_softmax(sampler):
     # c = 1 over 4,000 keys (one jit, vmapped over the keys). Expected by numpy: softmax of the
     # position's logits over the allowed items = not padding, not banned, not in y^_1:t-1;

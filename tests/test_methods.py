@@ -13,6 +13,7 @@ import pytest
 
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import methods
+from aos4rec_jax import sampling
 from aos4rec_jax import trainer
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods import next_item
@@ -193,7 +194,7 @@ def test_sampled_negatives_avoid_the_excluded_items():
 
 
 
-@pytest.mark.parametrize('sampler', ('inverse_cdf', 'gumbel'))
+@pytest.mark.parametrize('sampler', sampling.SAMPLERS)
 def test_gru4rec_extra_negatives_follow_popularity_to_the_alpha(sampler):
     """GRU4Rec+'s additional samples: each item drawn in proportion to count^alpha over the
     training items (20,000 draws, 5 standard errors), padding never; both samplers."""

@@ -200,8 +200,8 @@ class CRR(GPT):
             bad('critic_lr', 'must be > 0')
         if opts.policy_lr < 0:
             bad('policy_lr', 'must be >= 0 (0: config.learning_rate)')
-        if opts.sampler not in ('inverse_cdf', 'gumbel'):
-            bad('sampler', "must be 'inverse_cdf' or 'gumbel'")
+        if opts.sampler not in sampling.SAMPLERS:
+            bad('sampler', f'must be one of {sampling.SAMPLERS}')
         if opts.critic_init not in ('policy', 'random'):
             bad('critic_init', "must be 'policy' or 'random'")
         if opts.start_from not in ('best', 'last'):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
+from aos4rec_jax import sampling
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.next_item import NextItemMethod
 from aos4rec_jax.models.gru4rec import GRU4Rec as GRU4RecNet, GRU4RecConfig
@@ -40,7 +41,6 @@ class GRU4Rec(NextItemMethod):
     }
     # runs written before `sampler` existed drew with Gumbel-max
     OPTIONS_ADDED_LATER = {'sampler': 'gumbel'}
-    SAMPLERS = ('inverse_cdf', 'gumbel')
     LOSSES = ('bpr_max', 'top1_max', 'ce', 'softmax')
 
     @classmethod
@@ -50,8 +50,8 @@ class GRU4Rec(NextItemMethod):
             raise config_lib.ConfigError(f'config.{m}.loss: {opts.loss!r} is not one of {cls.LOSSES}')
         if int(opts.num_extra_negatives) < 0:
             raise config_lib.ConfigError(f'config.{m}.num_extra_negatives: must be >= 0')
-        if opts.sampler not in cls.SAMPLERS:
-            raise config_lib.ConfigError(f'config.{m}.sampler: {opts.sampler!r} is not one of {cls.SAMPLERS}')
+        if opts.sampler not in sampling.SAMPLERS:
+            raise config_lib.ConfigError(f'config.{m}.sampler: {opts.sampler!r} is not one of {sampling.SAMPLERS}')
         if opts.bpreg < 0 or opts.sample_alpha < 0:
             raise config_lib.ConfigError(f'config.{m}.bpreg and sample_alpha must be >= 0')
 

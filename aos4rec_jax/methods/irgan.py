@@ -35,7 +35,7 @@ interactions), lambda = `sample_lambda` (the code: 0.2); reward r = 2 (sigmoid(f
         + g_reg x 0.5 (||w_u||^2 + ||h_i||^2 + b_i^2) averaged over the samples (the code: 0)
 
 Every draw is vectorised over the batch and the full item softmax (inverse CDF,
-`sample_from_probs`: jax.random.categorical's Gumbel-max cost 1 s a G update on LastFM); every
+`sampling.from_weights`: jax.random.categorical's Gumbel-max cost 1 s a G update on LastFM); every
 step is pure and draws from fold_in(state['rng'], state['step']).
 """
 from __future__ import annotations
@@ -121,20 +121,13 @@ def g_loss(net, params, users, samples, weights, g_reg: float = 0.0):
     return loss
 
 
-def sample_from_probs(key, probs, num: int):
-    """`num` items a row drawn from the (unnormalised) weights probs [B, V], with replacement, by
-    inverse CDF (sampling.from_weights): [B, num] int32; an entry of weight 0 (padding) is never
-    drawn."""
-    return sampling.from_weights(key, probs, num)
-
-
 def sample_items(key, logits, num: int):
     """`num` items a row from softmax(logits) [B, V] (with replacement): [B, num] int32.
 
-    The full softmax, drawn by inverse CDF (`sample_from_probs`): jax.random.categorical's
+    The full softmax, drawn by inverse CDF (`sampling.from_weights`): jax.random.categorical's
     Gumbel-max needs V uniforms a draw (32 draws for 128 users over LastFM's 3,647 items took 1 s
     a step on a 2-core CPU; this takes milliseconds)."""
-    return sample_from_probs(key, jax.nn.softmax(logits.astype(jnp.float32), axis=-1), num)
+    return sampling.from_weights(key, jax.nn.softmax(logits.astype(jnp.float32), axis=-1), num)
 
 
 def user_train_items(data, users, max_train: int):
@@ -162,7 +155,7 @@ def mixture_samples(key, logp, train_items, n_train, num: int, lam: float):
     """(`num` items a row drawn from p_n (`mixture_probs`) [B, num], p_n [B, V]): the authors'
     np.random.choice(items, 2 |pos|, p=pn), vectorised."""
     pn = mixture_probs(logp, train_items, n_train, lam)
-    return sample_from_probs(key, pn, num), pn
+    return sampling.from_weights(key, pn, num), pn
 
 
 # ------------------------------------------------------------------------------ the method

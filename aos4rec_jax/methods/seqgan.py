@@ -51,6 +51,7 @@ from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import decoding
 from aos4rec_jax import optim
+from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
@@ -86,7 +87,6 @@ OPTIONS = {
                                     # (Gumbel-max, V noise numbers a drawn item; runs before
                                     # 2026-12-06)
 }
-SAMPLERS = ('inverse_cdf', 'gumbel')
 BASELINES = ('none', 'mean')
 GENERATORS = ('transformer', 'gru')
 
@@ -340,8 +340,8 @@ class SeqGAN(Method):
             raise err(f'config.seqgan.mle_weight: must be >= 0, got {o.mle_weight}')
         if o.baseline not in BASELINES:
             raise err(f'config.seqgan.baseline: {o.baseline!r} is not one of {BASELINES}')
-        if o.sampler not in SAMPLERS:
-            raise err(f'config.seqgan.sampler: {o.sampler!r} is not one of {SAMPLERS}')
+        if o.sampler not in sampling.SAMPLERS:
+            raise err(f'config.seqgan.sampler: {o.sampler!r} is not one of {sampling.SAMPLERS}')
         try:
             seqgan_disc.parse_filters(o.d_filters)
         except ValueError as e:
