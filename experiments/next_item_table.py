@@ -26,15 +26,13 @@ are kept as they are.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import shlex
 import sys
-import time
 
 if __package__ in (None, ''):        # run as a script (python experiments/next_item_table.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _runs  # noqa: E402
+from experiments._ledger import Ledger, config_part  # noqa: E402,F401 (config_part: this module's name too)
 from experiments._runs import ROOT, fmt, read_result, shown  # noqa: E402,F401 (this module's names)
 
 DATASETS = ('Sports_and_Outdoors', 'Toys_and_Games', 'Yelp', 'LastFM', 'ml-1m-sasrec')
@@ -97,50 +95,9 @@ def run_command(model, dataset, seed, args, overrides) -> list[str]:
     return cmd
 
 
-def config_part(command: str) -> tuple:
-    """What decides a run's result in its command: the config file and the value each override
-    ends with (a key set twice counts once, at its last value), without the run folder and the
-    data root (which differ from machine to machine; the dataset is in the ledger's key)."""
-    parts = shlex.split(command)
-    parts = parts[parts.index('main.py') + 1:] if 'main.py' in parts else parts
-    config, sets = None, {}
-    for p in parts:
-        if p.startswith('--config='):
-            config = p
-        elif p.startswith('--config.') and not p.startswith('--config.data_dir='):
-            key, _, value = p.partition('=')
-            sets[key] = value
-    return config, tuple(sorted(sets.items()))
-
-
-def read_ledger(path: str) -> dict:
-    """{(model, dataset, seed): row} of the ledger; {} when there is none yet. A malformed row
-    stops the driver with one line naming the file and line."""
-    if not os.path.exists(path):
-        return {}
-    out = {}
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != LEDGER_FIELDS:
-            raise SystemExit(f'{path}: line 1: the columns must be {",".join(LEDGER_FIELDS)}')
-        for row in reader:
-            try:
-                key = (row['model'], row['dataset'], int(row['seed']))
-                for field, _, _ in FIGURES:
-                    float(row[field])
-                config_part(row['command'])
-            except (TypeError, ValueError) as e:
-                raise SystemExit(f'{path}: line {reader.line_num}: not a ledger row ({e})') from None
-            out[key] = row
-    return out
-
-
-def ledger_row(model, dataset, seed, res, cmd) -> dict:
-    row = dict(model=model, dataset=dataset, seed=str(seed), recorded=time.strftime('%Y-%m-%d'),
-               command=shown(cmd, quote=True))
-    for field, scene, metric in FIGURES:
-        row[field] = repr(float(res[scene][metric]))
-    return row
+def ledger_values(res) -> dict:
+    """A finished run's figures, by the ledger's column names."""
+    return {field: res[scene][metric] for field, scene, metric in FIGURES}
 
 
 def ledger_result(row) -> dict:
@@ -180,8 +137,7 @@ def main(argv=None) -> int:
     _runs.refuse_narrowing(args, 'next_item', ('model', 'dataset', 'scene'),
                            [(m, SHORT[d], sc) for m in models for d in datasets for sc in ('sampled', 'full')],
                            len(seeds), ap.error)
-    ledger_path = os.path.join(args.out_dir, LEDGER)
-    ledger = read_ledger(ledger_path)
+    ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_FIELDS[:3], [f for f, _, _ in FIGURES])
 
     rows = []
     for model in models:
@@ -195,12 +151,9 @@ def main(argv=None) -> int:
                 res = read_result(workdir)
                 key = (model, dataset, seed)
                 from_folder, trained = res is not None, False
-                if res is None and key in ledger:
-                    if config_part(ledger[key]['command']) == config_part(shown(cmd, quote=True)):
-                        res = ledger_result(ledger[key])
-                    else:
-                        print(f'ledger: {model} x {dataset} seed {seed} was made by another command '
-                              f'({ledger[key]["command"]}); not used')
+                if res is None:
+                    row = ledger.lookup(key, cmd)
+                    res = ledger_result(row) if row is not None else None
                 if res is None and not args.collect_only:
                     _runs.announce(cmd)
                     if not args.dry_run:
@@ -208,14 +161,7 @@ def main(argv=None) -> int:
                         res = read_result(workdir)
                         from_folder = trained = res is not None
                 if from_folder:                     # a run folder: the ledger takes it (or is corrected)
-                    new = ledger_row(model, dataset, seed, res, cmd)
-                    old = ledger.get(key)
-                    if trained or old is None or any(float(old[f]) != float(new[f]) for f, _, _ in FIGURES):
-                        if old is not None and not trained:
-                            print(f'ledger: {model} x {dataset} seed {seed} corrected from {workdir}')
-                        ledger[key] = new
-                    if trained:
-                        write_ledger(ledger_path, ledger)       # at once: a later failure loses nothing
+                    ledger.take(key, ledger_values(res), cmd, trained, workdir)
                 if res is None:
                     continue
                 for scene in ('sampled', 'full'):
@@ -231,13 +177,9 @@ def main(argv=None) -> int:
                                  hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
     if args.dry_run:
         return 0
-    write_ledger(ledger_path, ledger)
+    ledger.write()
     write_tables(rows, args, seeds)
     return 0
-
-
-def write_ledger(path: str, ledger: dict) -> None:
-    _runs.write_csv(path, LEDGER_FIELDS, [ledger[k] for k in sorted(ledger)])
 
 
 def write_tables(rows, args, seeds):

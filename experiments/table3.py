@@ -44,6 +44,14 @@ is reported "not available" instead of failing. Then docs/results/table3.md and 
 figure beside ours with our mean's ratio to it, the rows not run yet, and the order of the rows
 compared with the paper's (Spearman's rank correlation, inverted pairs).
 
+The per-run ledger, OUT/table3_runs.csv (one row a row x dataset x seed: the six figures, K, the
+K-list, the date they were recorded, the command; experiments/_ledger.py), keeps every result the
+table has seen, so run folders may be deleted or lost with a machine: a run with no finished
+folder is taken from the ledger when the ledger's command has the same config and overrides. A
+row of the table already in --out-dir with more seeds than a collection finds (runs that finished
+before the ledger existed, 2026-12-06) is kept as it was, said, and listed under the table;
+--replace writes only what was found.
+
 The paper's datasets are not ours: its MovieLens is ML-20M (85,307 users) and its YOOCHOOSE the
 whole click log (168,202 users); ml-1m-paper is the ML-1M subset (2,096 users) and
 yoochoose-100k a 691-user sample, both prepared with the paper's protocol (docs/protocol.md).
@@ -51,6 +59,7 @@ yoochoose-100k a 691-user sample, both prepared with the paper's protocol (docs/
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import os
 import sys
@@ -58,6 +67,7 @@ import sys
 if __package__ in (None, ''):        # run as a script (python experiments/table3.py)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _runs  # noqa: E402
+from experiments._ledger import Ledger  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +125,10 @@ PAPER_DATASET = {'ml-1m-paper': 'MovieLens', 'yoochoose-100k': 'YOOCHOOSE'}
 METRICS = ('prec', 'ndcg', 'bleu')
 METRIC_NAME = {'prec': 'Prec', 'ndcg': 'NDCG', 'bleu': 'BLEU'}
 SCENES = ('sampled', 'full')
+LEDGER = 'table3_runs.csv'
+LEDGER_KEYS = ('row', 'dataset', 'seed')
+LEDGER_FIGURES = tuple(f'{m}_{scene}' for scene in SCENES for m in METRICS)
+LEDGER_TEXTS = ('k', 'decoding')
 SCENE_NAME = {'sampled': '1000 sampled candidates (the paper\'s scene)',
               'full': 'all items (the paper reports none)'}
 
@@ -182,10 +196,25 @@ def _decoding(res: dict) -> str:
     return d.get('strategy', '') + (f" {d['beam_size']}" if d.get('strategy') == 'beam' else '')
 
 
+def ledger_values(res: dict) -> dict:
+    """A finished run's figures and texts, by the ledger's column names."""
+    out = {f'{m}_{scene}': _metric(res, scene, m) for scene in SCENES for m in METRICS}
+    return dict(out, k=_k(res), decoding=_decoding(res))
+
+
+def ledger_result(row: dict) -> dict:
+    """A ledger row as the parts of metrics/test.json this table reads."""
+    k = int(row['k'])
+    res = {scene: {f'{m}@{k}': float(row[f'{m}_{scene}']) for m in METRICS} for scene in SCENES}
+    return dict(res, decode=row['decoding'])
+
+
 def collect(args, rows, datasets, seeds, overrides) -> list[dict]:
     """Runs what is missing (unless --collect-only / --dry-run), then one table row per
-    (row, dataset, scene)."""
+    (row, dataset, scene). A run with no finished folder is taken from the ledger
+    (OUT/table3_runs.csv) when the ledger has it under the same config and overrides."""
     record = os.path.join(args.work_root, 'commands.log')
+    ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_KEYS, LEDGER_FIGURES, LEDGER_TEXTS)
     results = {}
     for seed in seeds:                    # seed-major: every row of seed 0 first
         for dataset in datasets:
@@ -194,8 +223,21 @@ def collect(args, rows, datasets, seeds, overrides) -> list[dict]:
                     continue
                 cmd = run_command(row, dataset, seed, args, overrides)
                 wd = _runs.workdir_of(cmd)
-                results[row, dataset, seed] = _runs.ensure_run(
-                    cmd, lambda wd=wd: _runs.read_result(wd), args, record=record)
+                key = (row, dataset, seed)
+                res = _runs.read_result(wd)
+                if res is not None:       # a run folder: the ledger takes it (or is corrected)
+                    ledger.take(key, ledger_values(res), cmd, trained=False, workdir=wd)
+                else:
+                    kept = ledger.lookup(key, cmd)
+                    if kept is not None:
+                        res = ledger_result(kept)
+                    else:
+                        res = _runs.ensure_run(cmd, lambda wd=wd: _runs.read_result(wd), args, record=record)
+                        if res is not None:
+                            ledger.take(key, ledger_values(res), cmd, trained=True, workdir=wd)
+                results[row, dataset, seed] = res
+    if not args.dry_run:
+        ledger.write()
     out = []
     for row in rows:
         available = _runs.config_exists(ROWS[row].config)
@@ -222,6 +264,50 @@ def collect(args, rows, datasets, seeds, overrides) -> list[dict]:
                                          if pub and rec[f'{m}_mean'] != '' and pub[i] else '')
                 out.append(rec)
     return out
+
+
+def _old_record(r: dict) -> dict:
+    """A row of an earlier table3.csv as collect() makes it (numbers as numbers, '' kept)."""
+    num = lambda v: float(v) if v not in ('', None) else ''
+    rec = dict(r, seeds=int(float(r['seeds'] or 0)), k=int(float(r['k'])) if r['k'] else '',
+               seeds_asked=int(float(r['seeds_asked'] or 0)))
+    for m in METRICS:
+        for f in (f'{m}_mean', f'{m}_std', f'paper_{m}', f'{m}_ratio'):
+            rec[f] = num(r.get(f, ''))
+        mean, std = rec[f'{m}_mean'], rec[f'{m}_std']
+        rec[f'{m}_text'] = ('n/a' if mean == '' else f'{mean:.4f} ± {std:.4f}' if std != ''
+                            else f'{mean:.4f}')
+    return rec
+
+
+def keep_fuller_rows(args, table: list[dict]) -> tuple[list[dict], list[str]]:
+    """A row of the table already in --out-dir with more finished seeds than this collection
+    found (its run folders are gone and the runs predate the ledger, or they ran on another
+    machine) is kept as it is instead of being replaced by a poorer one; --replace writes what
+    was found. Returns the table and the names of the kept rows (said, and listed in table3.md)."""
+    path = os.path.join(args.out_dir, 'table3.csv')
+    if args.replace or not os.path.exists(path):
+        return table, []
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        needed = {'row', 'dataset', 'scene', 'seeds', 'seeds_done', 'seeds_asked', 'k'} | {
+            f'{p}{m}{q}' for m in METRICS for p, q in (('', '_mean'), ('', '_std'), ('paper_', ''), ('', '_ratio'))}
+        if not needed <= set(reader.fieldnames or ()):
+            return table, []              # not a table this driver wrote
+        old = {(r['row'], r['dataset'], r['scene']): r for r in reader}
+    out, kept = [], []
+    for rec in table:
+        prev = old.get((rec['row'], rec['dataset'], rec['scene']))
+        if prev is not None and int(float(prev['seeds'] or 0)) > rec['seeds']:
+            out.append(_old_record(prev))
+            name = f'{rec["row"]} x {rec["dataset"]}'
+            if name not in kept:
+                kept.append(name)
+                print(f'table3: kept {name} from {path} (seeds {prev["seeds_done"]} there, '
+                      f'{rec["seeds_done"] or "none"} found now; --replace drops them)', flush=True)
+        else:
+            out.append(rec)
+    return out, kept
 
 
 def rank_section(table: list[dict], datasets) -> list[str]:
@@ -256,7 +342,7 @@ def rank_section(table: list[dict], datasets) -> list[str]:
     return lines
 
 
-def write_tables(table: list[dict], args, argv, rows, datasets, seeds) -> None:
+def write_tables(table: list[dict], args, argv, rows, datasets, seeds, kept=()) -> None:
     fields = ['row', 'paper_name', 'config', 'dataset', 'scene', 'k', 'status', 'seeds', 'seeds_done',
               'seeds_asked', 'decoding']
     for m in METRICS:
@@ -305,6 +391,10 @@ def write_tables(table: list[dict], args, argv, rows, datasets, seeds) -> None:
         lines += ['Fewer seeds than asked: ' + ', '.join(partial) + '.', '']
     if unavailable:
         lines += ['Not available: ' + ', '.join(unavailable) + '.', '']
+    if kept:
+        lines += ['Kept from the table this one replaced, with more seeds than this collection found '
+                  '(their run folders are gone and they predate the ledger, table3_runs.csv): '
+                  + ', '.join(kept) + '.', '']
     _runs.write_markdown(args.out_dir, 'table3', '\n'.join(lines), len(table))
 
 
@@ -354,7 +444,8 @@ def main(argv=None) -> int:
     table = collect(args, rows, datasets, seeds, overrides)
     if args.dry_run:
         return 0
-    write_tables(table, args, argv, rows, datasets, seeds)
+    table, kept = keep_fuller_rows(args, table)
+    write_tables(table, args, argv, rows, datasets, seeds, kept)
     return 0
 
 

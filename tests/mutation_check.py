@@ -397,6 +397,16 @@ MUTATIONS: list[Mutation] = [
              '        return jax.random.choice(key, self.sample_probs.shape[0], (n,), p=self.sample_probs).astype(jnp.int32)',
              '        return jax.random.choice(key, self.sample_probs.shape[0], (n,)).astype(jnp.int32)',
              ('tests/test_methods.py::test_gru4rec_extra_negatives_follow_popularity_to_the_alpha',)),
+    Mutation('M61', 'Table 3 ignores its ledger: a run whose folder is gone is "not run"',
+             'experiments/table3.py',
+             '                    kept = ledger.lookup(key, cmd)',
+             '                    kept = None',
+             ('tests/test_experiment_drivers.py::test_table3_results_survive_lost_run_folders',)),
+    Mutation('M62', 'Table 3 replaces a row with more seeds by a poorer collection',
+             'experiments/table3.py',
+             "        if prev is not None and int(float(prev['seeds'] or 0)) > rec['seeds']:",
+             "        if prev is not None and int(float(prev['seeds'] or 0)) < rec['seeds']:",
+             ('tests/test_experiment_drivers.py::test_table3_results_survive_lost_run_folders',)),
 ]
 
 

@@ -255,6 +255,7 @@ def test_table3_dry_run_prints_exactly_the_missing_commands(tmp_path, capsys):
     _write(f'{work}/sasrec/yoochoose-100k/seed1/metrics/test.json', _metrics(6, (0.5, 0.5, 0.1)))
     assert table3.main(['--data-root', data, '--work-root', work, '--dry-run', '--rows', 'poprec,sasrec,aos4rec_r',
                         '--datasets', 'yoochoose-100k', '--seeds', '0,1', '--steps', '300',
+                        '--out-dir', str(tmp_path / 'res'),
                         '--set', 'aos4rec_r:aos4rec.gan_steps=5', '--set', '*:log_every=7']) == 0
 
     def cmd(row, cfg, seed, rest):
@@ -351,6 +352,57 @@ def test_table3_collect_only_cells_paper_ratio_not_run_and_rank_order(table3_run
     before = (out / 'table3.md').read_text(), (out / 'table3.csv').read_text()
     assert table3.main(argv) == 0
     assert ((out / 'table3.md').read_text(), (out / 'table3.csv').read_text()) == before
+
+
+def test_table3_results_survive_lost_run_folders(table3_runs, tmp_path, capsys):
+    """Table 3 keeps a ledger (table3_runs.csv) like the next-item table: with the run folders
+    gone (a new machine) the same table comes back from it; a ledger row made by other overrides
+    is not used; a row of the table in --out-dir with more seeds than a collection finds (runs
+    that predate the ledger) is kept as it was, said, and listed, unless --replace."""
+    import shutil
+    out = tmp_path / 'out'
+    argv = ['--data-root', str(tmp_path / 'nodata'), '--work-root', table3_runs, '--collect-only',
+            '--rows', 'poprec,sasrec,caser,aos4rec_t', '--datasets', 'yoochoose-100k', '--out-dir', str(out)]
+    assert table3.main(argv) == 0
+    first = (out / 'table3.md').read_text(), (out / 'table3.csv').read_text()
+    with open(out / 'table3_runs.csv', newline='') as f:
+        ledger = list(csv.DictReader(f))
+    assert [(r['row'], r['seed']) for r in ledger] == [
+        ('aos4rec_t', '0'), ('aos4rec_t', '1'), ('poprec', '0'), ('sasrec', '0'), ('sasrec', '1'), ('sasrec', '2')]
+    r = ledger[4]
+    assert [float(r[f]) for f in table3.LEDGER_FIGURES] == [0.52, 0.30, 0.02, 0.2, 0.05, 0.005]
+    assert (r['k'], r['decoding'], ledger[0]['decoding']) == ('6', 'topk', 'beam 5')
+    assert r['command'].endswith('--config.seed=1 --config.train_steps=2000 --config.eval_every=200 '
+                                 '--config.checkpoint_every=1000')
+
+    shutil.rmtree(table3_runs)                              # the machine is gone, the ledger is not
+    assert table3.main(argv) == 0
+    assert ((out / 'table3.md').read_text(), (out / 'table3.csv').read_text()) == first
+
+    capsys.readouterr()            # other overrides: SASRec's ledger rows are not used, its 3 seeds kept
+    assert table3.main(argv + ['--set', 'sasrec:train_steps=7']) == 0
+    said = _lines(capsys)
+    assert sum('was made by another command' in l for l in said) == 3
+    assert any(l.startswith('table3: kept sasrec x yoochoose-100k from ') and 'seeds 0 1 2 there, none found now'
+               in l for l in said)
+    md = (out / 'table3.md').read_text()
+    assert ('| SASRec | sasrec.py:paper | 3 | topk | 0.5200 ± 0.0200 (0.98x) | 0.531 | '
+            '0.3000 ± 0.0000 (0.55x) | 0.546 | 0.0200 ± 0.0100 (0.32x) | 0.063 |') in md
+    assert 'Kept from the table this one replaced' in md and 'predate the ledger' in md
+    assert first[1].splitlines()[3:5] == (out / 'table3.csv').read_text().splitlines()[3:5]   # sasrec's rows
+    with open(out / 'table3_runs.csv', newline='') as f:
+        assert len(list(csv.DictReader(f))) == 6            # nothing dropped, nothing replaced
+
+    assert table3.main(argv + ['--set', 'sasrec:train_steps=7', '--replace']) == 0
+    with open(out / 'table3.csv', newline='') as f:
+        by = {(x['row'], x['scene']): x for x in csv.DictReader(f)}
+    assert (by['sasrec', 'sampled']['status'], by['sasrec', 'sampled']['seeds']) == ('not run', '0')
+    assert 'Kept from' not in (out / 'table3.md').read_text()
+
+    with open(out / 'table3_runs.csv', 'a') as f:
+        f.write('sasrec,yoochoose-100k,1,x,0,0,0,0,0,6,topk,2026-01-01,python main.py\n')
+    with pytest.raises(SystemExit, match=r'table3_runs.csv: line 8: not a ledger row'):
+        table3.main(argv)
 
 
 # ------------------------------------------------------------------------------ strategies_table
