@@ -20,7 +20,9 @@ Writes, each through a temporary file and os.replace:
                              {mean, std, n, values, seeds} (std is null for a single seed; the
                              metric 'users' is the number of evaluated users);
   OUT/ablation.png           mean NDCG@K with std error bars, one subplot per (dataset, protocol).
-Exits with 2 when no run is found under ROOT.
+Exits with 2 when no run is found under ROOT, and, unless --replace, when OUT/ablation.json
+holds runs (dataset/model/row/seed) that ROOT lacks: writing there would drop their results
+(their run folders deleted or lost with a machine, or a narrower --root).
 """
 from __future__ import annotations
 
@@ -443,6 +445,39 @@ def write_json(agg: dict, out_dir: str) -> str:
     return path
 
 
+def runs_in(agg: dict) -> set:
+    """{(dataset, model, row, seed)} of an aggregate (its NDCG@K cells' seeds, either protocol)."""
+    out = set()
+    for dataset, dagg in agg.items():
+        for protocol in PROTOCOLS:
+            for model, rows in (dagg.get(protocol) or {}).items():
+                for row, metrics in rows.items():
+                    for metric, st in metrics.items():
+                        if metric.startswith('ndcg@') and isinstance(st, dict):
+                            out.update((dataset, model, row, int(s)) for s in st.get('seeds') or ())
+    return out
+
+
+def dropped_runs(agg: dict, out_dir: str) -> list[str]:
+    """The runs OUT/ablation.json holds that `agg` lacks ('dataset/model/seedS (rows)'): what
+    writing `agg` there would drop from the results (its run folders gone, or another --root)."""
+    path = os.path.join(out_dir, 'ablation.json')
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except ValueError:
+        return []                          # not an aggregate this script wrote
+    if not isinstance(old, dict):
+        return []
+    lost: dict = {}
+    for dataset, model, row, seed in sorted(runs_in(old) - runs_in(agg)):
+        lost.setdefault(f'{dataset}/{model}/seed{seed}', []).append(row)
+    order = {r: i for i, r in enumerate(ROWS)}
+    return [f'{k} ({", ".join(sorted(v, key=lambda r: order.get(r, len(order))))})' for k, v in lost.items()]
+
+
 def write_plot(agg: dict, out_dir: str) -> str:
     """Writes OUT/ablation.png: a (datasets x protocols) grid of grouped NDCG@K bars; returns the path."""
     import matplotlib
@@ -487,11 +522,19 @@ def main(argv=None) -> int:
     ap.add_argument('--root', required=True, help='ROOT/<dataset>/<model>/seed<S>/<row>/metrics/')
     ap.add_argument('--out', required=True, help='folder for the tables, ablation.json and ablation.png')
     ap.add_argument('--split', default='test', help='metrics file to read: test or valid')
+    ap.add_argument('--replace', action='store_true',
+                    help='write the tables even where they drop runs that OUT/ablation.json holds')
     a = ap.parse_args(argv)
     agg = collect(a.root, a.split)
     if not agg:
         print(f'error: no ablation run found under {a.root!r} (expected '
               f'{a.root}/<dataset>/<model>/seed<S>/<row>/metrics/{a.split}.json)', file=sys.stderr)
+        return 2
+    lost = [] if a.replace else dropped_runs(agg, a.out)
+    if lost:
+        print(f'error: {os.path.join(a.out, "ablation.json")} holds runs that {a.root} lacks: '
+              + ', '.join(lost[:4]) + (f' and {len(lost) - 4} more' if len(lost) > 4 else '')
+              + '; collect them too, write elsewhere (--out), or pass --replace', file=sys.stderr)
         return 2
     paths = (write_tables(agg, a.out, a.split, collect_schedules(a.root), critic_report(a.root))
              + [write_json(agg, a.out), write_plot(agg, a.out)])

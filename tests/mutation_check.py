@@ -407,6 +407,11 @@ MUTATIONS: list[Mutation] = [
              "        if prev is not None and int(float(prev['seeds'] or 0)) > rec['seeds']:",
              "        if prev is not None and int(float(prev['seeds'] or 0)) < rec['seeds']:",
              ('tests/test_experiment_drivers.py::test_table3_results_survive_lost_run_folders',)),
+    Mutation('M63', 'collect_ablation writes over tables whose runs its root lacks',
+             'experiments/collect_ablation.py',
+             '    lost = [] if a.replace else dropped_runs(agg, a.out)',
+             '    lost = []',
+             ('tests/test_collect_ablation.py::test_cli_refuses_to_drop_runs_the_output_holds',)),
 ]
 
 

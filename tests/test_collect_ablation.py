@@ -125,6 +125,30 @@ def test_cli_writes_tables_json_and_plot(fake_root, tmp_path):
     assert set(st) == {'mean', 'std', 'n', 'values', 'seeds'} and st['n'] == 2
 
 
+def test_cli_refuses_to_drop_runs_the_output_holds(fake_root, tmp_path):
+    """Collected again from a root that lacks some runs (their folders lost with a machine), the
+    tables in OUT would lose their results: refused with one line naming them, nothing written;
+    another --out or --replace writes."""
+    import shutil
+    out = tmp_path / 'results'
+    cli = [sys.executable, '-m', 'experiments.collect_ablation', '--root', str(fake_root), '--out', str(out)]
+    assert subprocess.run(cli, cwd=REPO, capture_output=True, text=True).returncode == 0
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    assert subprocess.run(cli, cwd=REPO, capture_output=True, text=True).returncode == 0   # the same runs
+    shutil.rmtree(fake_root / 'ml-1m-subset' / 'transformer' / 'seed1')
+    shutil.rmtree(fake_root / 'yoochoose-100k' / 'gru')
+    r = subprocess.run(cli, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ('holds runs that' in r.stderr
+            and 'ml-1m-subset/transformer/seed1 (base, oracle, adver, both, both_beam1)' in r.stderr
+            and 'yoochoose-100k/gru/seed3 (base, oracle, adver, both)' in r.stderr and '--replace' in r.stderr)
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+    r = subprocess.run(cli + ['--replace'], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    agg = json.loads((out / 'ablation.json').read_text())
+    assert agg['ml-1m-subset']['sampled']['transformer']['base']['ndcg@10']['seeds'] == [0]
+
+
 def test_cli_exits_2_when_no_run(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
