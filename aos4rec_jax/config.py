@@ -40,6 +40,12 @@ def aos4rec_defaults() -> dict:
                                            # cumulative probabilities; about 8x faster on a CPU)
                                            # | gumbel (Gumbel-max over V, as runs before this
                                            # option did; experiments/configs/aos4rec.py: inverse_cdf)
+        'critic_encode_once': False,       # a critic update encodes the history once for its
+                                           # real, fake and penalty passes (the same function,
+                                           # faster; without critic_dropout only) | False: once a
+                                           # pass, as runs before this option did (XLA sums the
+                                           # encoder's gradients in another order: last bits);
+                                           # experiments/configs/aos4rec.py: True
         'gamma': 1.0,                      # discount in the advantage of Eq. 4 (paper: 1)
         'td_weight': 1.0,                  # weight of the TD(0) loss (Eq. 8) in the critic loss
         'temperature': 1.0,                # Gumbel-max sampling temperature of generated lists

@@ -74,21 +74,26 @@ class TransformerCritic(nn.Module):
         bos = jnp.full((sequence.shape[0], 1), self.cfg.bos_id, jnp.int32)
         return self.backbone.embed_items(jnp.concatenate([bos, sequence.astype(jnp.int32)], 1))
 
-    def score_embeds(self, history: Array, embeds: Array, train: bool = False) -> Array:
+    def encode(self, history: Array, train: bool = False):
+        """The backbone's encoding of the history, for `encoded=` (one encoding, several lists)."""
+        return self.backbone.encode(history, train)
+
+    def score_embeds(self, history: Array, embeds: Array, train: bool = False,
+                     encoded=None) -> Array:
         """Scores of embedded prefixes [B, T + 1, E] -> [B, T + 1]."""
-        h = self.backbone.features(history, embeds, train=train)
+        h = self.backbone.features(history, embeds, train=train, encoded=encoded)
         return self.head(h.astype(jnp.float32))[..., 0]
 
     def __call__(self, history: Array, sequence: Array, successors: Array | None = None,
-                 train: bool = False):
+                 train: bool = False, encoded=None):
         embeds = self.embed(sequence)
         if successors is None:
-            return self.score_embeds(history, embeds, train), None
+            return self.score_embeds(history, embeds, train, encoded), None
         b, t, c = successors.shape
         positions, mask = tree_mask(t, c)
         succ = self.backbone.embed_items(successors.reshape(b, t * c).astype(jnp.int32))
         h = self.backbone.features(history, jnp.concatenate([embeds, succ], axis=1), positions,
-                                   mask, train=train)
+                                   mask, train=train, encoded=encoded)
         s = self.head(h.astype(jnp.float32))[..., 0]
         return s[:, :t + 1], s[:, t + 1:].reshape(b, t, c)
 
@@ -104,17 +109,22 @@ class GRUCritic(nn.Module):
         bos = jnp.full((sequence.shape[0], 1), self.cfg.bos_id, jnp.int32)
         return self.backbone.embed_items(jnp.concatenate([bos, sequence.astype(jnp.int32)], 1))
 
-    def _scores(self, history, embeds, train):
-        hs, keys, values, mask = self.backbone.decoder_states(history, embeds, train)
+    def encode(self, history: Array, train: bool = False):
+        """The backbone's encoding of the history, for `encoded=` (one encoding, several lists)."""
+        return self.backbone.encode(history, train)
+
+    def _scores(self, history, embeds, train, encoded=None):
+        hs, keys, values, mask = self.backbone.decoder_states(history, embeds, train, encoded)
         out = self.backbone.attend(hs, keys, values, mask, train)
         return self.head(out.astype(jnp.float32))[..., 0], (hs, keys, values, mask)
 
-    def score_embeds(self, history: Array, embeds: Array, train: bool = False) -> Array:
-        return self._scores(history, embeds, train)[0]
+    def score_embeds(self, history: Array, embeds: Array, train: bool = False,
+                     encoded=None) -> Array:
+        return self._scores(history, embeds, train, encoded)[0]
 
     def __call__(self, history: Array, sequence: Array, successors: Array | None = None,
-                 train: bool = False):
-        scores, (hs, keys, values, mask) = self._scores(history, self.embed(sequence), train)
+                 train: bool = False, encoded=None):
+        scores, (hs, keys, values, mask) = self._scores(history, self.embed(sequence), train, encoded)
         if successors is None:
             return scores, None
         b, t, c = successors.shape
@@ -225,14 +235,16 @@ def check_frozen(params, patterns) -> str:
     return ''
 
 
-def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None) -> Array:
+def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None,
+                     encoded=None) -> Array:
     """WGAN-GP on embedded inputs: mean over users of (||d mean_t D(x, e^_1:t) / d e^|| - 1)^2.
 
     real, fake: int32 [B, T]; mask [B, T] valid positions t = 1..T (users with none are skipped).
     The gradient is per user (each user's score depends only on its own inputs). The embedded
     points are constants of the penalty (``stop_gradient``): no gradient of it flows through e^
     into the item table. dropout_rng: None = the critic without dropout; a key = in training
-    mode (the critic's dropout, ``aos4rec.critic_dropout``).
+    mode (the critic's dropout, ``aos4rec.critic_dropout``). encoded: the critic's encoding of
+    the history (``critic.encode``) when the caller shares one between its passes.
     """
     e_real = jax.lax.stop_gradient(critic.apply({'params': params}, real, method=critic.embed))
     e_fake = jax.lax.stop_gradient(critic.apply({'params': params}, fake, method=critic.embed))
@@ -244,7 +256,7 @@ def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng
     rngs = {'dropout': dropout_rng} if train else None
 
     def total(e):
-        d = critic.apply({'params': params}, history, e, train, method=critic.score_embeds,
+        d = critic.apply({'params': params}, history, e, train, encoded, method=critic.score_embeds,
                          rngs=rngs)[:, 1:]
         return jnp.sum(jnp.sum(d * m, axis=-1) / jnp.maximum(n, 1.0))
 

@@ -302,10 +302,16 @@ class Steps:
         train = float(a.critic_dropout) > 0
         drop = (lambda i: {'dropout': jax.random.fold_in(k_drop, i)}) if train else (lambda i: None)
 
+        # aos4rec.critic_encode_once: the real, fake and penalty passes decode against one
+        # encoding of the history (the same function; without dropout only, where the passes'
+        # encodings are equal; XLA sums the encoder's gradients in another order)
+        once = bool(a.get('critic_encode_once', False)) and not train
+
         def loss_fn(cp):
-            d_real, _ = self.critic.apply({'params': cp}, b.history, b.target, None, train,
+            enc = self.critic.apply({'params': cp}, b.history, method=self.critic.encode) if once else None
+            d_real, _ = self.critic.apply({'params': cp}, b.history, b.target, None, train, enc,
                                           rngs=drop(0))
-            d_fake, d_next = self.critic.apply({'params': cp}, b.history, fake, succ, train,
+            d_fake, d_next = self.critic.apply({'params': cp}, b.history, fake, succ, train, enc,
                                                rngs=drop(1))
             w = aos4rec.critic_loss_eq7(d_real, d_fake, mask)
             td = aos4rec.td0_loss_eq8(d_fake, d_next, mask)
@@ -313,7 +319,8 @@ class Steps:
             # penalty computed and multiplied by 0 adds exact zeros, but XLA may then sum the
             # other gradients in another order: a last-bit difference)
             gp = (critic_lib.gradient_penalty(self.critic, cp, b.history, b.target, fake, mask,
-                                              k_gp, jax.random.fold_in(k_drop, 2) if train else None)
+                                              k_gp, jax.random.fold_in(k_drop, 2) if train else None,
+                                              enc)
                   if a.lipschitz == 'gp' and float(a.gp_weight) > 0 else jnp.zeros(()))
             total = w + a.td_weight * td + a.gp_weight * gp
             return total, dict(critic_loss=w, wasserstein=-w, td_loss=td, gp=gp,

@@ -14,7 +14,9 @@ batches drawn on device from random in-memory sequences; benchmarks/bench_seq2se
   gan      one SSRGAN round: g-steps (1) generator updates (Eq. 4) and d-steps (5) critic updates
 `--successor-samplers` (aos4rec.successor_sampler, default inverse_cdf): with a second one, e.g.
 inverse_cdf,gumbel, the critic and gan cases are timed again under it, named critic[gumbel] and
-gan[gumbel], interleaved with the others.
+gan[gumbel], interleaved with the others. `--critic-encode-once` (aos4rec.critic_encode_once:
+on, off, or off,on): the first value for the critic and gan cases, a second adds critic[once]
+and gan[once] (or [twice]) under it.
 Timed calls are interleaved over `--rounds` rounds so load changes hit every case alike; the JSON
 holds the median times and `ratio_to_mle` for each case. Absolute times mean something only on
 the GPU; on a shared CPU read the ratios.
@@ -71,7 +73,13 @@ def parse_args(argv=None):
     p.add_argument('--successor-samplers', default='inverse_cdf',
                    help="aos4rec.successor_sampler of the critic and gan cases; a second one "
                         "(comma-separated) adds cases critic[NAME] and gan[NAME]")
+    p.add_argument('--critic-encode-once', default='on',
+                   help="aos4rec.critic_encode_once of the critic and gan cases (on | off); a second "
+                        "value (comma-separated, e.g. off,on) adds cases critic[once] and gan[once]")
     args = p.parse_args(argv)
+    args.critic_encode_once = [x for x in args.critic_encode_once.split(',') if x]
+    if not args.critic_encode_once or any(x not in ('on', 'off') for x in args.critic_encode_once):
+        p.error(f'--critic-encode-once: on, off or both comma-separated, got {args.critic_encode_once}')
     args.successor_samplers = [x for x in args.successor_samplers.split(',') if x]
     bad = [x for x in args.successor_samplers if x not in sampling.SAMPLERS]
     if bad or not args.successor_samplers:
@@ -86,10 +94,11 @@ def parse_args(argv=None):
 
 
 def model_cases(args, name, dev_np, info) -> list[Case]:
-    def case_config(case, sampler=args.successor_samplers[0]):
+    def case_config(case, sampler=args.successor_samplers[0], once=args.critic_encode_once[0]):
         config = seq2seq_run_config(args, name)
         a = config.aos4rec
         a.successor_sampler = sampler
+        a.critic_encode_once = once == 'on'
         a.beam_size, a.num_next = args.beam, args.num_next
         a.d_steps, a.g_steps = args.d_steps, args.g_steps
         a.oracle = case == 'oracle'
@@ -102,10 +111,13 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
     model = seq2seq.build_model(config, info)
     critic = critic_lib.build_critic(config, info)
     cases = []
-    runs = [(case, case, args.successor_samplers[0]) for case in CASES]
-    runs += [(case, f'{case}[{s}]', s) for s in args.successor_samplers[1:] for case in ('critic', 'gan')]
-    for case, label, sampler in runs:
-        config = case_config(case, sampler)
+    sampler0, once0 = args.successor_samplers[0], args.critic_encode_once[0]
+    runs = [(case, case, sampler0, once0) for case in CASES]
+    runs += [(case, f'{case}[{s}]', s, once0) for s in args.successor_samplers[1:] for case in ('critic', 'gan')]
+    runs += [(case, f'{case}[{"once" if o == "on" else "twice"}]', sampler0, o)
+             for o in args.critic_encode_once[1:] for case in ('critic', 'gan')]
+    for case, label, sampler, once in runs:
+        config = case_config(case, sampler, once)
         adversarial = config.aos4rec.adversarial
         # the whole-history ban of training, bounded as the method bounds it (longest train part)
         steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,

@@ -412,6 +412,11 @@ MUTATIONS: list[Mutation] = [
              '    lost = [] if a.replace else dropped_runs(agg, a.out)',
              '    lost = []',
              ('tests/test_collect_ablation.py::test_cli_refuses_to_drop_runs_the_output_holds',)),
+    Mutation('M64', 'critic_encode_once shares an encoding of the wrong history (reversed)',
+             'aos4rec_jax/ssrgan.py',
+             "            enc = self.critic.apply({'params': cp}, b.history, method=self.critic.encode) if once else None",
+             "            enc = self.critic.apply({'params': cp}, b.history[:, ::-1], method=self.critic.encode) if once else None",
+             ('tests/test_critic_encode_once.py::test_one_encoding_computes_the_same_update',)),
 ]
 
 

@@ -14,7 +14,7 @@ tanh(W_c [h_t; c_t] + b) -> embed_dim -> tied (`item_embed` rows [:N + 1]) or `o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -92,10 +92,12 @@ class GRURec(layers.ItemTable, nn.Module):
         """Item ids -> their rows of the item table (the decoder's input embeddings)."""
         return self._embed_items(ids)
 
-    def decoder_states(self, history: Array, dec_embeds: Array, train: bool = False):
+    def decoder_states(self, history: Array, dec_embeds: Array, train: bool = False,
+                       encoded: Optional[tuple] = None):
         """Teacher-forced decoder: dec_embeds [B, T, E] -> (states [B, T, H], encoder keys,
-        values, mask) for `attend`; state t has read inputs 0..t."""
-        values, keys, mask, h0 = self.encode(history, train)
+        values, mask) for `attend`; state t has read inputs 0..t. encoded: `encode(history,
+        train)`'s output when the caller has it (the critic), else computed here."""
+        values, keys, mask, h0 = self.encode(history, train) if encoded is None else encoded
         x = self.drop(dec_embeds, deterministic=not train)
         xp = self.decoder.project_inputs(x)                            # [B, T, 1, 3H]
         hs, _ = self.decoder.scan(xp, h0[:, None, :])                  # [B, T, 1, H]

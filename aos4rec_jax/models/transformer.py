@@ -216,13 +216,16 @@ class TransformerRec(layers.ItemTable, nn.Module):
         return self._embed_items(ids)
 
     def features(self, history: Array, dec_embeds: Array, positions: Optional[Array] = None,
-                 self_mask: Optional[Array] = None, train: bool = False) -> Array:
+                 self_mask: Optional[Array] = None, train: bool = False,
+                 encoded: Optional[tuple] = None) -> Array:
         """Decoder outputs before the output layer, [B, S, D].
 
         dec_embeds [B, S, D]: input embeddings (`embed_items`); positions [S] int (default
-        0..S-1); self_mask [S, S] bool (default causal). The critic (aos4rec_jax/critic.py)
-        uses positions and mask to score several continuations of one prefix in one pass."""
-        enc_out, mask = self.encode(history, train)
+        0..S-1); self_mask [S, S] bool (default causal); encoded: `encode(history, train)`'s
+        output when the caller has it (the critic decodes several lists of one history against
+        one encoding), else computed here. The critic (aos4rec_jax/critic.py) uses positions and
+        mask to score several continuations of one prefix in one pass."""
+        enc_out, mask = self.encode(history, train) if encoded is None else encoded
         enc_mask = mask[:, None, None, :]
         if positions is None:
             positions = jnp.arange(dec_embeds.shape[1])
