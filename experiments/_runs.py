@@ -165,11 +165,14 @@ def mean_std(vals):
 
 
 def fmt(vals, digits: int = 4):
-    if not vals:
+    return fmt_mean_std(*mean_std(vals), digits)
+
+
+def fmt_mean_std(mean, std, digits: int = 4) -> str:
+    """'m ± s', 'm' without a std, 'n/a' without a mean ('' as mean_std gives them)."""
+    if mean == '':
         return 'n/a'
-    m = statistics.fmean(vals)
-    return (f'{m:.{digits}f} ± {statistics.stdev(vals):.{digits}f}' if len(vals) > 1
-            else f'{m:.{digits}f}')
+    return f'{mean:.{digits}f} ± {std:.{digits}f}' if std != '' else f'{mean:.{digits}f}'
 
 
 def ratio_text(ours, ref, digits: int = 2) -> str:

@@ -70,8 +70,7 @@ PUBLISHED = {
 }
 SCENE_NAME = {'sampled': '99 negatives (100 on ml-1m)', 'full': 'all items'}
 LEDGER = 'next_item_runs.csv'
-LEDGER_FIELDS = ('model', 'dataset', 'seed', 'hr10_sampled', 'ndcg10_sampled', 'hr10_full', 'ndcg10_full',
-                 'recorded', 'command')
+LEDGER_KEYS = ('model', 'dataset', 'seed')
 FIGURES = (('hr10_sampled', 'sampled', 'hr@10'), ('ndcg10_sampled', 'sampled', 'ndcg@10'),
            ('hr10_full', 'full', 'hr@10'), ('ndcg10_full', 'full', 'ndcg@10'))
 
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
     _runs.refuse_narrowing(args, 'next_item', ('model', 'dataset', 'scene'),
                            [(m, SHORT[d], sc) for m in models for d in datasets for sc in ('sampled', 'full')],
                            len(seeds), ap.error)
-    ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_FIELDS[:3], [f for f, _, _ in FIGURES])
+    ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_KEYS, [f for f, _, _ in FIGURES])
 
     rows = []
     for model in models:

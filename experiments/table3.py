@@ -125,6 +125,11 @@ PAPER_DATASET = {'ml-1m-paper': 'MovieLens', 'yoochoose-100k': 'YOOCHOOSE'}
 METRICS = ('prec', 'ndcg', 'bleu')
 METRIC_NAME = {'prec': 'Prec', 'ndcg': 'NDCG', 'bleu': 'BLEU'}
 SCENES = ('sampled', 'full')
+# the columns of table3.csv
+CSV_FIELDS = (('row', 'paper_name', 'config', 'dataset', 'scene', 'k', 'status', 'seeds', 'seeds_done',
+               'seeds_asked', 'decoding')
+              + tuple(f for m in METRICS for f in (f'{m}_mean', f'{m}_std', f'paper_{m}', f'{m}_ratio'))
+              + ('command',))
 LEDGER = 'table3_runs.csv'
 LEDGER_KEYS = ('row', 'dataset', 'seed')
 LEDGER_FIGURES = tuple(f'{m}_{scene}' for scene in SCENES for m in METRICS)
@@ -274,9 +279,7 @@ def _old_record(r: dict) -> dict:
     for m in METRICS:
         for f in (f'{m}_mean', f'{m}_std', f'paper_{m}', f'{m}_ratio'):
             rec[f] = num(r.get(f, ''))
-        mean, std = rec[f'{m}_mean'], rec[f'{m}_std']
-        rec[f'{m}_text'] = ('n/a' if mean == '' else f'{mean:.4f} ± {std:.4f}' if std != ''
-                            else f'{mean:.4f}')
+        rec[f'{m}_text'] = _runs.fmt_mean_std(rec[f'{m}_mean'], rec[f'{m}_std'])
     return rec
 
 
@@ -290,9 +293,7 @@ def keep_fuller_rows(args, table: list[dict]) -> tuple[list[dict], list[str]]:
         return table, []
     with open(path, newline='') as f:
         reader = csv.DictReader(f)
-        needed = {'row', 'dataset', 'scene', 'seeds', 'seeds_done', 'seeds_asked', 'k'} | {
-            f'{p}{m}{q}' for m in METRICS for p, q in (('', '_mean'), ('', '_std'), ('paper_', ''), ('', '_ratio'))}
-        if not needed <= set(reader.fieldnames or ()):
+        if not set(CSV_FIELDS) <= set(reader.fieldnames or ()):
             return table, []              # not a table this driver wrote
         old = {(r['row'], r['dataset'], r['scene']): r for r in reader}
     out, kept = [], []
@@ -343,12 +344,7 @@ def rank_section(table: list[dict], datasets) -> list[str]:
 
 
 def write_tables(table: list[dict], args, argv, rows, datasets, seeds, kept=()) -> None:
-    fields = ['row', 'paper_name', 'config', 'dataset', 'scene', 'k', 'status', 'seeds', 'seeds_done',
-              'seeds_asked', 'decoding']
-    for m in METRICS:
-        fields += [f'{m}_mean', f'{m}_std', f'paper_{m}', f'{m}_ratio']
-    fields.append('command')
-    _runs.write_csv(os.path.join(args.out_dir, 'table3.csv'), fields, table)
+    _runs.write_csv(os.path.join(args.out_dir, 'table3.csv'), CSV_FIELDS, table)
 
     lines = ['# AOS4Rec Table 3 rebuilt: sequential recommendation, paper protocol', '',
              f'Made by `{_runs.made_by("experiments.table3", argv)}`; seeds '
