@@ -46,6 +46,16 @@ def aos4rec_defaults() -> dict:
                                            # pass, as runs before this option did (XLA sums the
                                            # encoder's gradients in another order: last bits);
                                            # experiments/configs/aos4rec.py: True
+        'list_sampler': 'gumbel',          # how the generated lists y^ are drawn (the same
+                                           # distribution): gumbel (Gumbel-max: V Gumbel numbers
+                                           # a step, as runs before this option did) | inverse_cdf
+                                           # (one uniform a step; faster on a CPU);
+                                           # experiments/configs/aos4rec.py: inverse_cdf
+        'successors_from_decode': False,   # Eq. 8's successors drawn in the pass that decodes
+                                           # y^ (the same distribution, without a teacher-forced
+                                           # pass of G over y^; faster) | False: from that pass,
+                                           # as runs before this option did;
+                                           # experiments/configs/aos4rec.py: True
         'gamma': 1.0,                      # discount in the advantage of Eq. 4 (paper: 1)
         'td_weight': 1.0,                  # weight of the TD(0) loss (Eq. 8) in the critic loss
         'temperature': 1.0,                # Gumbel-max sampling temperature of generated lists
@@ -245,6 +255,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f'must be in [0, 1), got {a.critic_holdout}')
     _check(str(a.get('critic_auc', 'pooled')) in ('pooled', 'paired'), 'aos4rec.critic_auc',
            f"{a.get('critic_auc')!r} is not one of ('pooled', 'paired')")
+    _check(str(a.get('list_sampler', 'gumbel')) in sampling.SAMPLERS, 'aos4rec.list_sampler',
+           f"{a.get('list_sampler')!r} is not one of {sampling.SAMPLERS}")
     _check(str(a.get('successor_sampler', 'gumbel')) in sampling.SAMPLERS,
            'aos4rec.successor_sampler',
            f"{a.get('successor_sampler')!r} is not one of {sampling.SAMPLERS}")

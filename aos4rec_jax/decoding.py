@@ -153,9 +153,14 @@ class SampleOutput:
         temperature-1 allowed distribution at that step (whatever temperature it was sampled at);
         0 where the item is 0. ``log_probs.sum(-1)`` is the sequence's log-likelihood under the
         masked model, the quantity a policy-gradient estimator needs.
+      successors: int32 [B, num_samples, T, c] or None (``num_successors`` = 0): c items drawn
+        at each step, independently and with replacement, from the distribution the step's item
+        was drawn from (the same temperature, bans and candidates), i.e. c alternatives to
+        ``sequences[b, j, t]`` after the same prefix; 0 where the step had no allowed item.
     """
     sequences: jax.Array
     log_probs: jax.Array
+    successors: jax.Array | None = None
 
 
 @struct.dataclass
@@ -422,17 +427,15 @@ def _inverse_cdf(keys: jax.Array, scaled: jax.Array) -> jax.Array:
 
     A different algorithm than Gumbel-max (one uniform per row instead of S Gumbels) with the same
     distribution. The first index whose cumulative mass exceeds u is taken among items of non-zero
-    mass; if rounding leaves none (probability ~1e-7), the most probable item is taken.
+    mass (``sampling.locate``: in two levels, blocks then items, without a cumsum or argmax over
+    S); if rounding leaves none (probability ~1e-7), the last item of non-zero mass is taken.
     """
+    from aos4rec_jax import sampling           # no cycle: sampling imports only jax
     peak = jnp.max(scaled, axis=-1, keepdims=True)
     peak = jnp.where(peak > NEG_INF, peak, 0.0)
     mass = jnp.exp(scaled - peak)  # unnormalised, 0 for masked items
-    cdf = jnp.cumsum(mass, axis=-1)
     u = jax.vmap(lambda key: jax.random.uniform(key, scaled.shape[1:2]))(keys)
-    u = u * cdf[..., -1]
-    hit = (cdf > u[..., None]) & (mass > 0)
-    return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1),
-                     jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
+    return sampling.locate(mass, u[..., None])[..., 0]
 
 
 def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch_size: int,
@@ -442,8 +445,10 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
     """Row-wise decoding (no reordering): each of the n rows of a user picks one index per step.
 
     Args:
-      choose: ``choose(t, log_probs [B, n, S]) -> int32 [B, n]``; rows with no allowed item are
-        overridden to "no item" afterwards.
+      choose: ``choose(t, log_probs [B, n, S]) -> int32 [B, n]`` or ``-> (int32 [B, n], int32
+        [B, n, c])``: the row's index, and optionally c more indices drawn from the same step
+        distribution (``sample``'s successors); rows with no allowed item are overridden to "no
+        item" afterwards (all c of them too).
       sum_probs: also accumulate the allowed probabilities into ``prob_sum [B, S]``.
       share_first_step: run step 0 once per user (``step_fn`` sees B rows, then B * n): the n
         rows of a user start from the same state and BOS, so their step-0 logits are equal
@@ -454,7 +459,8 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
 
     Returns:
       indices: int32 [B, n, T] (S = no item); log_probs: float32 [B, n, T]; scores: float32 [B, n]
-      (their running sum, accumulated as beam search does); prob_sum [B, S] | None.
+      (their running sum, accumulated as beam search does); prob_sum [B, S] | None; the extra
+      indices of ``choose`` [B, n, T, c] (S = no item) | None.
     """
     _check_state(state, batch_size)
     b, n, size = batch_size, num_rows, space.size
@@ -475,6 +481,10 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
             log_probs = jnp.broadcast_to(log_probs, (b, n, size))
             any_allowed = jnp.broadcast_to(any_allowed, (b, n))
         index = choose(t, log_probs)
+        extra = None
+        if isinstance(index, tuple):
+            index, extra = index
+            extra = jnp.where(any_allowed[..., None], extra, size).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
         index = jnp.where(any_allowed, index, size)
         chosen = jnp.where(any_allowed, chosen, 0.0)
@@ -487,7 +497,7 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
         new = RowState(indices=carry.indices.at[:, :, t].set(index),
                        prev_items=flatten_beam_dim(space.to_items(index)),
                        cache=cache, scores=carry.scores + chosen, prob_sum=prob_sum)
-        return new, chosen
+        return new, (chosen, extra)
 
     init = RowState(
         indices=jnp.full((b, n, length), size, jnp.int32),
@@ -501,13 +511,15 @@ def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch
         log_probs, any_allowed = _allowed_log_probs(
             space, logits[:, None, :], init.indices[:, :1], ban_generated)
         cache = flatten_beam_dim(add_beam_dim(_rows_of(cache), n))
-        init, chosen0 = body(init, t0, first=(log_probs, any_allowed, cache))
-        final, chosen = lax.scan(body, init, jnp.arange(1, length, dtype=jnp.int32))
-        chosen = jnp.concatenate([chosen0[None], chosen], axis=0)
+        init, out0 = body(init, t0, first=(log_probs, any_allowed, cache))
+        final, out = lax.scan(body, init, jnp.arange(1, length, dtype=jnp.int32))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), out0, out)
     else:
         init = init.replace(cache=flatten_beam_dim(add_beam_dim(rows, n)))
-        final, chosen = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
-    return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum
+        final, out = lax.scan(body, init, jnp.arange(length, dtype=jnp.int32))
+    chosen, extra = out
+    extra = None if extra is None else jnp.moveaxis(extra, 0, 2)      # [B, n, T, ...]
+    return final.indices, jnp.moveaxis(chosen, 0, -1), final.scores, final.prob_sum, extra
 
 
 def _force(space: _Space, items: jax.Array, index: jax.Array, chosen: jax.Array,
@@ -654,7 +666,7 @@ def greedy(step_fn: StepFn, state: PyTree, *, batch_size: int, vocab_size: int, 
     """
     space = _make_space(batch_size, vocab_size, candidates, banned)
     choose = lambda t, log_probs: jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-    indices, _, scores, _ = _decode_rows(
+    indices, _, scores, _, _ = _decode_rows(
         step_fn, state, space, choose, batch_size=batch_size, num_rows=1, length=length,
         bos_id=bos_id, ban_generated=ban_generated)
     return GreedyOutput(sequences=space.to_items(indices[:, 0]), scores=scores[:, 0])
@@ -671,11 +683,53 @@ def _sampler(method: str, user_keys: jax.Array, temperature):
     return choose
 
 
+def _sampler_with_successors(method: str, user_keys: jax.Array, temperature,
+                             successor_method: str, successor_keys: jax.Array, c: int):
+    """``choose`` of ``_decode_rows`` that also draws c successors a row: c independent draws
+    from the row's step distribution softmax(allowed log-probs / temperature), with their own
+    per-user keys (``successor_keys``, one fold_in a step). successor_method 'inverse_cdf'
+    (the draws of ``sampling.from_logits``) or 'gumbel' (Gumbel-max, one noise array a draw).
+    When both the row's draw and the successors are by inverse CDF, the step's masses and block
+    sums are computed once for the 1 + c draws (the same draws as computed apart)."""
+    from aos4rec_jax import sampling           # no cycle: sampling imports only jax
+    if method not in SAMPLE_METHODS:
+        raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
+    if successor_method not in sampling.SAMPLERS:
+        raise ValueError(f"successor_method must be one of {sampling.SAMPLERS}, "
+                         f"got {successor_method!r}")
+    inv_t = 1.0 / _temperature(temperature)
+    plain = _sampler(method, user_keys, temperature)
+
+    def gumbel_draws(key, scaled):              # scaled [n, S] -> [n, c]
+        return jnp.stack([jnp.argmax(scaled + jax.random.gumbel(
+            jax.random.fold_in(key, j), scaled.shape), axis=-1) for j in range(c)], axis=-1)
+
+    def choose(t, log_probs):
+        scaled = log_probs * inv_t
+        succ_keys = _step_keys(successor_keys, t)
+        if successor_method == 'gumbel':
+            return plain(t, log_probs), jax.vmap(gumbel_draws)(succ_keys, scaled)
+        peak = jnp.max(scaled, axis=-1, keepdims=True)
+        peak = jnp.where(peak > NEG_INF, peak, 0.0)
+        mass = jnp.exp(scaled - peak)                                  # 0 for masked items
+        # the uniforms of sampling.from_weights(key, mass of one user, c)
+        u_succ = jax.vmap(lambda k: jax.random.uniform(k, scaled.shape[1:2] + (c,)))(succ_keys)
+        if method == 'gumbel':
+            return plain(t, log_probs), sampling.locate(mass, u_succ)
+        # the uniform of _inverse_cdf, then the c successors': one search for 1 + c draws
+        u = jax.vmap(lambda k: jax.random.uniform(k, scaled.shape[1:2]))(_step_keys(user_keys, t))
+        idx = sampling.locate(mass, jnp.concatenate([u[..., None], u_succ], axis=-1))
+        return idx[..., 0], idx[..., 1:]
+    return choose
+
+
 def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, vocab_size: int,
            length: int, bos_id: int, num_samples: int = 1, temperature: float = 1.0,
            method: str = "categorical", candidates: jax.Array | None = None,
            banned: jax.Array | None = None, ban_generated: bool = True,
-           prefix: jax.Array | None = None) -> SampleOutput:
+           prefix: jax.Array | None = None, num_successors: int = 0,
+           successor_rng: jax.Array | None = None,
+           successor_method: str = "inverse_cdf") -> SampleOutput:
     """Ancestral sampling of ``num_samples`` independent lists per user.
 
     At each step the next item is drawn from ``softmax(allowed log-probs / temperature)``.
@@ -695,18 +749,37 @@ def sample(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size: int, v
         (0, log-probability 0). The draws of the other steps are those of the same call without
         ``prefix`` whenever the rows' lists so far agree (the same keys and noise). Forcing is
         the decoder's, per row, so the step function stays row-count independent.
+      num_successors: c > 0 also draws ``successors`` [B, num_samples, T, c]: at every step, c
+        more items from that step's distribution (temperature, bans, candidates and the row's
+        earlier items as for the list's own draw), independent of the list's draw and of each
+        other (with replacement). They are what a teacher-forced pass over the drawn lists would
+        give to sample from, without that pass (SSRGAN's Eq. 8 successors,
+        ``aos4rec.successors_from_decode``).
+      successor_rng: one key or [B] keys for the successors (required when c > 0; per-user and
+        per-step keys as for ``rng``).
+      successor_method: 'inverse_cdf' (``sampling.from_logits``) or 'gumbel': how each successor
+        is drawn; the same distribution.
       Other arguments as in ``beam_search``.
 
     Returns:
       ``SampleOutput`` with sequences and log_probs [B, num_samples, T]; log_probs are under the
-      temperature-1 allowed distribution.
+      temperature-1 allowed distribution; successors [B, num_samples, T, c] or None.
     """
     space = _make_space(batch_size, vocab_size, candidates, banned)
-    choose = _sampler(method, _per_user_keys(rng, batch_size), temperature)
-    indices, log_probs, _, _ = _decode_rows(
+    user_keys = _per_user_keys(rng, batch_size)
+    if num_successors > 0:
+        if successor_rng is None:
+            raise ValueError("num_successors > 0 needs successor_rng")
+        choose = _sampler_with_successors(method, user_keys, temperature, successor_method,
+                                          _per_user_keys(successor_rng, batch_size),
+                                          int(num_successors))
+    else:
+        choose = _sampler(method, user_keys, temperature)
+    indices, log_probs, _, _, succ = _decode_rows(
         step_fn, state, space, choose, batch_size=batch_size, num_rows=num_samples,
         length=length, bos_id=bos_id, ban_generated=ban_generated, prefix=prefix)
-    return SampleOutput(sequences=space.to_items(indices), log_probs=log_probs)
+    return SampleOutput(sequences=space.to_items(indices), log_probs=log_probs,
+                        successors=None if succ is None else space.to_items(succ))
 
 
 def gumbel_topk(rng: jax.Array, logits: jax.Array, k: int, mask: jax.Array | None = None, *,
@@ -805,7 +878,7 @@ def multi_sequence(step_fn: StepFn, state: PyTree, rng: jax.Array, *, batch_size
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     space = _make_space(batch_size, vocab_size, candidates, banned)
     choose = _sampler("categorical", _per_user_keys(rng, batch_size), temperature)
-    indices, _, _, prob_sum = _decode_rows(
+    indices, _, _, prob_sum, _ = _decode_rows(
         step_fn, state, space, choose, batch_size=batch_size, num_rows=num_sequences,
         length=length, bos_id=bos_id, ban_generated=ban_generated, sum_probs=aggregation == "ra",
         share_first_step=True)

@@ -9,6 +9,8 @@ in the row's cumulative weights by binary search: the same distribution, other d
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -18,31 +20,62 @@ import jax.numpy as jnp
 SAMPLERS = ('inverse_cdf', 'gumbel')
 
 
+def locate(weights: jax.Array, u: jax.Array) -> jax.Array:
+    """The item each uniform falls on: for u [..., num] in [0, 1), the first index i of the
+    unnormalised weights [..., V] (>= 0) whose cumulative weight exceeds u * total.
+
+    In two levels, without a cumulative sum over V (XLA's cumsum and argmax over a row cost
+    several times an elementwise pass on a CPU): the row is cut into blocks of about sqrt(V)
+    entries, the blocks' sums are accumulated (a short cumsum), the block u falls in is found by
+    counting the block boundaries at or below u * total, and the same is done inside that block.
+    An item of weight 0 is never returned (a count of boundaries <= x stops at an item of
+    positive weight). A draw that rounds onto the row's (or the block's) total falls back to the
+    last item of non-zero weight there; a row of all-zero weights gives its last index (callers
+    mask such rows).
+    """
+    w = jnp.asarray(weights, jnp.float32)
+    lead, v = w.shape[:-1], w.shape[-1]
+    bs = max(1, int(math.isqrt(v)))
+    nb = -(-v // bs)
+    if nb * bs > v:
+        w = jnp.pad(w, [(0, 0)] * len(lead) + [(0, nb * bs - v)])
+    blocks = w.reshape(lead + (nb, bs))
+    bsum = jnp.sum(blocks, axis=-1)                                     # [..., nb]
+    bcdf = jnp.cumsum(bsum, axis=-1)
+    target = jnp.asarray(u, jnp.float32) * bcdf[..., -1:]              # [..., num]
+    last_b = nb - 1 - jnp.argmax((bsum > 0)[..., ::-1], axis=-1)        # [...]
+    blk = jnp.sum(bcdf[..., None, :] <= target[..., :, None], axis=-1)  # [..., num]
+    blk = jnp.minimum(blk, last_b[..., None])
+    before = jnp.where(blk > 0, jnp.take_along_axis(bcdf, jnp.maximum(blk - 1, 0), axis=-1), 0.0)
+    inner = jnp.take_along_axis(blocks, blk[..., None], axis=-2)        # [..., num, bs]
+    icdf = jnp.cumsum(inner, axis=-1)
+    rest = jnp.maximum(target - before, 0.0)
+    last_i = bs - 1 - jnp.argmax((inner > 0)[..., ::-1], axis=-1)
+    i = jnp.minimum(jnp.sum(icdf <= rest[..., None], axis=-1), last_i)
+    return jnp.minimum(blk * bs + i, v - 1).astype(jnp.int32)
+
+
 def from_weights(key: jax.Array, weights: jax.Array, num: int) -> jax.Array:
     """`num` draws per row from the unnormalised weights [..., V] (>= 0), with replacement.
 
-    Item i is drawn when cdf[i - 1] <= u < cdf[i], u uniform on [0, total): an item of weight 0
-    (padding, a banned item) is never drawn. A draw that rounds onto the row's total falls back
-    to the row's last item of non-zero weight. A row of all-zero weights gives its last index
-    (callers mask such rows).
+    Item i is drawn when cdf[i - 1] <= u < cdf[i], u uniform on [0, total) (``locate``): an item
+    of weight 0 (padding, a banned item) is never drawn. A draw that rounds onto the row's total
+    falls back to the row's last item of non-zero weight. A row of all-zero weights gives its
+    last index (callers mask such rows).
 
     Returns:
       int32 [..., num]; the uniforms are ``jax.random.uniform(key, weights.shape[:-1] + (num,))``.
     """
     w = jnp.asarray(weights, jnp.float32)
-    lead, v = w.shape[:-1], w.shape[-1]
-    cdf = jnp.cumsum(w, axis=-1)
-    u = jax.random.uniform(key, lead + (num,), jnp.float32) * cdf[..., -1:]
-    find = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side='right'))
-    idx = find(cdf.reshape(-1, v), u.reshape(-1, num)).reshape(lead + (num,))
-    last = v - 1 - jnp.argmax((w > 0)[..., ::-1], axis=-1)
-    return jnp.minimum(idx, last[..., None]).astype(jnp.int32)
+    u = jax.random.uniform(key, w.shape[:-1] + (num,), jnp.float32)
+    return locate(w, u)
 
 
 def from_logits(key: jax.Array, logits: jax.Array, num: int) -> jax.Array:
     """`num` draws per row from softmax(logits [..., V]) (-inf: never drawn): int32 [..., num].
     A row whose logits are all -inf gives its last index (callers mask such rows)."""
     logits = jnp.asarray(logits, jnp.float32)
-    finite = jnp.any(logits > -jnp.inf, axis=-1, keepdims=True)
-    probs = jax.nn.softmax(jnp.where(finite, logits, 0.0), axis=-1)
-    return from_weights(key, jnp.where(logits > -jnp.inf, probs, 0.0), num)
+    peak = jnp.max(logits, axis=-1, keepdims=True)
+    peak = jnp.where(peak > -jnp.inf, peak, 0.0)
+    # unnormalised: the draw divides by the row's total itself
+    return from_weights(key, jnp.where(logits > -jnp.inf, jnp.exp(logits - peak), 0.0), num)

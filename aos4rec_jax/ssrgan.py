@@ -16,7 +16,8 @@ Phases (``schedule``): [0, P) seq2seq steps (MLE, or oracular learning when
 
 Sampling (Sec. 4.3, Gumbel noise): one policy, P_G at ``config.aos4rec.temperature`` (tau), for
 the three things drawn from or scored under it: the generated lists y^ (Gumbel-max,
-``decoding.sample(method='gumbel')``), Eq. 4's log-probabilities (log softmax(logits / tau) over
+``decoding.sample(method='gumbel')``, or the same distribution by inverse CDF,
+``aos4rec.list_sampler``), Eq. 4's log-probabilities (log softmax(logits / tau) over
 the allowed items, dropout off) and Eq. 8's c successors (c independent draws,
 ``aos4rec.sample_next_items``). No item twice in a list.
 
@@ -199,6 +200,10 @@ class Steps:
         self.L, self.T = info.history_len, info.target_len
         self.ban_bound = max(int(max_history or info.history_len), 1)
         self.temperature = float(self.a.temperature)
+        # how y^ is drawn (aos4rec.list_sampler): Gumbel-max, or one uniform in the inverse CDF
+        # ('categorical' of decoding.sample): the same distribution
+        self.list_method = ('gumbel' if str(self.a.get('list_sampler', 'gumbel')) == 'gumbel'
+                            else 'categorical')
         # the AUC the stopping rule, critic_keep_best and the bar read (aos4rec.critic_auc)
         self.auc_key = auc_key(config)
         self.loss_chunk = int(config.loss_chunk)
@@ -234,17 +239,26 @@ class Steps:
         banned = history_ban(data, users, positions, self.ban_bound, self.info.vocab_size)
         return b, jax.lax.with_sharding_constraint(banned, self.bsharding)
 
-    def generate(self, params, history, banned, key):
-        """y^ [B, T] drawn from G at the policy's temperature, Gumbel-max (no gradient)."""
+    def generate(self, params, history, banned, key, successor_key=None):
+        """y^ [B, T] drawn from G at the policy's temperature, by Gumbel-max or inverse CDF
+        (``aos4rec.list_sampler``; no gradient). With
+        ``successor_key``: (y^, successors [B, T, c]), Eq. 8's c successors of every prefix drawn
+        in the same decoding pass from each step's distribution (``decoding.sample``'s
+        ``num_successors``; ``aos4rec.successors_from_decode``)."""
         params = jax.lax.stop_gradient(params)
         state = self.model.apply({'params': params}, history, self.T,
                                  method=self.model.init_decode_state)
+        extra = {} if successor_key is None else dict(
+            num_successors=int(self.a.num_next), successor_rng=successor_key,
+            successor_method=str(self.a.get('successor_sampler', 'gumbel')))
         out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
                               batch_size=history.shape[0], vocab_size=self.info.vocab_size,
                               length=self.T, bos_id=self.info.bos_id,
-                              temperature=self.temperature, method='gumbel',
-                              banned=banned, ban_generated=True)
-        return out.sequences[:, 0]
+                              temperature=self.temperature, method=self.list_method,
+                              banned=banned, ban_generated=True, **extra)
+        if successor_key is None:
+            return out.sequences[:, 0]
+        return out.sequences[:, 0], out.successors[:, 0]
 
     def log_probs(self, params, history, seq, banned):
         """(log P_G(y_t | x, y_1:t-1) [B, T] under the policy the lists are sampled from:
@@ -289,12 +303,18 @@ class Steps:
         k_drop = jax.random.fold_in(key, 4)            # the critic's dropout (critic_dropout > 0)
         b, banned = self.batch(self.part(data, 'critic'), k_batch)
         mask = b.target > 0
-        fake = self.generate(state['params'], b.history, banned, k_gen)
-        _, g_logits = self.log_probs(jax.lax.stop_gradient(state['params']), b.history, fake, banned)
-        succ = aos4rec.sample_next_items(k_next, jax.lax.stop_gradient(g_logits),
-                                         int(self.a.num_next), banned=banned, generated=fake,
-                                         temperature=self.temperature,
-                                         sampler=str(self.a.get('successor_sampler', 'gumbel')))
+        if bool(self.a.get('successors_from_decode', False)):
+            # Eq. 8's successors drawn while y^ is decoded, from the same step distributions
+            # (no teacher-forced pass of G over y^: the same distribution, other draws)
+            fake, succ = self.generate(state['params'], b.history, banned, k_gen, k_next)
+        else:
+            fake = self.generate(state['params'], b.history, banned, k_gen)
+            _, g_logits = self.log_probs(jax.lax.stop_gradient(state['params']), b.history, fake,
+                                         banned)
+            succ = aos4rec.sample_next_items(k_next, jax.lax.stop_gradient(g_logits),
+                                             int(self.a.num_next), banned=banned, generated=fake,
+                                             temperature=self.temperature,
+                                             sampler=str(self.a.get('successor_sampler', 'gumbel')))
         # a position with no allowed item (tiny vocabularies only): the empty slots repeat y^_t
         succ = jnp.where(succ > 0, succ, fake[..., None])
         a = self.a

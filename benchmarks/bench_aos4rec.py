@@ -16,7 +16,11 @@ batches drawn on device from random in-memory sequences; benchmarks/bench_seq2se
 inverse_cdf,gumbel, the critic and gan cases are timed again under it, named critic[gumbel] and
 gan[gumbel], interleaved with the others. `--critic-encode-once` (aos4rec.critic_encode_once:
 on, off, or off,on): the first value for the critic and gan cases, a second adds critic[once]
-and gan[once] (or [twice]) under it.
+and gan[once] (or [twice]) under it. `--successors-from-decode` (aos4rec.successors_from_decode:
+on, off, or off,on) likewise: a second value adds critic[decode] and gan[decode] (or [forced]).
+`--list-sampler` is aos4rec.list_sampler of every case. `--variant LABEL:KEY=VALUE,...`
+(repeatable) adds critic[LABEL] and gan[LABEL] with those aos4rec settings, e.g. the settings of
+earlier runs: `--variant before:list_sampler=gumbel,successors_from_decode=off`.
 Timed calls are interleaved over `--rounds` rounds so load changes hit every case alike; the JSON
 holds the median times and `ratio_to_mle` for each case. Absolute times mean something only on
 the GPU; on a shared CPU read the ratios.
@@ -76,10 +80,35 @@ def parse_args(argv=None):
     p.add_argument('--critic-encode-once', default='on',
                    help="aos4rec.critic_encode_once of the critic and gan cases (on | off); a second "
                         "value (comma-separated, e.g. off,on) adds cases critic[once] and gan[once]")
+    p.add_argument('--list-sampler', default='inverse_cdf', choices=sampling.SAMPLERS,
+                   help='aos4rec.list_sampler of the critic and gan cases')
+    p.add_argument('--variant', action='append', default=[], metavar='LABEL:KEY=VALUE[,KEY=VALUE]',
+                   help="adds cases critic[LABEL] and gan[LABEL] with these aos4rec settings on "
+                        "top of the others (values: on/off, numbers or names), e.g. "
+                        "before:list_sampler=gumbel,successors_from_decode=off; repeatable")
+    p.add_argument('--successors-from-decode', default='on',
+                   help="aos4rec.successors_from_decode of the critic and gan cases (on | off); a "
+                        "second value (comma-separated, e.g. off,on) adds cases critic[decode] "
+                        "and gan[decode] (or [forced]: from a teacher-forced pass)")
     args = p.parse_args(argv)
-    args.critic_encode_once = [x for x in args.critic_encode_once.split(',') if x]
-    if not args.critic_encode_once or any(x not in ('on', 'off') for x in args.critic_encode_once):
-        p.error(f'--critic-encode-once: on, off or both comma-separated, got {args.critic_encode_once}')
+    for f in ('critic_encode_once', 'successors_from_decode'):
+        v = [x for x in getattr(args, f).split(',') if x]
+        if not v or any(x not in ('on', 'off') for x in v):
+            p.error(f'--{f.replace("_", "-")}: on, off or both comma-separated, got {v}')
+        setattr(args, f, v)
+    variants = []
+    for v in args.variant:
+        label, _, body = v.partition(':')
+        sets = {}
+        for kv in (x for x in body.split(',') if x):
+            k, eq, val = kv.partition('=')
+            if not eq or not k:
+                p.error(f'--variant {v!r}: expected LABEL:KEY=VALUE[,KEY=VALUE]')
+            sets[k] = {'on': True, 'true': True, 'off': False, 'false': False}.get(val.lower(), val)
+        if not label or not sets:
+            p.error(f'--variant {v!r}: expected LABEL:KEY=VALUE[,KEY=VALUE]')
+        variants.append((label, sets))
+    args.variant = variants
     args.successor_samplers = [x for x in args.successor_samplers.split(',') if x]
     bad = [x for x in args.successor_samplers if x not in sampling.SAMPLERS]
     if bad or not args.successor_samplers:
@@ -94,11 +123,18 @@ def parse_args(argv=None):
 
 
 def model_cases(args, name, dev_np, info) -> list[Case]:
-    def case_config(case, sampler=args.successor_samplers[0], once=args.critic_encode_once[0]):
+    def case_config(case, sampler=args.successor_samplers[0], once=args.critic_encode_once[0],
+                    decode=args.successors_from_decode[0], sets=None):
         config = seq2seq_run_config(args, name)
         a = config.aos4rec
         a.successor_sampler = sampler
         a.critic_encode_once = once == 'on'
+        a.successors_from_decode = decode == 'on'
+        a.list_sampler = args.list_sampler
+        for k, v in (sets or {}).items():
+            if k not in a:
+                raise SystemExit(f'bench_aos4rec: --variant names aos4rec.{k}, which does not exist')
+            a[k] = type(a[k])(v) if not isinstance(a[k], bool) else bool(v)
         a.beam_size, a.num_next = args.beam, args.num_next
         a.d_steps, a.g_steps = args.d_steps, args.g_steps
         a.oracle = case == 'oracle'
@@ -112,12 +148,18 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
     critic = critic_lib.build_critic(config, info)
     cases = []
     sampler0, once0 = args.successor_samplers[0], args.critic_encode_once[0]
-    runs = [(case, case, sampler0, once0) for case in CASES]
-    runs += [(case, f'{case}[{s}]', s, once0) for s in args.successor_samplers[1:] for case in ('critic', 'gan')]
-    runs += [(case, f'{case}[{"once" if o == "on" else "twice"}]', sampler0, o)
+    decode0 = args.successors_from_decode[0]
+    runs = [(case, case, sampler0, once0, decode0, None) for case in CASES]
+    runs += [(case, f'{case}[{s}]', s, once0, decode0, None)
+             for s in args.successor_samplers[1:] for case in ('critic', 'gan')]
+    runs += [(case, f'{case}[{"once" if o == "on" else "twice"}]', sampler0, o, decode0, None)
              for o in args.critic_encode_once[1:] for case in ('critic', 'gan')]
-    for case, label, sampler, once in runs:
-        config = case_config(case, sampler, once)
+    runs += [(case, f'{case}[{"decode" if d == "on" else "forced"}]', sampler0, once0, d, None)
+             for d in args.successors_from_decode[1:] for case in ('critic', 'gan')]
+    runs += [(case, f'{case}[{label}]', sampler0, once0, decode0, sets)
+             for label, sets in args.variant for case in ('critic', 'gan')]
+    for case, label, sampler, once, decode, sets in runs:
+        config = case_config(case, sampler, once, decode, sets)
         adversarial = config.aos4rec.adversarial
         # the whole-history ban of training, bounded as the method bounds it (longest train part)
         steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,

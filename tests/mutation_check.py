@@ -389,8 +389,8 @@ MUTATIONS: list[Mutation] = [
              ('tests/test_phase_entry.py::test_a_phase_without_enter_hook_validates_its_start_once',)),
     Mutation('M59', 'inverse-CDF draws (sampling.py): each draw lands one item early',
              'aos4rec_jax/sampling.py',
-             '    return jnp.minimum(idx, last[..., None]).astype(jnp.int32)',
-             '    return jnp.minimum(idx - 1, last[..., None]).astype(jnp.int32)',
+             '    return jnp.minimum(blk * bs + i, v - 1).astype(jnp.int32)',
+             '    return jnp.clip(blk * bs + i - 1, 0, v - 1).astype(jnp.int32)',
              ('tests/test_aos4rec.py::test_successor_frequencies_follow_the_allowed_softmax',)),
     Mutation('M60', 'GRU4Rec+ additional negatives drawn uniformly (padding included), not by popularity',
              'aos4rec_jax/methods/gru4rec.py',
@@ -417,6 +417,16 @@ MUTATIONS: list[Mutation] = [
              "            enc = self.critic.apply({'params': cp}, b.history, method=self.critic.encode) if once else None",
              "            enc = self.critic.apply({'params': cp}, b.history[:, ::-1], method=self.critic.encode) if once else None",
              ('tests/test_critic_encode_once.py::test_one_encoding_computes_the_same_update',)),
+    Mutation('M65', "the decoding pass draws Eq. 8's successors at temperature 1, not the lists'",
+             'aos4rec_jax/decoding.py',
+             '        scaled = log_probs * inv_t\n        succ_keys',
+             '        scaled = log_probs\n        succ_keys',
+             ('tests/test_ssrgan_sampling.py::test_successors_follow_each_steps_allowed_softmax',)),
+    Mutation('M66', "successors_from_decode hands the critic the successors of the next prefix",
+             'aos4rec_jax/ssrgan.py',
+             '        return out.sequences[:, 0], out.successors[:, 0]',
+             '        return out.sequences[:, 0], jnp.roll(out.successors[:, 0], -1, axis=1)',
+             ('tests/test_ssrgan_sampling.py::test_critic_update_from_the_decoding_pass_equals_the_teacher_forced_one',)),
 ]
 
 

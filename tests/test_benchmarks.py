@@ -51,13 +51,15 @@ def test_bench_aos4rec_smoke(tmp_path):
            '--items', '40', '--width', '16', '--layers', '1', '--heads', '2', '--history', '6',
            '--T', '3', '--beam', '2', '--batch', '8', '--steps', '2', '--warmup', '1',
            '--rounds', '1', '--users', '30', '--d-steps', '2', '--models', 'gru',
-           '--critic-encode-once', 'off,on']
+           '--critic-encode-once', 'off,on', '--successors-from-decode', 'off,on',
+           '--variant', 'before:list_sampler=gumbel,successors_from_decode=off']
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     cases = res['results']['gru']
-    assert set(cases) == {'mle', 'oracle', 'critic', 'gan', 'critic[once]', 'gan[once]'}
+    assert set(cases) == {'mle', 'oracle', 'critic', 'gan', 'critic[once]', 'gan[once]',
+                          'critic[decode]', 'gan[decode]', 'critic[before]', 'gan[before]'}
     assert cases['mle']['ratio_to_mle'] == 1.0
     for c in cases.values():
         assert c['step_ms']['n'] == 2 and c['step_ms']['median'] > 0 and c['ratio_to_mle'] > 0

@@ -138,8 +138,9 @@ def test_window_ban_mask_and_allowed_items_by_hand():
 
 @pytest.mark.parametrize('model', ['transformer', 'gru'])
 def test_actor_log_probs_are_those_of_the_sampler(model):
-    """Eq. 4 uses log P_G of the lists the Gumbel-max sampler drew: same distribution (banned and
-    earlier items masked, dropout off), so the log-probabilities agree."""
+    """Eq. 4 uses log P_G of the lists the sampler drew (aos4rec.list_sampler: Gumbel-max or
+    inverse CDF): same distribution (banned and earlier items masked, dropout off), so the
+    log-probabilities agree."""
     c = tiny_config(model)
     m = seq2seq.build_model(c, INFO)
     params = seq2seq.init_params(m, INFO, jax.random.PRNGKey(0))
@@ -154,7 +155,7 @@ def test_actor_log_probs_are_those_of_the_sampler(model):
     state = m.apply({'params': params}, hist, T, method=m.init_decode_state)
     ref = decoding.sample(seq2seq.make_step_fn(m, params), state, jax.random.PRNGKey(5),
                           batch_size=4, vocab_size=INFO.vocab_size, length=T, bos_id=INFO.bos_id,
-                          method='gumbel', banned=banned)
+                          method=steps.list_method, banned=banned)
     np.testing.assert_array_equal(ref.sequences[:, 0], fake)
     logp, _ = steps.log_probs(params, hist, fake, banned)
     np.testing.assert_allclose(logp, ref.log_probs[:, 0], atol=1e-4)

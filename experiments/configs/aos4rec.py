@@ -15,7 +15,8 @@ aos4rec.gan_steps rounds of g_steps generator and d_steps critic updates. Every 
   +both, beam 1 at evaluation   python -m aos4rec_jax.evaluate --workdir RUN --tag beam1 --strategy greedy
 
 Other knobs (documented in aos4rec_jax/config.py): aos4rec.beam_size (b), aos4rec.mu,
-aos4rec.num_next (c), aos4rec.successor_sampler (inverse_cdf here | gumbel), aos4rec.critic_encode_once (True here), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.lipschitz
+aos4rec.num_next (c), aos4rec.successor_sampler (inverse_cdf here | gumbel), aos4rec.list_sampler
+(inverse_cdf here | gumbel), aos4rec.successors_from_decode (True here), aos4rec.critic_encode_once (True here), aos4rec.g_steps, aos4rec.d_steps, aos4rec.gamma, aos4rec.lipschitz
 (gp | clip | none), aos4rec.g_learning_rate, aos4rec.d_learning_rate, aos4rec.critic_dropout,
 aos4rec.critic_eval_users (held-out users the critic's separation is measured on),
 aos4rec.critic_patience / critic_min_delta / critic_eval_every (the stopping rule of critic
@@ -96,6 +97,13 @@ def get_config(variant=''):
     # function, 18-22% faster critic updates on the CPU (docs/benchmarks.md); config.py's default
     # False is what every run before 2026-12-06 (night) computed
     c.aos4rec.critic_encode_once = True
+    # the generated lists by inverse CDF (one uniform a step) instead of Gumbel-max (V Gumbel
+    # numbers a step), and Eq. 8's successors drawn in the same decoding pass instead of from a
+    # teacher-forced pass of G over the lists: the same distributions, a critic update 30% faster
+    # on the CPU (docs/benchmarks.md); config.py's defaults (gumbel, False) are what every run
+    # before 2026-12-06 (morning) drew with
+    c.aos4rec.list_sampler = 'inverse_cdf'
+    c.aos4rec.successors_from_decode = True
     # the critic's optimizer: the critic sweep's best (docs/results/critic_sweep.md); at the
     # config.py defaults (1e-4, penalty 10) the critic does not move in hundreds of steps
     c.aos4rec.d_learning_rate = 3e-4
