@@ -62,12 +62,9 @@ def tree_mask(length: int, num_next: int) -> tuple[Array, Array]:
     return positions, jnp.concatenate([top, bottom], axis=0)
 
 
-class TransformerCritic(nn.Module):
-    cfg: models.TransformerConfig           # max_target_len must be >= T + 1
-
-    def setup(self):
-        self.backbone = TransformerRec(self.cfg, name='backbone')
-        self.head = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32, name='head')
+class _Inputs:
+    """What both critics read the same way through their ``backbone``: the embedded decoder
+    input of a list and the encoding of a history."""
 
     def embed(self, sequence: Array) -> Array:
         """[B, T] items -> decoder input embeddings of [BOS, y_1..y_T], [B, T + 1, E]."""
@@ -77,6 +74,14 @@ class TransformerCritic(nn.Module):
     def encode(self, history: Array, train: bool = False):
         """The backbone's encoding of the history, for `encoded=` (one encoding, several lists)."""
         return self.backbone.encode(history, train)
+
+
+class TransformerCritic(_Inputs, nn.Module):
+    cfg: models.TransformerConfig           # max_target_len must be >= T + 1
+
+    def setup(self):
+        self.backbone = TransformerRec(self.cfg, name='backbone')
+        self.head = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32, name='head')
 
     def score_embeds(self, history: Array, embeds: Array, train: bool = False,
                      encoded=None) -> Array:
@@ -98,20 +103,12 @@ class TransformerCritic(nn.Module):
         return s[:, :t + 1], s[:, t + 1:].reshape(b, t, c)
 
 
-class GRUCritic(nn.Module):
+class GRUCritic(_Inputs, nn.Module):
     cfg: models.GRUConfig
 
     def setup(self):
         self.backbone = GRURec(self.cfg, name='backbone')
         self.head = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32, name='head')
-
-    def embed(self, sequence: Array) -> Array:
-        bos = jnp.full((sequence.shape[0], 1), self.cfg.bos_id, jnp.int32)
-        return self.backbone.embed_items(jnp.concatenate([bos, sequence.astype(jnp.int32)], 1))
-
-    def encode(self, history: Array, train: bool = False):
-        """The backbone's encoding of the history, for `encoded=` (one encoding, several lists)."""
-        return self.backbone.encode(history, train)
 
     def _scores(self, history, embeds, train, encoded=None):
         hs, keys, values, mask = self.backbone.decoder_states(history, embeds, train, encoded)

@@ -431,11 +431,8 @@ def _inverse_cdf(keys: jax.Array, scaled: jax.Array) -> jax.Array:
     S); if rounding leaves none (probability ~1e-7), the last item of non-zero mass is taken.
     """
     from aos4rec_jax import sampling           # no cycle: sampling imports only jax
-    peak = jnp.max(scaled, axis=-1, keepdims=True)
-    peak = jnp.where(peak > NEG_INF, peak, 0.0)
-    mass = jnp.exp(scaled - peak)  # unnormalised, 0 for masked items
     u = jax.vmap(lambda key: jax.random.uniform(key, scaled.shape[1:2]))(keys)
-    return sampling.locate(mass, u[..., None])[..., 0]
+    return sampling.locate(sampling.weights(scaled), u[..., None])[..., 0]
 
 
 def _decode_rows(step_fn: StepFn, state: PyTree, space: _Space, choose, *, batch_size: int,
@@ -709,9 +706,7 @@ def _sampler_with_successors(method: str, user_keys: jax.Array, temperature,
         succ_keys = _step_keys(successor_keys, t)
         if successor_method == 'gumbel':
             return plain(t, log_probs), jax.vmap(gumbel_draws)(succ_keys, scaled)
-        peak = jnp.max(scaled, axis=-1, keepdims=True)
-        peak = jnp.where(peak > NEG_INF, peak, 0.0)
-        mass = jnp.exp(scaled - peak)                                  # 0 for masked items
+        mass = sampling.weights(scaled)                                # 0 for masked items
         # the uniforms of sampling.from_weights(key, mass of one user, c)
         u_succ = jax.vmap(lambda k: jax.random.uniform(k, scaled.shape[1:2] + (c,)))(succ_keys)
         if method == 'gumbel':

@@ -71,11 +71,16 @@ def from_weights(key: jax.Array, weights: jax.Array, num: int) -> jax.Array:
     return locate(w, u)
 
 
-def from_logits(key: jax.Array, logits: jax.Array, num: int) -> jax.Array:
-    """`num` draws per row from softmax(logits [..., V]) (-inf: never drawn): int32 [..., num].
-    A row whose logits are all -inf gives its last index (callers mask such rows)."""
+def weights(logits: jax.Array) -> jax.Array:
+    """softmax(logits [..., V]) up to a factor per row: exp(logits - row max), 0 where -inf (a
+    row of all -inf gives all 0). What ``locate`` draws from; it divides by the total itself."""
     logits = jnp.asarray(logits, jnp.float32)
     peak = jnp.max(logits, axis=-1, keepdims=True)
     peak = jnp.where(peak > -jnp.inf, peak, 0.0)
-    # unnormalised: the draw divides by the row's total itself
-    return from_weights(key, jnp.where(logits > -jnp.inf, jnp.exp(logits - peak), 0.0), num)
+    return jnp.where(logits > -jnp.inf, jnp.exp(logits - peak), 0.0)
+
+
+def from_logits(key: jax.Array, logits: jax.Array, num: int) -> jax.Array:
+    """`num` draws per row from softmax(logits [..., V]) (-inf: never drawn): int32 [..., num].
+    A row whose logits are all -inf gives its last index (callers mask such rows)."""
+    return from_weights(key, weights(logits), num)

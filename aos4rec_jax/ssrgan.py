@@ -204,6 +204,7 @@ class Steps:
         # ('categorical' of decoding.sample): the same distribution
         self.list_method = ('gumbel' if str(self.a.get('list_sampler', 'gumbel')) == 'gumbel'
                             else 'categorical')
+        self.successor_sampler = str(self.a.get('successor_sampler', 'gumbel'))   # Eq. 8's draws
         # the AUC the stopping rule, critic_keep_best and the bar read (aos4rec.critic_auc)
         self.auc_key = auc_key(config)
         self.loss_chunk = int(config.loss_chunk)
@@ -250,7 +251,7 @@ class Steps:
                                  method=self.model.init_decode_state)
         extra = {} if successor_key is None else dict(
             num_successors=int(self.a.num_next), successor_rng=successor_key,
-            successor_method=str(self.a.get('successor_sampler', 'gumbel')))
+            successor_method=self.successor_sampler)
         out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
                               batch_size=history.shape[0], vocab_size=self.info.vocab_size,
                               length=self.T, bos_id=self.info.bos_id,
@@ -314,7 +315,7 @@ class Steps:
             succ = aos4rec.sample_next_items(k_next, jax.lax.stop_gradient(g_logits),
                                              int(self.a.num_next), banned=banned, generated=fake,
                                              temperature=self.temperature,
-                                             sampler=str(self.a.get('successor_sampler', 'gumbel')))
+                                             sampler=self.successor_sampler)
         # a position with no allowed item (tiny vocabularies only): the empty slots repeat y^_t
         succ = jnp.where(succ > 0, succ, fake[..., None])
         a = self.a

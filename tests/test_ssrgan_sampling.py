@@ -79,7 +79,7 @@ def test_successors_follow_each_steps_allowed_softmax(list_method, method, tempe
     # frequencies: sum over rows of P(v) against the count of v, per step and item (5 s.e.)
     for t in range(LEN):
         for k in range(c):
-            count = np.stack([np.bincount(succ[:, t, k], minlength=V)])[0]
+            count = np.bincount(succ[:, t, k], minlength=V)
             mean = p[:, t].sum(axis=0)
             sd = np.sqrt((p[:, t] * (1 - p[:, t])).sum(axis=0))
             np.testing.assert_array_less(np.abs(count - mean), 5 * sd + 1e-9,
