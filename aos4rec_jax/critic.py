@@ -232,6 +232,7 @@ def check_frozen(params, patterns) -> str:
     return ''
 
 
+@jax.named_scope('gradient_penalty')    # a name in profiles (benchmarks/op_profile.py) only
 def gradient_penalty(critic, params, history, real, fake, mask, rng, dropout_rng=None,
                      encoded=None) -> Array:
     """WGAN-GP on embedded inputs: mean over users of (||d mean_t D(x, e^_1:t) / d e^|| - 1)^2.

@@ -60,5 +60,6 @@ def global_norm(tree) -> jax.Array:
 
 def apply(tx: optax.GradientTransformation, grads, opt_state, params):
     """One update of `params` by `tx`: (new params, new optimizer state)."""
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    with jax.named_scope('optimizer'):      # a name in profiles (benchmarks/op_profile.py) only
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state

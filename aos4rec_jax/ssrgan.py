@@ -72,6 +72,7 @@ from aos4rec_jax import data as data_lib
 from aos4rec_jax import decoding
 from aos4rec_jax import optim
 from aos4rec_jax import seq2seq
+from aos4rec_jax import softmax_xent
 
 PHASES = ('seq2seq', 'critic', 'gan')
 
@@ -247,16 +248,17 @@ class Steps:
         in the same decoding pass from each step's distribution (``decoding.sample``'s
         ``num_successors``; ``aos4rec.successors_from_decode``)."""
         params = jax.lax.stop_gradient(params)
-        state = self.model.apply({'params': params}, history, self.T,
-                                 method=self.model.init_decode_state)
-        extra = {} if successor_key is None else dict(
-            num_successors=int(self.a.num_next), successor_rng=successor_key,
-            successor_method=self.successor_sampler)
-        out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
-                              batch_size=history.shape[0], vocab_size=self.info.vocab_size,
-                              length=self.T, bos_id=self.info.bos_id,
-                              temperature=self.temperature, method=self.list_method,
-                              banned=banned, ban_generated=True, **extra)
+        with jax.named_scope('generate_lists'):   # a name in profiles (benchmarks/op_profile.py)
+            state = self.model.apply({'params': params}, history, self.T,
+                                     method=self.model.init_decode_state)
+            extra = {} if successor_key is None else dict(
+                num_successors=int(self.a.num_next), successor_rng=successor_key,
+                successor_method=self.successor_sampler)
+            out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
+                                  batch_size=history.shape[0], vocab_size=self.info.vocab_size,
+                                  length=self.T, bos_id=self.info.bos_id,
+                                  temperature=self.temperature, method=self.list_method,
+                                  banned=banned, ban_generated=True, **extra)
         if successor_key is None:
             return out.sequences[:, 0]
         return out.sequences[:, 0], out.successors[:, 0]
@@ -268,8 +270,7 @@ class Steps:
                                   seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
         allowed = allowed_items(seq, self.info.vocab_size, banned)
         scaled = logits.astype(jnp.float32) / self.temperature
-        logp = jax.nn.log_softmax(jnp.where(allowed, scaled, -1e30), axis=-1)
-        return jnp.take_along_axis(logp, seq[..., None], axis=-1)[..., 0], logits
+        return -softmax_xent.nll(jnp.where(allowed, scaled, -1e30), seq), logits
 
     # -- phase 1: seq2seq -------------------------------------------------------------------------
     def seq2seq_step(self, state, data):
@@ -347,7 +348,8 @@ class Steps:
             return total, dict(critic_loss=w, wasserstein=-w, td_loss=td, gp=gp,
                                d_real=jnp.mean(d_real[:, 1:]), d_fake=jnp.mean(d_fake[:, 1:]))
 
-        (_, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['critic'])
+        (_, m), grads = jax.value_and_grad(jax.named_scope('critic_loss')(loss_fn),
+                                           has_aux=True)(state['critic'])
         cp, c_opt = optim.apply(self.d_tx, grads, state['critic_opt_state'], state['critic'])
         if a.lipschitz == 'clip':       # the trained parameters only (aos4rec.critic_frozen)
             frozen = critic_lib.frozen_mask(cp, critic_lib.frozen_patterns(self.config))
@@ -512,7 +514,8 @@ class Steps:
                 total = total + a.gan_mle_weight * s / jnp.maximum(n, 1.0)
             return total, (adv_loss, logp)
 
-        (_, (adv_loss, logp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+        (_, (adv_loss, logp)), grads = jax.value_and_grad(
+            jax.named_scope('generator_loss')(loss_fn), has_aux=True)(state['params'])
         params, opt_state = optim.apply(self.g_tx, grads, state['opt_state'], state['params'])
         d = d_fake[:, 1:] * float(a.gamma) - d_fake[:, :-1]
         mf = mask.astype(jnp.float32)

@@ -177,7 +177,11 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
         def once(step=step, holder=holder, data=data):
             holder['state'], m = step(holder['state'], data)
             jax.block_until_ready((holder['state'], m))
-        cases.append(Case(f'{name}/{label}', once, args.batch))
+        c = Case(f'{name}/{label}', once, args.batch)
+        # the compiled program's text (benchmarks/op_profile.py names its operations from it)
+        c.hlo_text = (lambda step=step, holder=holder, data=data:
+                      step.lower(holder['state'], data).compile().as_text())
+        cases.append(c)
     return cases
 
 

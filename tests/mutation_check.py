@@ -427,6 +427,17 @@ MUTATIONS: list[Mutation] = [
              '        return out.sequences[:, 0], out.successors[:, 0]',
              '        return out.sequences[:, 0], jnp.roll(out.successors[:, 0], -1, axis=1)',
              ('tests/test_ssrgan_sampling.py::test_critic_update_from_the_decoding_pass_equals_the_teacher_forced_one',)),
+    Mutation('M67', "the softmax loss's own backward pass flips its sign (every full-softmax model unlearns)",
+             'aos4rec_jax/softmax_xent.py',
+             '    d = g.astype(jnp.float32)[..., None] * (p - onehot.astype(jnp.float32))',
+             '    d = g.astype(jnp.float32)[..., None] * (onehot.astype(jnp.float32) - p)',
+             ('tests/test_softmax_xent.py::test_by_hand',
+              'tests/test_softmax_xent.py::test_values_and_gradients_equal_autodiff_of_log_softmax')),
+    Mutation('M68', "a tied output layer's backward pass gives the item table no gradient",
+             'aos4rec_jax/models/layers.py',
+             '    return dx, dw_t.T.astype(w.dtype)',
+             '    return dx, jnp.zeros_like(w)',
+             ('tests/test_layers_tied_logits.py::test_values_and_gradients_equal_the_plain_product',)),
 ]
 
 

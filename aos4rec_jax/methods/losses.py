@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from aos4rec_jax import softmax_xent
+
 NEG_INF = -1e30
 
 
@@ -29,9 +31,7 @@ def bce_sampled(pos, neg, mask):
 def softmax_ce(logits, targets, mask):
     """logits [..., V] (index 0 = padding, excluded), targets [...] item ids."""
     logits = logits.astype(jnp.float32).at[..., 0].set(NEG_INF)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return _masked(nll, mask)
+    return _masked(softmax_xent.nll(logits, targets), mask)
 
 
 def bpr(pos, neg, mask):

@@ -53,6 +53,7 @@ from aos4rec_jax import decoding
 from aos4rec_jax import optim
 from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
+from aos4rec_jax import softmax_xent
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
 from aos4rec_jax.methods import init_from as init_from_lib
@@ -212,8 +213,7 @@ class SeqGANSteps:
                                   seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
         allowed = ssrgan.allowed_items(seq, self.info.vocab_size, banned)
         scaled = logits.astype(jnp.float32) / self.temperature
-        logp = jax.nn.log_softmax(jnp.where(allowed, scaled, -1e30), axis=-1)
-        return jnp.take_along_axis(logp, seq[..., None], axis=-1)[..., 0]
+        return -softmax_xent.nll(jnp.where(allowed, scaled, -1e30), seq)
 
     def disc_prob(self, dparams, history, seq):
         return jax.nn.sigmoid(self.disc.apply({'params': dparams}, history, seq, False))
