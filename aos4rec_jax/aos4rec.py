@@ -139,6 +139,7 @@ def mix_context(rng: jax.Array, target: jax.Array, oracle: jax.Array, p) -> jax.
     return jnp.where(target > 0, context, decoding.PAD_ID).astype(jnp.int32)
 
 
+@jax.named_scope('oracle_beam')    # a name in profiles (benchmarks/op_profile.py) only
 def oracle_context(params, model, history, target, rng, *, p, bos_id: int, vocab_size: int,
                    beam_size: int = 5, banned=None):
     """Beam search -> BLEU oracle -> mixed context (no gradient).
@@ -155,14 +156,13 @@ def oracle_context(params, model, history, target, rng, *, p, bos_id: int, vocab
     """
     frozen = jax.lax.stop_gradient(params)
     batch, length = target.shape
-    with jax.named_scope('oracle_beam'):    # a name in profiles (benchmarks/op_profile.py) only
-        state = model.apply({'params': frozen}, history, length, method=model.init_decode_state)
-        out = decoding.beam_search(seq2seq.make_step_fn(model, frozen), state, batch_size=batch,
-                                   vocab_size=vocab_size, length=length, bos_id=bos_id,
-                                   beam_size=beam_size, banned=banned, ban_generated=True)
-        candidates = jax.lax.stop_gradient(out.sequences)
-        oracle = select_oracle(candidates, target)
-        return mix_context(rng, target, oracle, p), oracle, candidates
+    state = model.apply({'params': frozen}, history, length, method=model.init_decode_state)
+    out = decoding.beam_search(seq2seq.make_step_fn(model, frozen), state, batch_size=batch,
+                               vocab_size=vocab_size, length=length, bos_id=bos_id,
+                               beam_size=beam_size, banned=banned, ban_generated=True)
+    candidates = jax.lax.stop_gradient(out.sequences)
+    oracle = select_oracle(candidates, target)
+    return mix_context(rng, target, oracle, p), oracle, candidates
 
 
 def oracle_loss(params, model, history, target, rng, *, p, bos_id: int, vocab_size: int,

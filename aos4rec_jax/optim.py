@@ -58,8 +58,8 @@ def global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
 
 
+@jax.named_scope('optimizer')    # a name in profiles (benchmarks/op_profile.py) only
 def apply(tx: optax.GradientTransformation, grads, opt_state, params):
     """One update of `params` by `tx`: (new params, new optimizer state)."""
-    with jax.named_scope('optimizer'):      # a name in profiles (benchmarks/op_profile.py) only
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state

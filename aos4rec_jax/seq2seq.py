@@ -55,6 +55,7 @@ def output_table(params, model):
     return proj['kernel'][:, :v].T, proj['bias'][:v]
 
 
+@jax.named_scope('mle_loss')    # a name in profiles (benchmarks/op_profile.py) only
 def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True,
              chunk: int = 0):
     """Token-level cross entropy of `target` [B, T] (0 = padding, masked) given decoder inputs.
@@ -64,19 +65,18 @@ def mle_loss(params, model, history, target, dec_inputs, rng, train: bool = True
     Returns (sum of token losses, number of target tokens) so that devices and steps average
     exactly.
     """
-    with jax.named_scope('mle_loss'):     # a name in profiles (benchmarks/op_profile.py) only
-        rngs = {'dropout': rng} if train else None
-        if chunk > 0:
-            h = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs,
-                            method=model.decoder_hidden)
-            w, bias = output_table(params, model)
-            nll = chunked_softmax.nll(h.astype(model.cfg.dtype), w.astype(model.cfg.dtype), target,
-                                      int(chunk), bias)
-        else:
-            logits = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs)
-            nll = softmax_xent.nll(logits.astype(jnp.float32), target)
-        mask = (target > 0).astype(jnp.float32)
-        return jnp.sum(nll * mask), jnp.sum(mask)
+    rngs = {'dropout': rng} if train else None
+    if chunk > 0:
+        h = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs,
+                        method=model.decoder_hidden)
+        w, bias = output_table(params, model)
+        nll = chunked_softmax.nll(h.astype(model.cfg.dtype), w.astype(model.cfg.dtype), target,
+                                  int(chunk), bias)
+    else:
+        logits = model.apply({'params': params}, history, dec_inputs, train=train, rngs=rngs)
+        nll = softmax_xent.nll(logits.astype(jnp.float32), target)
+    mask = (target > 0).astype(jnp.float32)
+    return jnp.sum(nll * mask), jnp.sum(mask)
 
 
 def make_step_fn(model, params):

@@ -28,7 +28,7 @@ def _forward(logits, targets):
     """(nll, the row maxima m, log sum exp(logits - m)): the loss as (log s) - (x_t - m), as
     log_softmax computes it (a row of -1e30 entries keeps its log V)."""
     logits = logits.astype(jnp.float32)
-    m = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    m = jnp.max(logits, axis=-1, keepdims=True)
     log_s = jnp.log(jnp.sum(jnp.exp(logits - m), axis=-1))
     picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return log_s - (picked - m[..., 0]), m, log_s

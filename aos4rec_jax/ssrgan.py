@@ -130,6 +130,17 @@ def allowed_items(generated: jax.Array, vocab_size: int, banned=None) -> jax.Arr
     return allowed
 
 
+def policy_log_probs(model, params, history, seq, banned, info, temperature: float):
+    """(log P_G(y_t | x, y_1:t-1) [B, T] under the policy the lists are sampled from:
+    softmax(logits / temperature) over the allowed items (``allowed_items``), dropout off; the raw
+    logits [B, T, V]). SSRGAN's Eq. 4 and SeqGAN's REINFORCE score their sampled lists with it."""
+    logits = model.apply({'params': params}, history, seq2seq.decoder_inputs(seq, info.bos_id),
+                         train=False)
+    allowed = allowed_items(seq, info.vocab_size, banned)
+    scaled = logits.astype(jnp.float32) / temperature
+    return -softmax_xent.nll(jnp.where(allowed, scaled, -1e30), seq), logits
+
+
 def auc_key(config) -> str:
     """The metric that the stopping rule, aos4rec.critic_keep_best and the bar read
     (aos4rec.critic_auc): 'val_auc' (pooled over all pairs of users) or 'val_auc_paired'."""
@@ -241,6 +252,7 @@ class Steps:
         banned = history_ban(data, users, positions, self.ban_bound, self.info.vocab_size)
         return b, jax.lax.with_sharding_constraint(banned, self.bsharding)
 
+    @jax.named_scope('generate_lists')    # a name in profiles (benchmarks/op_profile.py) only
     def generate(self, params, history, banned, key, successor_key=None):
         """y^ [B, T] drawn from G at the policy's temperature, by Gumbel-max or inverse CDF
         (``aos4rec.list_sampler``; no gradient). With
@@ -248,29 +260,24 @@ class Steps:
         in the same decoding pass from each step's distribution (``decoding.sample``'s
         ``num_successors``; ``aos4rec.successors_from_decode``)."""
         params = jax.lax.stop_gradient(params)
-        with jax.named_scope('generate_lists'):   # a name in profiles (benchmarks/op_profile.py)
-            state = self.model.apply({'params': params}, history, self.T,
-                                     method=self.model.init_decode_state)
-            extra = {} if successor_key is None else dict(
-                num_successors=int(self.a.num_next), successor_rng=successor_key,
-                successor_method=self.successor_sampler)
-            out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
-                                  batch_size=history.shape[0], vocab_size=self.info.vocab_size,
-                                  length=self.T, bos_id=self.info.bos_id,
-                                  temperature=self.temperature, method=self.list_method,
-                                  banned=banned, ban_generated=True, **extra)
+        state = self.model.apply({'params': params}, history, self.T,
+                                 method=self.model.init_decode_state)
+        extra = {} if successor_key is None else dict(
+            num_successors=int(self.a.num_next), successor_rng=successor_key,
+            successor_method=self.successor_sampler)
+        out = decoding.sample(seq2seq.make_step_fn(self.model, params), state, key,
+                              batch_size=history.shape[0], vocab_size=self.info.vocab_size,
+                              length=self.T, bos_id=self.info.bos_id,
+                              temperature=self.temperature, method=self.list_method,
+                              banned=banned, ban_generated=True, **extra)
         if successor_key is None:
             return out.sequences[:, 0]
         return out.sequences[:, 0], out.successors[:, 0]
 
     def log_probs(self, params, history, seq, banned):
-        """(log P_G(y_t | x, y_1:t-1) [B, T] under the policy the lists are sampled from:
-        softmax(logits / temperature) over the allowed items; the raw logits [B, T, V])."""
-        logits = self.model.apply({'params': params}, history,
-                                  seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
-        allowed = allowed_items(seq, self.info.vocab_size, banned)
-        scaled = logits.astype(jnp.float32) / self.temperature
-        return -softmax_xent.nll(jnp.where(allowed, scaled, -1e30), seq), logits
+        """``policy_log_probs`` of this run's generator at its temperature."""
+        return policy_log_probs(self.model, params, history, seq, banned, self.info,
+                                self.temperature)
 
     # -- phase 1: seq2seq -------------------------------------------------------------------------
     def seq2seq_step(self, state, data):

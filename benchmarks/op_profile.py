@@ -116,9 +116,10 @@ def profile(fn, hlo_text: str, calls: int = 3, top: int = 12, trace_dir: str | N
     and sums the events of the program's instructions (`hlo_text`), per call."""
     import jax
 
+    if trace_dir is None:                       # a temporary trace, removed whatever happens
+        with tempfile.TemporaryDirectory(prefix='op_profile_') as tmp:
+            return dict(profile(fn, hlo_text, calls, top, tmp, scopes), trace_dir=None)
     instructions = hlo_instructions(hlo_text)
-    keep = trace_dir is not None
-    trace_dir = trace_dir or tempfile.mkdtemp(prefix='op_profile_')
     t0 = time.perf_counter()
     with jax.profiler.trace(trace_dir):
         for _ in range(calls):
@@ -138,9 +139,6 @@ def profile(fn, hlo_text: str, calls: int = 3, top: int = 12, trace_dir: str | N
                         and instructions[ev.name]['opcode'] not in CONTROL_FLOW):
                     per_op[ev.name] += ev.duration_ns
                     counts[ev.name] += 1
-    if not keep:
-        import shutil
-        shutil.rmtree(trace_dir, ignore_errors=True)
     total_ns = sum(per_op.values())
     if total_ns == 0:
         raise RuntimeError('op_profile: no operation events in the trace (on a CPU, call enable() '
@@ -161,7 +159,7 @@ def profile(fn, hlo_text: str, calls: int = 3, top: int = 12, trace_dir: str | N
     return {'calls': calls, 'wall_ms_per_call': wall * 1e3, 'op_ms_per_call': op_ms,
             'by_scope': {k: dict(v, share=(v['forward'] + v['backward']) / op_ms)
                          for k, v in sorted(by_scope.items(), key=lambda kv: -sum(kv[1].values()))},
-            'top_ops': ops, 'trace_dir': trace_dir if keep else None}
+            'top_ops': ops, 'trace_dir': trace_dir}
 
 
 def format_report(name: str, r: dict) -> str:
@@ -207,7 +205,7 @@ def main(argv=None) -> dict:
     from benchmarks import bench_aos4rec as B
     from benchmarks.bench_seq2seq import device_info, write_json_atomic
 
-    bargs = B.parse_args(rest + ['--out', args.out, '--models', ','.join(args.models.split(','))])
+    bargs = B.parse_args(rest + ['--out', args.out, '--models', args.models])
     unknown = [c for c in args.cases if c not in B.CASES]
     if unknown:
         raise SystemExit(f'op_profile: unknown case(s) {unknown}; valid: {",".join(B.CASES)}')

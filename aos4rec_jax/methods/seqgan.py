@@ -53,7 +53,6 @@ from aos4rec_jax import decoding
 from aos4rec_jax import optim
 from aos4rec_jax import sampling
 from aos4rec_jax import seq2seq
-from aos4rec_jax import softmax_xent
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import ssrgan
 from aos4rec_jax.methods import init_from as init_from_lib
@@ -209,11 +208,8 @@ class SeqGANSteps:
 
     def log_probs(self, params, history, seq, banned):
         """log P_G(y_t | x, y_1:t-1) [B, T] under the sampling policy (dropout off)."""
-        logits = self.model.apply({'params': params}, history,
-                                  seq2seq.decoder_inputs(seq, self.info.bos_id), train=False)
-        allowed = ssrgan.allowed_items(seq, self.info.vocab_size, banned)
-        scaled = logits.astype(jnp.float32) / self.temperature
-        return -softmax_xent.nll(jnp.where(allowed, scaled, -1e30), seq)
+        return ssrgan.policy_log_probs(self.model, params, history, seq, banned, self.info,
+                                       self.temperature)[0]
 
     def disc_prob(self, dparams, history, seq):
         return jax.nn.sigmoid(self.disc.apply({'params': dparams}, history, seq, False))
