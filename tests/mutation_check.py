@@ -438,6 +438,17 @@ MUTATIONS: list[Mutation] = [
              '    return dx, dw_t.T.astype(w.dtype)',
              '    return dx, jnp.zeros_like(w)',
              ('tests/test_layers_tied_logits.py::test_values_and_gradients_equal_the_plain_product',)),
+    Mutation('M69', 'dropout keeps the kept values unscaled (the layer shrinks its input)',
+             'aos4rec_jax/models/dropout.py',
+             "        scale = jnp.asarray(1.0 / keep_probability(self.rate), inputs.dtype)",
+             "        scale = jnp.asarray(1.0, inputs.dtype)",
+             ('tests/test_dropout.py::test_statistics_keep_rate_mean_and_independence',)),
+    Mutation('M70', "dropout's four elements of a hash reuse one 16-bit half",
+             'aos4rec_jax/models/dropout.py',
+             '        parts = (w0 >> 16, w0 & 0xFFFF, w1 >> 16, w1 & 0xFFFF)',
+             '        parts = (w0 >> 16, w0 >> 16, w1 >> 16, w1 >> 16)',
+             ('tests/test_dropout.py::test_uniform16_is_the_halves_of_one_hash_per_four_elements',
+              'tests/test_dropout.py::test_statistics_keep_rate_mean_and_independence')),
 ]
 
 

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -89,11 +90,11 @@ class BERT4RecBlock(nn.Module):
         """x [B, L, D], attn_mask [B, 1, 1, L] (True = real key)."""
         cfg = self.cfg
         h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         attn_rate = cfg.attention_dropout_rate
         # the same module (and dropout random numbers as before the option) at the same rate
         same = attn_rate < 0 or attn_rate == cfg.dropout_rate
-        attn_drop = drop if same else nn.Dropout(attn_rate)
+        attn_drop = drop if same else Dropout(attn_rate)
         q, k, v = jnp.moveaxis(_dense(cfg, (3, h, dh), 'qkv')(x), -3, 0)
         y = layers.dot_product_attention(q, k, v, attn_mask, attn_drop, deterministic)
         y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
@@ -122,7 +123,7 @@ class BERT4Rec(nn.Module):
         self.head_norm = _layer_norm(cfg, 'head_norm')
         self.output_item_bias = self.param('output_item_bias', nn.initializers.zeros_init(),
                                            (rows,), jnp.float32)
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """seq [B, L] left-padded, may hold [MASK] = N + 1 (users unused) -> h [B, L, D]."""

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -60,7 +61,7 @@ class BPRMF(nn.Module):
                                      jnp.float32)
         self.output_item_bias = self.param('output_item_bias', nn.initializers.zeros_init(),
                                            (rows,), jnp.float32)
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     def fold_in(self, seq: Array) -> Array:
         """seq [B, L] -> the mean item factor of each row's real items [B, D] (0 if none)."""

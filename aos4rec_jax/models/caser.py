@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -99,7 +100,7 @@ class Caser(nn.Module):
                                           name='output_item_embed')
         self.output_item_bias = self.param('output_item_bias', nn.initializers.zeros_init(),
                                            (rows,), jnp.float32)
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array, train: bool = False) -> Array:
         """seq [B, L'] left-padded (the last max_len items are used), users [B] -> h [B, 2d]."""

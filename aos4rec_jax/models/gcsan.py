@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -137,7 +138,7 @@ class SelfAttentionBlock(nn.Module):
         proj = lambda name: nn.DenseGeneral((1, d), use_bias=False, dtype=cfg.dtype,
                                             param_dtype=jnp.float32, name=name)
         dense = lambda name: nn.Dense(d, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         q, k, v = proj('query')(x), proj('key')(x), proj('value')(x)     # [B, L, 1, d]
         e = layers.dot_product_attention(q, k, v, mask[:, None, None, :])[:, :, 0]
         e = drop(e, deterministic=deterministic)

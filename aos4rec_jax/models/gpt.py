@@ -45,6 +45,7 @@ import flax.linen as nn
 
 from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 INIT_STD = 0.02               # GPT-2's initializer_range
@@ -90,7 +91,7 @@ class GPTBlock(nn.Module):
         self.ln_2 = ln('ln_2')
         self.fc = dense(cfg.mlp_dim, 'fc')
         self.proj = dense(cfg.embed_dim, 'proj', init=resid)
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     def _qkv(self, x):
         q, k, v = jnp.moveaxis(self.qkv(self.ln_1(x)), -3, 0)      # each [B, S, H, Dh]
@@ -149,7 +150,7 @@ class GPT(layers.TiedItemScores, nn.Module):
         self.blocks = [GPTBlock(cfg, name=f'block_{i}') for i in range(cfg.num_layers)]
         self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=cfg.dtype, param_dtype=jnp.float32,
                                  name='ln_f')
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     # -- next-item network contract ----------------------------------------------------------
     def _run(self, seq: Array, train: bool):

@@ -22,6 +22,7 @@ import flax.linen as nn
 
 from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -53,7 +54,7 @@ class GRURec(layers.ItemTable, nn.Module):
         self.attn_key = nn.Dense(cfg.hidden_dim, use_bias=False, dtype=cfg.dtype,
                                  param_dtype=jnp.float32, name='attn_key')   # W_a (Luong general)
         self.combine = dense(cfg.embed_dim, 'combine')               # W_c [h; c]
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
         if not cfg.tie_output:
             self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
                                                        name='output_proj')

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -61,8 +62,8 @@ class GRU4Rec(nn.Module):
                                           param_dtype=jnp.float32, name='output_item_embed')
         self.output_item_bias = self.param('output_item_bias', nn.initializers.zeros_init(),
                                            (rows,), jnp.float32)
-        self.drop = nn.Dropout(cfg.dropout_rate)
-        self.embed_drop = nn.Dropout(cfg.embed_dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
+        self.embed_drop = Dropout(cfg.embed_dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """seq [B, L] left-padded (users unused) -> h [B, L, D]."""

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -73,7 +74,7 @@ class SASRecBlock(nn.Module):
                                                 param_dtype=jnp.float32, name=name)
         ln = lambda name: nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
                                        name=name)
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         q_in = ln('ln_attn')(x)
         q = dense((h, dh), 'query')(q_in)
         k = dense((h, dh), 'key')(x)
@@ -104,7 +105,7 @@ class SASRec(layers.TiedItemScores, nn.Module):
         self.blocks = [SASRecBlock(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
         self.final_norm = nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
                                        name='final_norm')
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """seq [B, L] left-padded (users unused) -> h [B, L, D]."""

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aos4rec_jax.models.dropout import Dropout
+
 # SeqGAN's Table 5, sequence length 20: (window size, kernel number)
 SEQGAN_FILTERS = '1:100,2:200,3:200,4:200,5:200,6:100,7:100,8:100,9:100,10:100,15:160,20:160'
 
@@ -73,7 +75,7 @@ class SeqGANDiscriminator(nn.Module):
         n = sum(k for _, k in c.used_filters) + c.embed_dim
         self.gate = nn.Dense(n)
         self.transform = nn.Dense(n)
-        self.drop = nn.Dropout(c.dropout_rate)
+        self.drop = Dropout(c.dropout_rate)
         self.out = nn.Dense(1)
 
     def encode_history(self, history):

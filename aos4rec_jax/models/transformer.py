@@ -26,6 +26,7 @@ import flax.linen as nn
 
 from aos4rec_jax import decoding
 from aos4rec_jax.models import layers
+from aos4rec_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -82,10 +83,10 @@ class EncoderBlock(nn.Module):
         """x [B, L, D], mask [B, 1, 1, L] (True = real key)."""
         cfg = self.cfg
         h, d = cfg.num_heads, cfg.head_dim
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         y = _layer_norm(cfg, 'ln_attn')(x)
         q, k, v = jnp.moveaxis(_dense(cfg, (3, h, d), 'qkv')(y), -3, 0)
-        y = layers.dot_product_attention(q, k, v, mask, nn.Dropout(cfg.attn_dropout), deterministic)
+        y = layers.dot_product_attention(q, k, v, mask, Dropout(cfg.attn_dropout), deterministic)
         y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
         x = x + drop(y, deterministic=deterministic)
         y = _layer_norm(cfg, 'ln_mlp')(x)
@@ -109,8 +110,8 @@ class DecoderBlock(nn.Module):
         self.cross_out = _dense(cfg, cfg.embed_dim, 'cross_out', axis=(-2, -1))
         self.ln_mlp = _layer_norm(cfg, 'ln_mlp')
         self.mlp = FeedForward(cfg, name='mlp')
-        self.drop = nn.Dropout(cfg.dropout_rate)
-        self.attn_drop = nn.Dropout(cfg.attn_dropout)
+        self.drop = Dropout(cfg.dropout_rate)
+        self.attn_drop = Dropout(cfg.attn_dropout)
 
     def cross_kv(self, enc_out: Array):
         """Encoder output [B, L, D] -> cross-attention keys and values, each [B, L, H, Dh]."""
@@ -180,7 +181,7 @@ class TransformerRec(layers.ItemTable, nn.Module):
         self.encoder_norm = _layer_norm(cfg, 'encoder_norm')
         self.decoder_blocks = [DecoderBlock(cfg, name=f'decoder_{i}') for i in range(cfg.num_layers)]
         self.decoder_norm = _layer_norm(cfg, 'decoder_norm')
-        self.drop = nn.Dropout(cfg.dropout_rate)
+        self.drop = Dropout(cfg.dropout_rate)
         if not cfg.tie_output:
             self.output_proj = layers.OutputProjection(cfg.vocab_size, cfg.num_embeddings, cfg.dtype,
                                                        name='output_proj')
