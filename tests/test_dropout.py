@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend.random import threefry2x32_p
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aos4rec_jax.models.dropout import (Dropout, keep_mask, keep_probability, threshold,
@@ -19,6 +18,7 @@ def test_threshold_and_keep_probability_by_hand():
 
 
 def test_uniform16_is_the_halves_of_one_hash_per_four_elements():
+    threefry2x32_p = pytest.importorskip('jax.extend.random').threefry2x32_p
     key = jax.random.PRNGKey(7)
     shape = (3, 6)                       # 6 elements a row: 2 words a row, the last half used
     u = np.asarray(uniform16(key, shape))
