@@ -18,7 +18,9 @@ def test_threshold_and_keep_probability_by_hand():
 
 
 def test_uniform16_is_the_halves_of_one_hash_per_four_elements():
-    threefry2x32_p = pytest.importorskip('jax.extend.random').threefry2x32_p
+    threefry2x32_p = getattr(pytest.importorskip('jax.extend.random'), 'threefry2x32_p', None)
+    if threefry2x32_p is None:
+        pytest.skip('this jax has no jax.extend.random.threefry2x32_p (dropout uses its fallback)')
     key = jax.random.PRNGKey(7)
     shape = (3, 6)                       # 6 elements a row: 2 words a row, the last half used
     u = np.asarray(uniform16(key, shape))
