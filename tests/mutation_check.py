@@ -443,10 +443,10 @@ MUTATIONS: list[Mutation] = [
              "        scale = jnp.asarray(1.0 / keep_probability(self.rate), inputs.dtype)",
              "        scale = jnp.asarray(1.0, inputs.dtype)",
              ('tests/test_dropout.py::test_statistics_keep_rate_mean_and_independence',)),
-    Mutation('M70', "dropout's four elements of a hash reuse one 16-bit half",
+    Mutation('M70', "dropout's four elements of a hash use only the high halves",
              'aos4rec_jax/models/dropout.py',
-             '        parts = (w0 >> 16, w0 & 0xFFFF, w1 >> 16, w1 & 0xFFFF)',
-             '        parts = (w0 >> 16, w0 >> 16, w1 >> 16, w1 >> 16)',
+             '    return jnp.where(part % 2 == 0, src >> 16, src & 0xFFFF)',
+             '    return src >> 16',
              ('tests/test_dropout.py::test_uniform16_is_the_halves_of_one_hash_per_four_elements',
               'tests/test_dropout.py::test_statistics_keep_rate_mean_and_independence')),
 ]

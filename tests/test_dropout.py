@@ -91,3 +91,14 @@ def test_same_mask_when_the_batch_is_sharded():
     sharded = jax.jit(f, in_shardings=(NamedSharding(mesh, P('data')), None),
                       out_shardings=NamedSharding(mesh, P('data')))(x, key)
     assert bool(jnp.all(one == sharded))
+
+
+def test_a_key_of_another_implementation_uses_the_fallback():
+    key = jax.random.key(5, impl='rbg')
+    u = np.asarray(uniform16(key, (300, 101)))
+    assert u.shape == (300, 101) and u.max() < 65536
+    kept = np.asarray(keep_mask(key, (300, 101), 0.1))
+    keep = keep_probability(0.1)
+    assert abs(kept.mean() - keep) < 5 * np.sqrt(keep * (1 - keep) / kept.size)
+    both = (kept[:, :-1] & kept[:, 1:]).mean()            # the two halves of one draw
+    assert abs(both - keep ** 2) < 5 * np.sqrt(keep ** 2 * (1 - keep ** 2) / kept[:, 1:].size)

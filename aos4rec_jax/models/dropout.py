@@ -64,6 +64,7 @@ def uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         return uniform16(key, (1,))[0]
     lead, n = shape[:-1], shape[-1]
     raw = _raw_threefry_key(key)
+    last = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1)
     if raw is not None and _threefry2x32_p is not None:
         m = -(-n // 4)                                 # 64 hashed bits serve 4 elements
         wshape = lead + (m,)
@@ -72,13 +73,17 @@ def uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
             raise ValueError(f'dropout mask of shape {shape} is too large')
         counter = jax.lax.iota(jnp.uint32, size).reshape(wshape)
         w0, w1 = _threefry2x32_p.bind(raw[0], raw[1], jnp.zeros_like(counter), counter)
-        parts = (w0 >> 16, w0 & 0xFFFF, w1 >> 16, w1 & 0xFFFF)
+        # element j reads word j // 4: halves w0 >> 16, w0 & 0xFFFF, w1 >> 16, w1 & 0xFFFF in turn
+        # (repeat + select fuse into the consumer; a stack of the four halves was written out)
+        part = last % 4
+        src = jnp.where(part < 2, jnp.repeat(w0, 4, axis=-1)[..., :n],
+                        jnp.repeat(w1, 4, axis=-1)[..., :n])
     else:
         m = -(-n // 2)                                 # jax.random.bits: 32 bits, 2 elements
         w = jax.random.bits(key, lead + (m,), jnp.uint32)
-        parts = (w >> 16, w & 0xFFFF)
-    u = jnp.stack(parts, axis=-1).reshape(lead + (m * len(parts),))
-    return u[..., :n]
+        part = last % 2
+        src = jnp.repeat(w, 2, axis=-1)[..., :n]
+    return jnp.where(part % 2 == 0, src >> 16, src & 0xFFFF)
 
 
 def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
