@@ -9,8 +9,8 @@ CPU at the ML-20M training size (benchmarks/op_profile.py, docs/benchmarks.md) t
 Here one evaluation serves four elements: its two 32-bit output words are cut into 16-bit
 halves, and an element is kept when its half is >= round(rate * 65536). The kept values are
 scaled by 1 / keep, keep = 1 - round(rate * 65536) / 65536 (the exact keep probability of the
-16-bit test, so the layer is unbiased: E[output] = input); for rate 0.1 that is 0.0999908 instead
-of 0.1. The counter of element i is (0, i // 4) over the row-major index of the [..., ceil(n / 4)]
+16-bit test, so the layer is unbiased: E[output] = input); for rate 0.1 an element is dropped
+with probability 6554 / 65536 = 0.1000061 (kept with 0.8999939). The counter of element i is (0, i // 4) over the row-major index of the [..., ceil(n / 4)]
 word array, so the mask is a pure function of (key, shape): the same under any sharding or
 device count, and ``fold_in``-derived keys give independent masks, as with ``jax.random``.
 
