@@ -122,31 +122,30 @@ def parse_args(argv=None):
     return args
 
 
-def model_cases(args, name, dev_np, info) -> list[Case]:
-    def case_config(case, sampler=args.successor_samplers[0], once=args.critic_encode_once[0],
-                    decode=args.successors_from_decode[0], sets=None):
-        config = seq2seq_run_config(args, name)
-        a = config.aos4rec
-        a.successor_sampler = sampler
-        a.critic_encode_once = once == 'on'
-        a.successors_from_decode = decode == 'on'
-        a.list_sampler = args.list_sampler
-        for k, v in (sets or {}).items():
-            if k not in a:
-                raise SystemExit(f'bench_aos4rec: --variant names aos4rec.{k}, which does not exist')
-            a[k] = type(a[k])(v) if not isinstance(a[k], bool) else bool(v)
-        a.beam_size, a.num_next = args.beam, args.num_next
-        a.d_steps, a.g_steps = args.d_steps, args.g_steps
-        a.oracle = case == 'oracle'
-        a.adversarial = case in ('critic', 'gan')
-        return config
+def case_config(args, name, case, sampler=None, once=None, decode=None, sets=None):
+    """The run config of one case: the model's benchmark config with the case's aos4rec settings
+    (the first value of each list flag unless given, then a --variant's KEY=VALUE pairs)."""
+    config = seq2seq_run_config(args, name)
+    a = config.aos4rec
+    a.successor_sampler = sampler or args.successor_samplers[0]
+    a.critic_encode_once = (once or args.critic_encode_once[0]) == 'on'
+    a.successors_from_decode = (decode or args.successors_from_decode[0]) == 'on'
+    a.list_sampler = args.list_sampler
+    for k, v in (sets or {}).items():
+        if k not in a:
+            raise SystemExit(f'bench_aos4rec: --variant names aos4rec.{k}, which does not exist')
+        a[k] = type(a[k])(v) if not isinstance(a[k], bool) else bool(v)
+    a.beam_size, a.num_next = args.beam, args.num_next
+    a.d_steps, a.g_steps = args.d_steps, args.g_steps
+    a.oracle = case == 'oracle'
+    a.adversarial = case in ('critic', 'gan')
+    return config
 
-    config = case_config('mle')
-    mesh = shard_lib.make_mesh(jax.devices()[:1])
-    repl = shard_lib.replicated(mesh)
-    model = seq2seq.build_model(config, info)
-    critic = critic_lib.build_critic(config, info)
-    cases = []
+
+def case_runs(args) -> list[tuple]:
+    """Every timed case of one model, in order: (case, label, sampler, once, decode, sets); the
+    four CASES first, then one critic and one gan case for each second value of a list flag and
+    for each --variant."""
     sampler0, once0 = args.successor_samplers[0], args.critic_encode_once[0]
     decode0 = args.successors_from_decode[0]
     runs = [(case, case, sampler0, once0, decode0, None) for case in CASES]
@@ -158,8 +157,19 @@ def model_cases(args, name, dev_np, info) -> list[Case]:
              for d in args.successors_from_decode[1:] for case in ('critic', 'gan')]
     runs += [(case, f'{case}[{label}]', sampler0, once0, decode0, sets)
              for label, sets in args.variant for case in ('critic', 'gan')]
+    return runs
+
+
+def model_cases(args, name, dev_np, info) -> list[Case]:
+    config = case_config(args, name, 'mle')
+    mesh = shard_lib.make_mesh(jax.devices()[:1])
+    repl = shard_lib.replicated(mesh)
+    model = seq2seq.build_model(config, info)
+    critic = critic_lib.build_critic(config, info)
+    cases = []
+    runs = case_runs(args)
     for case, label, sampler, once, decode, sets in runs:
-        config = case_config(case, sampler, once, decode, sets)
+        config = case_config(args, name, case, sampler, once, decode, sets)
         adversarial = config.aos4rec.adversarial
         # the whole-history ban of training, bounded as the method bounds it (longest train part)
         steps = ssrgan.Steps(config, model, critic if adversarial else None, info, args.batch,

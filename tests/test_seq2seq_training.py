@@ -54,7 +54,10 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     args = ['--config=experiments/configs/transformer.py:tiny', '--config.train_steps=80',
             '--config.checkpoint_every=10', '--config.log_every=5', '--config.eval_every=40',
             f'--config.synthetic.cache_dir={tmp_path / "data"}']
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    # the three processes share one compilation cache (the second and third load the programs the
+    # first compiled; the kill comes long after every program is compiled and written)
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'))
     killed = tmp_path / 'killed'
     # killed between checkpoints 50 and 60, after a validation
     run_full_then_killed_and_resumed([sys.executable, os.path.join(ROOT, 'main.py')] + args, env,
