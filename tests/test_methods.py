@@ -147,6 +147,57 @@ def test_bpr_bpr_max_and_top1_max_by_hand():
     np.testing.assert_allclose(float(s), -math.log(sig(1.0)), rtol=1e-6)
 
 
+def _bpr_max_autodiff(pos, neg, valid, reg):
+    """The textbook form, differentiated by JAX: the reference of the custom VJP."""
+    s = jnp.where(valid, jax.nn.softmax(jnp.where(valid, neg, losses.NEG_INF), axis=-1), 0.0)
+    p = jnp.sum(s * jax.nn.sigmoid(pos[..., None] - neg), axis=-1)
+    return -jnp.log(p + 1e-24) + reg * jnp.sum(s * jnp.square(neg), axis=-1)
+
+
+def _top1_max_autodiff(pos, neg, valid):
+    s = jnp.where(valid, jax.nn.softmax(jnp.where(valid, neg, losses.NEG_INF), axis=-1), 0.0)
+    return jnp.sum(s * (jax.nn.sigmoid(neg - pos[..., None]) + jax.nn.sigmoid(jnp.square(neg))),
+                   axis=-1)
+
+
+@pytest.mark.parametrize('name', ['bpr_max', 'top1_max'])
+def test_bpr_max_and_top1_max_gradients_equal_autodiff_over_split_negative_groups(name):
+    """The hand-written VJP (two groups of negatives, never concatenated) against autodiff of the
+    plain formula on the concatenation: values and gradients to float32 rounding, with invalid
+    negatives, a masked position and a row whose negatives are all invalid."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(3), 4)
+    pos = jax.random.normal(k1, (3, 4)) * 2
+    a, b = jax.random.normal(k2, (3, 4, 5)) * 2, jax.random.normal(k3, (3, 4, 7))
+    va = jax.random.uniform(k4, (3, 4, 5)) > 0.3
+    vb = jnp.ones((3, 4, 7), bool).at[0, 1].set(False)
+    va = va.at[0, 1].set(False)                                  # row (0, 1): nothing valid
+    mask = jnp.ones((3, 4), bool).at[2, 3].set(False)
+
+    def ours(pos, a, b):
+        if name == 'bpr_max':
+            s, n = losses.bpr_max(pos, (a, b), mask, (va, vb), reg=0.7)
+        else:
+            s, n = losses.top1_max(pos, (a, b), mask, (va, vb))
+        return s, n
+
+    def ref(pos, a, b):
+        neg, valid = jnp.concatenate([a, b], -1), jnp.concatenate([va, vb], -1)
+        per = (_bpr_max_autodiff(pos, neg, valid, 0.7) if name == 'bpr_max'
+               else _top1_max_autodiff(pos, neg, valid))
+        return jnp.sum(per * mask), jnp.sum(mask.astype(jnp.float32))
+
+    (s1, n1), (s2, n2) = jax.jit(ours)(pos, a, b), jax.jit(ref)(pos, a, b)
+    np.testing.assert_allclose(float(s1), float(s2), rtol=1e-5)
+    assert float(n1) == float(n2) == 11.0
+    total = lambda f: lambda *x: f(*x)[0]
+    g1 = jax.jit(jax.grad(total(ours), argnums=(0, 1, 2)))(pos, a, b)
+    g2 = jax.jit(jax.grad(total(ref), argnums=(0, 1, 2)))(pos, a, b)
+    for x, y in zip(g1, g2):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(g1[1]).sum()) > 0 and not bool(jnp.any(g1[1][~va] != 0))
+    assert not bool(jnp.any(g1[0][2, 3] != 0))                   # the masked position
+
+
 # ------------------------------------------------------------------------------ batches by hand
 SEQS = [list(range(10, 20)), [20, 21, 22, 23], [30, 31, 32]]
 

@@ -86,12 +86,14 @@ class GRU4Rec(NextItemMethod):
                        + self.item_bias(params, extra).astype(jnp.float32))
             negs.append(s_extra)
             valid.append(extra[None, None, :] != pos[:, :, None])
-        neg, neg_valid = jnp.concatenate(negs, -1), jnp.concatenate(valid, -1)
+        # the two groups of negatives stay apart: the losses take them as a tuple (a copy of
+        # [B, L, B + n_extra] scores and masks saved)
         if self.opts.loss == 'bpr_max':
-            s, n = losses.bpr_max(s_pos, neg, mask, neg_valid, reg=float(self.opts.bpreg))
+            s, n = losses.bpr_max(s_pos, tuple(negs), mask, tuple(valid), reg=float(self.opts.bpreg))
         elif self.opts.loss == 'top1_max':
-            s, n = losses.top1_max(s_pos, neg, mask, neg_valid)
+            s, n = losses.top1_max(s_pos, tuple(negs), mask, tuple(valid))
         else:
+            neg, neg_valid = jnp.concatenate(negs, -1), jnp.concatenate(valid, -1)
             logits = jnp.concatenate([s_pos[..., None], jnp.where(neg_valid, neg, losses.NEG_INF)], -1)
             nll = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
             s, n = jnp.sum(nll * mask), jnp.sum(mask.astype(jnp.float32))

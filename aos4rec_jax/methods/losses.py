@@ -9,6 +9,8 @@ and devices average exactly. Pure jnp; `mask` marks the positions that count (ta
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -40,20 +42,115 @@ def bpr(pos, neg, mask):
     return _masked(per, mask)
 
 
+def _groups(neg, neg_valid):
+    """neg: one array [..., n] or a tuple of groups [..., n_g] (their union is the row's
+    negatives, never concatenated); neg_valid: None, one bool array or a tuple like neg."""
+    negs = tuple(neg) if isinstance(neg, (tuple, list)) else (neg,)
+    if neg_valid is None:
+        valids = tuple(jnp.ones(x.shape, bool) for x in negs)
+    else:
+        valids = tuple(neg_valid) if isinstance(neg_valid, (tuple, list)) else (neg_valid,)
+    if len(valids) != len(negs):
+        raise ValueError(f'{len(negs)} negative groups but {len(valids)} validity masks')
+    return negs, tuple(jnp.broadcast_to(v, x.shape) for v, x in zip(valids, negs))
+
+
+def _softmax_stats(negs, valids):
+    """(m, [e_g], Z): the row maximum m [...] over the valid negatives of every group (0 where
+    there is none), e_g = exp(neg - m) at valid entries and 0 elsewhere, Z [...] = the sum of
+    every e_g (1 where it is 0). The softmax weights are e_g / Z."""
+    m = functools.reduce(jnp.maximum, [jnp.max(jnp.where(v, x, NEG_INF), axis=-1)
+                                       for x, v in zip(negs, valids)])
+    m = jnp.where(m > NEG_INF / 2, m, 0.0)
+    es = [jnp.where(v, jnp.exp(x - m[..., None]), 0.0) for x, v in zip(negs, valids)]
+    z = sum(jnp.sum(e, axis=-1) for e in es)
+    return m, es, jnp.where(z > 0, z, 1.0)
+
+
+# BPR-max and TOP1-max are written as custom VJPs: autodiff of the softmax-weighted sums keeps
+# about ten arrays of the size of the negative scores ([B, L, n]: 6,400 x 2,176 a GRU4Rec+ step)
+# and reads them back; the hand-written gradient recomputes the weights from the scores in one
+# elementwise pass per group. 4.5x faster a GRU4Rec+ step on a CPU (docs/results/next_item_notes.md);
+# same values and gradients to float32 rounding (tests/test_methods.py, against autodiff).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bpr_max_per(pos, negs, valids, reg):
+    return _bpr_max_fwd(pos, negs, valids, reg)[0]
+
+
+def _bpr_max_fwd(pos, negs, valids, reg):
+    m, es, z = _softmax_stats(negs, valids)
+    sig = [jax.nn.sigmoid(pos[..., None] - x) for x in negs]
+    p = sum(jnp.sum(e * g, axis=-1) for e, g in zip(es, sig)) / z
+    q = sum(jnp.sum(e * jnp.square(x), axis=-1) for e, x in zip(es, negs)) / z
+    c = sum(jnp.sum(e * g * (1.0 - g), axis=-1) for e, g in zip(es, sig)) / z
+    per = -jnp.log(p + 1e-24) + reg * q
+    return per, (pos, negs, valids, m, z, p, q, c)
+
+
+def _bpr_max_bwd(reg, res, ct):
+    pos, negs, valids, m, z, p, q, c = res
+    inv = 1.0 / (p + 1e-24)
+    grads = []
+    for x, v in zip(negs, valids):
+        s = jnp.where(v, jnp.exp(x - m[..., None]), 0.0) / z[..., None]
+        g = jax.nn.sigmoid(pos[..., None] - x)
+        d = (-(g - p[..., None] - g * (1.0 - g)) * inv[..., None]
+             + reg * (jnp.square(x) - q[..., None] + 2.0 * x))
+        grads.append(ct[..., None] * s * d)
+    return -ct * c * inv, tuple(grads), None
+
+
+_bpr_max_per.defvjp(_bpr_max_fwd, _bpr_max_bwd)
+
+
 def bpr_max(pos, neg, mask, neg_valid=None, reg: float = 1.0):
-    """GRU4Rec+ BPR-max: -log sum_j s_j sigma(r_i - r_j) + reg * sum_j s_j r_j^2."""
-    valid = jnp.ones(neg.shape, bool) if neg_valid is None else neg_valid
-    s = jax.nn.softmax(jnp.where(valid, neg, NEG_INF), axis=-1)
-    s = jnp.where(valid, s, 0.0)
-    p = jnp.sum(s * jax.nn.sigmoid(pos[..., None] - neg), axis=-1)
-    per = -jnp.log(p + 1e-24) + reg * jnp.sum(s * jnp.square(neg), axis=-1)
-    return _masked(per, mask)
+    """GRU4Rec+ BPR-max: -log sum_j s_j sigma(r_i - r_j) + reg * sum_j s_j r_j^2, with
+    s = softmax over the row's valid negatives (invalid ones get no weight).
+
+    pos [...]; neg [..., n] or a tuple of groups [..., n_g] (e.g. the in-batch targets and the
+    shared extra samples, scored separately and never concatenated); neg_valid None (all valid)
+    or bool arrays like neg (broadcastable)."""
+    negs, valids = _groups(neg, neg_valid)
+    return _masked(_bpr_max_per(pos, negs, valids, float(reg)), mask)
+
+
+@jax.custom_vjp
+def _top1_max_per(pos, negs, valids):
+    return _top1_max_fwd(pos, negs, valids)[0]
+
+
+def _top1_terms(pos, x):
+    a = jax.nn.sigmoid(x - pos[..., None])
+    b = jax.nn.sigmoid(jnp.square(x))
+    return a, b
+
+
+def _top1_max_fwd(pos, negs, valids):
+    m, es, z = _softmax_stats(negs, valids)
+    u_sum, da_sum = 0.0, 0.0
+    for e, x in zip(es, negs):
+        a, b = _top1_terms(pos, x)
+        u_sum = u_sum + jnp.sum(e * (a + b), axis=-1)
+        da_sum = da_sum + jnp.sum(e * a * (1.0 - a), axis=-1)
+    per = u_sum / z
+    return per, (pos, negs, valids, m, z, per, da_sum / z)
+
+
+def _top1_max_bwd(res, ct):
+    pos, negs, valids, m, z, u, da = res
+    grads = []
+    for x, v in zip(negs, valids):
+        s = jnp.where(v, jnp.exp(x - m[..., None]), 0.0) / z[..., None]
+        a, b = _top1_terms(pos, x)
+        d = (a + b) - u[..., None] + a * (1.0 - a) + b * (1.0 - b) * 2.0 * x
+        grads.append(ct[..., None] * s * d)
+    return -ct * da, tuple(grads), None
+
+
+_top1_max_per.defvjp(_top1_max_fwd, _top1_max_bwd)
 
 
 def top1_max(pos, neg, mask, neg_valid=None):
-    """GRU4Rec+ TOP1-max: sum_j s_j (sigma(r_j - r_i) + sigma(r_j^2))."""
-    valid = jnp.ones(neg.shape, bool) if neg_valid is None else neg_valid
-    s = jax.nn.softmax(jnp.where(valid, neg, NEG_INF), axis=-1)
-    s = jnp.where(valid, s, 0.0)
-    per = jnp.sum(s * (jax.nn.sigmoid(neg - pos[..., None]) + jax.nn.sigmoid(jnp.square(neg))), axis=-1)
-    return _masked(per, mask)
+    """GRU4Rec+ TOP1-max: sum_j s_j (sigma(r_j - r_i) + sigma(r_j^2)); arguments as bpr_max."""
+    negs, valids = _groups(neg, neg_valid)
+    return _masked(_top1_max_per(pos, negs, valids), mask)
