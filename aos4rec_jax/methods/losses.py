@@ -70,7 +70,7 @@ def _softmax_stats(negs, valids):
 # BPR-max and TOP1-max are written as custom VJPs: autodiff of the softmax-weighted sums keeps
 # about ten arrays of the size of the negative scores ([B, L, n]: 6,400 x 2,176 a GRU4Rec+ step)
 # and reads them back; the hand-written gradient recomputes the weights from the scores in one
-# elementwise pass per group. 4.5x faster a GRU4Rec+ step on a CPU (docs/results/next_item_notes.md);
+# elementwise pass per group: a GRU4Rec+ step 3.0x faster on a CPU (docs/results/next_item_notes.md);
 # same values and gradients to float32 rounding (tests/test_methods.py, against autodiff).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _bpr_max_per(pos, negs, valids, reg):
