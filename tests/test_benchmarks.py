@@ -126,3 +126,28 @@ def test_python_m_benchmarks_quick(tmp_path):
             assert 'skipped' in g['ratios']
     md = (tmp_path / 'report.md').read_text()
     assert rep['command'] in md and 'load average' in md and '| transformer |' in md
+
+
+def test_bench_train_step_writes_its_json_and_applies_the_sets(tmp_path):
+    """In process, the tiny GRU4Rec+ config on a tiny prepared loo set: the JSON names the
+    step time, the config overrides took effect, and nothing but the JSON is left."""
+    import data_prep
+    from benchmarks import bench_train_step
+    from tests.helpers import tiny_prepared
+    rng = __import__('numpy').random.default_rng(0)
+    seqs = [list(rng.integers(1, 30, size=12)) for _ in range(40)]
+    data = tmp_path / 'data'
+    data_prep.write_dataset(tiny_prepared(seqs, protocol='loo', k=10, history_len=8,
+                                          num_candidates=20), str(data))
+    out = tmp_path / 'step.json'
+    rep = bench_train_step.main(['--config', 'gru4rec:tiny', '--data', str(data), '--out', str(out),
+                                 '--set', 'gru4rec.loss=top1_max', '--set', 'batch_size=16',
+                                 '--steps', '2', '--warmup', '1', '--label', 'x'])
+    res = json.loads(out.read_text())
+    assert res == json.loads(json.dumps(rep))
+    assert res['batch_size'] == 16 and res['label'] == 'x' and res['step_ms']['n'] == 2
+    assert res['step_ms']['median'] > 0 and res['examples_per_s'] > 0
+    assert res['flops_per_step'] > 0 and res['device']['platform'] == 'cpu'
+    assert sorted(os.listdir(tmp_path)) == ['data', 'step.json']
+    with pytest.raises(SystemExit, match='no experiments/configs/nosuch.py'):
+        bench_train_step.main(['--config', 'nosuch', '--data', str(data), '--out', str(out)])
