@@ -69,8 +69,10 @@ SEQUENCE_MODELS = {'sasrec': 400, 'sasrec_plus': 300, 'gru4rec': 400, 'caser': 6
                    'bert4rec': 600, 'gcsan': 400}
 
 
-def _run(name, data_dir, steps, tmp_path, **over):
+def _run(name, data_dir, steps, tmp_path, edit=None, **over):
     c = importlib.import_module(f'experiments.configs.{name}').get_config('tiny')
+    if edit is not None:
+        edit(c)
     c.data_dir = data_dir
     c.train_steps, c.eval_every, c.checkpoint_every, c.log_every = steps, steps, steps, steps
     c.warmup_steps, c.learning_rate, c.batch_size = 0, 3e-3, 64
@@ -85,6 +87,15 @@ def test_sequence_models_learn_the_successor_function(chain_data, tmp_path, name
     """The test item is the successor of the last validation item: a model that learned the
     permutation ranks it first among the 20 candidates and among all 40 items."""
     res = _run(name, chain_data, SEQUENCE_MODELS[name], tmp_path)
+    assert res['test']['sampled']['mrr@10'] > 0.9, res['test']['sampled']
+    assert res['test']['full']['hr@10'] > 0.95, res['test']['full']
+
+
+@pytest.mark.parametrize('loss', ['bce', 'top1_max'])
+def test_gru4rec_other_losses_learn_the_successor_function(chain_data, tmp_path, loss):
+    """GRU4Rec+ with SASRec's one-negative BCE (`:bce`) and with TOP1-max (its hand-written
+    backward pass) learns the permutation as the BPR-max default does."""
+    res = _run('gru4rec', chain_data, 400, tmp_path, edit=lambda c: setattr(c.gru4rec, 'loss', loss))
     assert res['test']['sampled']['mrr@10'] > 0.9, res['test']['sampled']
     assert res['test']['full']['hr@10'] > 0.95, res['test']['full']
 

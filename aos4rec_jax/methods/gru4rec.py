@@ -13,8 +13,11 @@ Gumbel-max over every item for every sample: 2048 x V noise a step, about half o
 step on Toys on a CPU; what runs before 2026-12-06 drew with, so their folders resume with it).
 
 Losses (`gru4rec.loss`): 'bpr_max' (with the score regularisation `bpreg`), 'top1_max',
-'ce' (softmax cross-entropy over the target and the same negatives), or 'softmax' (cross-entropy
-over all items, no sampling: how later toolkits, e.g. RecBole, train GRU4Rec).
+'ce' (softmax cross-entropy over the target and the same negatives), 'softmax' (cross-entropy
+over all items, no sampling: how later toolkits, e.g. RecBole, train GRU4Rec), or 'bce' (binary
+cross-entropy with one negative a position drawn uniformly among the items not in the user's
+sequence: SASRec's objective and the one of the S3-Rec authors' fine-tuning code; no in-batch or
+additional negatives).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import sampling
 from aos4rec_jax.methods import losses
-from aos4rec_jax.methods.next_item import NextItemMethod
+from aos4rec_jax.methods.next_item import NextItemMethod, sample_negatives
 from aos4rec_jax.models.gru4rec import GRU4Rec as GRU4RecNet, GRU4RecConfig
 
 
@@ -33,7 +36,7 @@ class GRU4Rec(NextItemMethod):
     NETWORK = GRU4RecNet
     NETWORK_CONFIG = GRU4RecConfig
     OPTIONS = {
-        'loss': 'bpr_max',              # bpr_max | top1_max | ce | softmax
+        'loss': 'bpr_max',              # bpr_max | top1_max | ce | softmax | bce
         'bpreg': 1.0,                   # BPR-max score regularisation (the paper's lambda)
         'num_extra_negatives': 2048,    # shared additional samples (GRU4Rec+: 2048)
         'sample_alpha': 0.75,           # popularity exponent of the additional samples
@@ -41,7 +44,7 @@ class GRU4Rec(NextItemMethod):
     }
     # runs written before `sampler` existed drew with Gumbel-max
     OPTIONS_ADDED_LATER = {'sampler': 'gumbel'}
-    LOSSES = ('bpr_max', 'top1_max', 'ce', 'softmax')
+    LOSSES = ('bpr_max', 'top1_max', 'ce', 'softmax', 'bce')
 
     @classmethod
     def validate_options(cls, opts, config):
@@ -71,6 +74,12 @@ class GRU4Rec(NextItemMethod):
         h = self.encode(params, inputs, users, key=k_drop, train=True).astype(jnp.float32)  # [B, L, D]
         if self.opts.loss == 'softmax':
             s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
+            return s, n, {}
+        if self.opts.loss == 'bce':
+            seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
+            neg = sample_negatives(k_neg, pos.shape + (1,), self.N, exclude=seen)
+            logits = self.score_items(params, h, jnp.concatenate([pos[..., None], neg], axis=-1))
+            s, n = losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
             return s, n, {}
         # scores of every row's target at every position against row b's state: [B, L, B]
         tv = self.item_vectors(params, pos).astype(jnp.float32)                 # [B, L, D]

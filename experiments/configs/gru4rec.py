@@ -6,7 +6,8 @@ python main.py --config=experiments/configs/gru4rec.py --workdir=/tmp/gru4rec \
     --config.data_dir=PREPARED_DIR
 Variants (comma-separated): ':paper' (embedding size 128, the AOS4Rec paper's rule), ':top1'
 (TOP1-max loss), ':ce' (cross-entropy over the same negatives), ':softmax' (cross-entropy over
-all items), ':uniform' (the 2048 additional negatives drawn uniformly, sample_alpha 0, as the S3-Rec
+all items), ':bce' (binary cross-entropy with one sampled negative a position, SASRec's loss),
+':uniform' (the 2048 additional negatives drawn uniformly, sample_alpha 0, as the S3-Rec
 authors' GRU4Rec draws them; the 99-negative scene's negatives are uniform too), ':tiny', ':quick'.
 The K-list is the top-K of the next-item scores (decode.strategy='topk'); another decoder
 (--config.decode.strategy=beam, greedy, ...) feeds the model its own predictions.
@@ -31,12 +32,17 @@ def softmax(c):
     return c
 
 
+def bce(c):
+    c.gru4rec.loss = 'bce'
+    return c
+
+
 def uniform(c):
     c.gru4rec.sample_alpha = 0.0
     return c
 
 
-VARIANTS = {'top1': top1, 'ce': ce, 'softmax': softmax, 'uniform': uniform, 'paper': _next_item.paper}
+VARIANTS = {'top1': top1, 'ce': ce, 'softmax': softmax, 'bce': bce, 'uniform': uniform, 'paper': _next_item.paper}
 
 
 def get_config(variant=''):
