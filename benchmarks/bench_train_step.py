@@ -21,7 +21,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import methods

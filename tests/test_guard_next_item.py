@@ -7,7 +7,6 @@ Also the leave-one-out evaluation rule (a target that repeats a history item sta
 the sampled scene and is banned in the full one) and BERT4Rec's cloze masking.
 """
 import importlib
-import json
 
 import jax
 import jax.numpy as jnp
