@@ -4,7 +4,6 @@ losses, the same gradient, so the same updated critic (to float32 rounding: XLA 
 gradient contributions in another order), for the Transformer and the GRU critic; with the
 critic's dropout on, the option does nothing (each pass keeps its own dropout mask)."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

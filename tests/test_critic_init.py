@@ -1,7 +1,6 @@
 """aos4rec.critic_init='generator': the critic starts as a copy of the generator (critic.py,
 ``from_generator``; methods/aos4rec.py copies it on entering the SSRGAN phase)."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -9,7 +8,7 @@ from flax import traverse_util
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import critic as critic_lib
 from aos4rec_jax import seq2seq
-from tests.test_ssrgan import INFO, N_ITEMS, T, random_inputs, tiny_config
+from tests.test_ssrgan import INFO, T, random_inputs, tiny_config
 
 
 @pytest.mark.parametrize('model', ['transformer', 'gru'])
