@@ -67,11 +67,12 @@ def _softmax_stats(negs, valids):
     return m, es, jnp.where(z > 0, z, 1.0)
 
 
-# BPR-max and TOP1-max are written as custom VJPs: autodiff of the softmax-weighted sums keeps
-# about ten arrays of the size of the negative scores ([B, L, n]: 6,400 x 2,176 a GRU4Rec+ step)
-# and reads them back; the hand-written gradient recomputes the weights from the scores in one
-# elementwise pass per group: a GRU4Rec+ step 3.0x faster on a CPU (docs/results/next_item_notes.md);
-# same values and gradients to float32 rounding (tests/test_methods.py, against autodiff).
+# BPR-max and TOP1-max are written as custom VJPs over groups of negatives: autodiff of the
+# softmax-weighted sums over the concatenated scores ([B, L, n]: 6,400 x 2,176 a GRU4Rec+ step)
+# made XLA read and write 3.96 GB a step; the hand-written gradient recomputes the weights from
+# the scores in one elementwise pass per group (1.91 GB): a GRU4Rec+ step 2.75-3.0x faster on a
+# CPU (docs/results/next_item_notes.md, "GRU4Rec+ step time"); same values and gradients to
+# float32 rounding (tests/test_methods.py, against autodiff).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _bpr_max_per(pos, negs, valids, reg):
     return _bpr_max_fwd(pos, negs, valids, reg)[0]
