@@ -28,7 +28,7 @@ from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import sampling
 from aos4rec_jax.methods import losses
-from aos4rec_jax.methods.next_item import NextItemMethod, sample_negatives
+from aos4rec_jax.methods.next_item import NextItemMethod
 from aos4rec_jax.models.gru4rec import GRU4Rec as GRU4RecNet, GRU4RecConfig
 
 
@@ -80,10 +80,7 @@ class GRU4Rec(NextItemMethod):
             s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
             return s, n, {}
         if self.opts.loss == 'bce':
-            seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
-            neg = sample_negatives(k_neg, pos.shape + (1,), self.N, exclude=seen)
-            logits = self.score_items(params, h, jnp.concatenate([pos[..., None], neg], axis=-1))
-            s, n = losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
+            s, n = self.sampled_bce(params, h, inputs, pos, mask, k_neg)
             return s, n, {}
         # scores of every row's target at every position against row b's state: [B, L, B]
         tv = self.item_vectors(params, pos).astype(jnp.float32)                 # [B, L, D]

@@ -27,6 +27,7 @@ from aos4rec_jax import decoding
 from aos4rec_jax import evaluation
 from aos4rec_jax import optim
 from aos4rec_jax import sharding as shard_lib
+from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.base import Method, Phase, checked_options, options_block
 
 
@@ -158,6 +159,16 @@ class NextItemMethod(Method):
         return (jnp.einsum('...d,...nd->...n', h.astype(jnp.float32),
                            self.item_vectors(params, ids).astype(jnp.float32))
                 + self.item_bias(params, ids).astype(jnp.float32))
+
+    def sampled_bce(self, params, h, inputs, pos, mask, key, num_negatives: int = 1):
+        """SASRec's objective over per-position states h [B, L, D]: -log sigma(s+) - sum_j
+        log(1 - sigma(s-_j)), with `num_negatives` negatives a position drawn uniformly among
+        the items not in the row's sequence (inputs [B, L] and the last target of pos [B, L]).
+        Returns (sum over the counted positions, count)."""
+        seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
+        neg = sample_negatives(key, pos.shape + (int(num_negatives),), self.N, exclude=seen)
+        logits = self.score_items(params, h, jnp.concatenate([pos[..., None], neg], axis=-1))
+        return losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
 
     # -- evaluation ----------------------------------------------------------------------------
     def scores(self, params, history, users):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax.methods import losses
-from aos4rec_jax.methods.next_item import NextItemMethod, sample_negatives
+from aos4rec_jax.methods.next_item import NextItemMethod
 from aos4rec_jax.models.sasrec import SASRec as SASRecNet, SASRecConfig
 
 
@@ -54,12 +54,8 @@ class SASRec(NextItemMethod):
         if self.opts.loss == 'ce':
             s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
         else:
-            seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
-            neg = sample_negatives(k_neg, pos.shape + (int(self.opts.num_negatives),), self.N,
-                                   exclude=seen)
-            ids = jnp.concatenate([pos[..., None], neg], axis=-1)            # [B, L, 1 + n]
-            logits = self.score_items(params, h, ids)
-            s, n = losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
+            s, n = self.sampled_bce(params, h, inputs, pos, mask, k_neg,
+                                    int(self.opts.num_negatives))
         if self.opts.l2_emb > 0:
             e = self.item_vectors(params, jnp.concatenate([inputs, pos], axis=1)).astype(jnp.float32)
             # + l2_emb * ||E_batch||^2 / 2 on the mean loss (loss_sum / n is what is minimised)
