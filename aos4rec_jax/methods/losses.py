@@ -55,6 +55,11 @@ def _groups(neg, neg_valid):
     return negs, tuple(jnp.broadcast_to(v, x.shape) for v, x in zip(valids, negs))
 
 
+def _shifted_exp(x, valid, m):
+    """exp(x - m) at the valid entries of x [..., n], 0 elsewhere (m [...] the row's shift)."""
+    return jnp.where(valid, jnp.exp(x - m[..., None]), 0.0)
+
+
 def _softmax_stats(negs, valids):
     """(m, [e_g], Z): the row maximum m [...] over the valid negatives of every group (0 where
     there is none), e_g = exp(neg - m) at valid entries and 0 elsewhere, Z [...] = the sum of
@@ -62,7 +67,7 @@ def _softmax_stats(negs, valids):
     m = functools.reduce(jnp.maximum, [jnp.max(jnp.where(v, x, NEG_INF), axis=-1)
                                        for x, v in zip(negs, valids)])
     m = jnp.where(m > NEG_INF / 2, m, 0.0)
-    es = [jnp.where(v, jnp.exp(x - m[..., None]), 0.0) for x, v in zip(negs, valids)]
+    es = [_shifted_exp(x, v, m) for x, v in zip(negs, valids)]
     z = sum(jnp.sum(e, axis=-1) for e in es)
     return m, es, jnp.where(z > 0, z, 1.0)
 
@@ -93,7 +98,7 @@ def _bpr_max_bwd(reg, res, ct):
     inv = 1.0 / (p + 1e-24)
     grads = []
     for x, v in zip(negs, valids):
-        s = jnp.where(v, jnp.exp(x - m[..., None]), 0.0) / z[..., None]
+        s = _shifted_exp(x, v, m) / z[..., None]
         g = jax.nn.sigmoid(pos[..., None] - x)
         d = (-(g - p[..., None] - g * (1.0 - g)) * inv[..., None]
              + reg * (jnp.square(x) - q[..., None] + 2.0 * x))
@@ -141,7 +146,7 @@ def _top1_max_bwd(res, ct):
     pos, negs, valids, m, z, u, da = res
     grads = []
     for x, v in zip(negs, valids):
-        s = jnp.where(v, jnp.exp(x - m[..., None]), 0.0) / z[..., None]
+        s = _shifted_exp(x, v, m) / z[..., None]
         a, b = _top1_terms(pos, x)
         d = (a + b) - u[..., None] + a * (1.0 - a) + b * (1.0 - b) * 2.0 * x
         grads.append(ct[..., None] * s * d)
