@@ -191,16 +191,55 @@ class BERT4Rec(NextItemMethod):
         users, inputs, pos = data_lib.sample_user_sequences(data, key, self.batch_size, self.L)
         return users, jnp.concatenate([inputs, pos[:, -1:]], axis=1)[:, 1:]   # last L items
 
-    def loss(self, params, data, key):
+    def _batch(self, data, key):
+        """(k_drop, users, seq [B, L], masked [B, L], where [B, M], w [B, M]) for a step's key."""
         k_batch, k_mask, k_drop = jax.random.split(key, 3)
         users, seq = self.training_sequences(data, k_batch)
         seq = self.constrain(seq)
         masked, where, w = mask_batch(k_mask, seq, float(self.opts.mask_prob), self.M,
                                       float(self.opts.mask_last_prob), self.mask_id)
+        return k_drop, users, seq, masked, where, w
+
+    def sequence_lengths(self) -> np.ndarray:
+        """int [S]: the number of real items of every training sequence the batches draw from,
+        one entry per sequence (a user drawn twice as often appears twice)."""
+        n = np.asarray(self.ds.prepared.n_train, np.int64)
+        if self.opts.include_valid:
+            n = n + np.asarray(self.ds.prepared.n_valid, np.int64)
+        n = n[n >= 2]
+        if self.opts.prefixes:                       # every prefix of 2..n items
+            return np.minimum(np.concatenate([np.arange(2, k + 1) for k in n]), self.L)
+        step = int(self.opts.window_step)
+        if step > 0:                                 # windows of L items, or the whole of a short user
+            count = np.where(n > self.L, (n - self.L + step - 1) // step + 1, 1)
+            return np.repeat(np.minimum(n, self.L), count)
+        return np.minimum(n, self.L)
+
+    def cloze_count(self, n) -> np.ndarray:
+        """`cloze_mask`'s masked positions of a sequence of n real items (a mask_last row has
+        one, never more): min(clip(round(mask_prob x n), 1, M), n)."""
+        n = np.asarray(n, np.int64)
+        k = np.clip(np.round(float(self.opts.mask_prob) * n), 1, self.M)
+        return np.minimum(k, n).astype(np.int64)
+
+    def packable_rows(self):
+        """The masked positions of each training sequence: the softmax over all items runs on
+        those rows only."""
+        return self.cloze_count(self.sequence_lengths())
+
+    def packed_width(self) -> int:
+        return self.M
+
+    def counted(self, data, key):
+        return self._batch(data, key)[5] > 0
+
+    def loss(self, params, data, key, packed=False):
+        k_drop, users, seq, masked, where, w = self._batch(data, key)
         h = self.encode(params, masked, users, key=k_drop, train=True)               # [B, L, D]
         h_m = jnp.take_along_axis(h, where[..., None], axis=1)                     # [B, M, D]
         labels = jnp.take_along_axis(seq, where, axis=1)
-        s, n = losses.softmax_ce(self.score_all(params, h_m), labels, w > 0)
+        rows, (h_m, labels) = self.positions(packed, w > 0, h_m, labels)
+        s, n = losses.softmax_ce(self.score_all(params, h_m), labels, rows)
         return s, n, {}
 
     def scores(self, params, history, users):

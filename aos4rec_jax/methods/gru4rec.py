@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from aos4rec_jax import config as config_lib
-from aos4rec_jax import data as data_lib
 from aos4rec_jax import sampling
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.next_item import NextItemMethod
@@ -70,14 +69,21 @@ class GRU4Rec(NextItemMethod):
         # alarm in the run log at 20,000 items); XLA's sum is the same either way, so are the draws
         self.sample_cdf = jax.jit(jnp.cumsum)(self.sample_probs)
 
-    def loss(self, params, data, key):
-        k_batch, k_neg, k_drop = jax.random.split(key, 3)
-        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
-        inputs, pos = self.constrain(inputs), self.constrain(pos)
+    def packable_rows(self):
+        """Every loss but 'bce' ([rows, items] or [rows, B + 2,048] scores) packs its counted
+        positions."""
+        return None if self.opts.loss == 'bce' else self.sequence_rows()
+
+    def counted(self, data, key):
+        return self.sequence_batch(data, key)[3] > 0
+
+    def loss(self, params, data, key, packed=False):
+        (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
         mask = pos > 0
         h = self.encode(params, inputs, users, key=k_drop, train=True).astype(jnp.float32)  # [B, L, D]
         if self.opts.loss == 'softmax':
-            s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
+            rows, (h_rows, pos_rows) = self.positions(packed, mask, h, pos)
+            s, n = losses.softmax_ce(self.score_all(params, h_rows), pos_rows, rows)
             return s, n, {}
         if self.opts.loss == 'bce':
             s, n = self.sampled_bce(params, h, inputs, pos, mask, k_neg)
@@ -88,16 +94,19 @@ class GRU4Rec(NextItemMethod):
         s_batch = jnp.einsum('bld,cld->blc', h, tv) + tb.T[None, :, :]
         s_pos = jnp.einsum('bld,bld->bl', h, tv) + tb                           # [B, L]: the diagonal
         valid_batch = (pos.T[None, :, :] > 0) & (pos.T[None, :, :] != pos[:, :, None])
+        # the rows of the loss: [B, L, ...], or the counted positions only ([R, ...], packed)
+        mask, (h, pos, s_pos, s_batch, valid_batch) = self.positions(
+            packed, mask, h, pos, s_pos, s_batch, valid_batch)
         negs, valid = [s_batch], [valid_batch]
         n_extra = int(self.opts.num_extra_negatives)
         if n_extra:
             extra = self.draw_extra(k_neg, n_extra)
-            s_extra = (jnp.einsum('bld,nd->bln', h, self.item_vectors(params, extra).astype(jnp.float32))
+            s_extra = (jnp.einsum('...d,nd->...n', h, self.item_vectors(params, extra).astype(jnp.float32))
                        + self.item_bias(params, extra).astype(jnp.float32))
             negs.append(s_extra)
-            valid.append(extra[None, None, :] != pos[:, :, None])
+            valid.append(extra != pos[..., None])
         # the two groups of negatives stay apart: the losses take them as a tuple (a copy of
-        # [B, L, B + n_extra] scores and masks saved)
+        # [rows, B + n_extra] scores and masks saved)
         if self.opts.loss == 'bpr_max':
             s, n = losses.bpr_max(s_pos, tuple(negs), mask, tuple(valid), reg=float(self.opts.bpreg))
         elif self.opts.loss == 'top1_max':

@@ -22,7 +22,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from aos4rec_jax import data as data_lib
 from aos4rec_jax import decoding
 from aos4rec_jax import evaluation
 from aos4rec_jax import optim
@@ -44,6 +46,22 @@ def sample_negatives(key, shape, num_items: int, exclude=None, rounds: int = 3):
         redraw = jax.random.randint(keys[r + 1], shape, 1, num_items + 1, dtype=jnp.int32)
         neg = jnp.where(hit, redraw, neg)
     return neg
+
+
+PACK_SIGMAS = 6.0     # the cap of packed positions: the batch's mean count + 6 standard deviations
+
+
+def position_cap(rows_per_example, batch: int, sigmas: float = PACK_SIGMAS) -> int:
+    """A static number of rows for the counted positions of `batch` examples drawn uniformly with
+    replacement among examples whose counts are `rows_per_example` (int [U], >= 0): the mean of
+    the batch's total plus `sigmas` standard deviations, rounded up to a multiple of 8, never
+    above batch x the largest count. A batch above it is possible (the caller must handle it)."""
+    c = np.asarray(rows_per_example, np.float64)
+    if c.size == 0:
+        return 0
+    cap = int(np.ceil(batch * c.mean() + sigmas * c.std() * np.sqrt(batch)))
+    cap = -(-cap // 8) * 8
+    return int(min(cap, batch * int(c.max())))
 
 
 def shift_in(seq, items):
@@ -69,6 +87,8 @@ class NextItemMethod(Method):
         self.tx = optim.make_optimizer(config)
         self.batch_size = int(config.batch_size)
         self.bsharding = None
+        self.groups = 1            # devices of the data axis (set by `phases`)
+        self.pack_cap = None       # rows per group of the packed loss; None = not packed
 
     # -- config --------------------------------------------------------------------------------
     @classmethod
@@ -115,6 +135,14 @@ class NextItemMethod(Method):
     def phases(self, mesh):
         shard_lib.check_batch_size(self.batch_size, mesh)
         self.bsharding = shard_lib.batch_sharding(mesh)
+        self.groups = int(mesh.devices.size)
+        self.pack_cap = None
+        rows = self.packable_rows() if bool(self.config.get('pack_positions', False)) else None
+        if rows is not None:
+            per_group = self.batch_size // self.groups
+            cap = position_cap(rows, per_group)
+            if cap < per_group * self.packed_width():
+                self.pack_cap = cap
         return [Phase('train', int(self.config.train_steps), self.train_step,
                       examples_per_step=self.batch_size, epoch_examples=self.epoch_examples())]
 
@@ -125,14 +153,74 @@ class NextItemMethod(Method):
     def loss(self, params, data, key):
         raise NotImplementedError
 
+    # -- packed positions (docs/DESIGN.md, "Packed positions") ---------------------------------
+    def packable_rows(self):
+        """int [U]: how many positions of each eligible user's training row the loss counts, for
+        a method whose loss can run on the counted rows only (`loss(..., packed)`); None = the
+        loss is never packed (the default)."""
+        return None
+
+    def packed_width(self) -> int:
+        """Positions a batch row has for the loss (the mask's second axis): L."""
+        return self.L
+
+    def counted(self, data, key):
+        """bool [B, L]: the positions the loss counts in the batch it draws with `key` (a
+        packing method)."""
+        raise NotImplementedError
+
+    def sequence_batch(self, data, key):
+        """The batch of SASRec-style methods for a step's key: ((k_neg, k_drop), users [B],
+        inputs [B, L], next items [B, L]), `sample_user_sequences` of B users."""
+        k_batch, k_neg, k_drop = jax.random.split(key, 3)
+        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
+        return (k_neg, k_drop), users, self.constrain(inputs), self.constrain(pos)
+
+    def sequence_rows(self):
+        """`packable_rows` of `sequence_batch`: min(n_train - 1, L) for every user with >= 2
+        train items (the targets of the row `sample_user_sequences` draws for it)."""
+        n = np.asarray(self.ds.prepared.n_train, np.int64)
+        return np.minimum(n[n >= 2] - 1, self.L)
+
+    def positions(self, packed: bool, mask, *arrays):
+        """(mask, arrays) of the loss's rows. packed=False: as given ([B, L, ...]). packed=True:
+        the counted positions (mask [B, L] True) of each device group gathered into `pack_cap`
+        rows: mask [G x cap] (False on the filler rows) and each array [G x cap, ...]; the caller
+        made sure (`train_step`) that no group counts more than `pack_cap` positions."""
+        if not packed:
+            return mask, arrays
+        G, cap = self.groups, int(self.pack_cap)
+        m = mask.reshape(G, -1)
+        idx = jax.vmap(lambda r: jnp.nonzero(r, size=cap, fill_value=0)[0])(m)        # [G, cap]
+        keep = jnp.arange(cap)[None, :] < jnp.sum(m, axis=1, keepdims=True)
+
+        def take(a):
+            a = a.reshape(G, m.shape[1], *a.shape[mask.ndim:])
+            rows = jax.vmap(lambda x, i: x[i])(a, idx)                             # [G, cap, ...]
+            return self.constrain(rows.reshape(G * cap, *rows.shape[2:]))
+
+        return self.constrain(keep.reshape(G * cap)), tuple(take(a) for a in arrays)
+
+    def fits(self, data, key):
+        """bool scalar: no device group of the step's batch counts more than `pack_cap` positions."""
+        m = self.counted(data, key)
+        return jnp.all(jnp.sum(m.reshape(self.groups, -1), axis=1) <= self.pack_cap)
+
     def train_step(self, state, data):
         key = jax.random.fold_in(state['rng'], state['step'])
 
-        def loss_fn(p):
-            s, n, extra = self.loss(p, data, key)
-            return s / jnp.maximum(n, 1.0), (s, n, extra)
+        def value_and_grad(packed):
+            def loss_fn(p):
+                s, n, extra = (self.loss(p, data, key) if packed is None
+                               else self.loss(p, data, key, packed=packed))
+                return s / jnp.maximum(n, 1.0), (s, n, extra)
+            return jax.value_and_grad(loss_fn, has_aux=True)
 
-        (_, (s, n, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+        if self.pack_cap is None:
+            (_, (s, n, extra)), grads = value_and_grad(None)(state['params'])
+        else:        # the cond outside autodiff: neither branch carries the other's residuals
+            (_, (s, n, extra)), grads = jax.lax.cond(
+                self.fits(data, key), value_and_grad(True), value_and_grad(False), state['params'])
         params, opt_state = optim.apply(self.tx, grads, state['opt_state'], state['params'])
         new = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
         return new, dict(loss_sum=s, tokens=n, grad_norm=optim.global_norm(grads), **extra)

@@ -15,11 +15,9 @@ its own predictions (methods/next_item.py).
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from aos4rec_jax import config as config_lib
-from aos4rec_jax import data as data_lib
 from aos4rec_jax.methods import losses
 from aos4rec_jax.methods.next_item import NextItemMethod
 from aos4rec_jax.models.sasrec import SASRec as SASRecNet, SASRecConfig
@@ -45,14 +43,20 @@ class SASRec(NextItemMethod):
         if opts.l2_emb < 0:
             raise config_lib.ConfigError(f'config.{config.model}.l2_emb: must be >= 0, got {opts.l2_emb}')
 
-    def loss(self, params, data, key):
-        k_batch, k_neg, k_drop = jax.random.split(key, 3)
-        users, inputs, pos = data_lib.sample_user_sequences(data, k_batch, self.batch_size, self.L)
-        inputs, pos = self.constrain(inputs), self.constrain(pos)
+    def packable_rows(self):
+        """SASRec+ ('ce': [rows, items] logits) packs its counted positions; 'bce' does not."""
+        return self.sequence_rows() if self.opts.loss == 'ce' else None
+
+    def counted(self, data, key):
+        return self.sequence_batch(data, key)[3] > 0
+
+    def loss(self, params, data, key, packed=False):
+        (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
         mask = pos > 0
         h = self.encode(params, inputs, users, key=k_drop, train=True)        # [B, L, D]
         if self.opts.loss == 'ce':
-            s, n = losses.softmax_ce(self.score_all(params, h), pos, mask)
+            rows, (h_rows, pos_rows) = self.positions(packed, mask, h, pos)
+            s, n = losses.softmax_ce(self.score_all(params, h_rows), pos_rows, rows)
         else:
             s, n = self.sampled_bce(params, h, inputs, pos, mask, k_neg,
                                     int(self.opts.num_negatives))

@@ -37,6 +37,9 @@ def get_config():
     c.loss_chunk = 0                    # seq2seq MLE loss over blocks of N items without the
                                         # [batch, T, items] logits (aos4rec_jax/chunked_softmax.py);
                                         # 0 = through the logits
+    c.pack_positions = True             # next-item losses over many items (SASRec+, GRU4Rec+) run
+                                        # on the counted positions only, not the padding
+                                        # (docs/DESIGN.md, "Packed positions"); same loss
     c.log_every = 50                    # console + metrics.jsonl every N steps
     c.eval_every = 500                  # validation every N steps (0 = only at the end)
     c.checkpoint_every = 500            # save the train state every N steps (0 = only at the end)
