@@ -34,6 +34,7 @@ if _CACHE != "off":
 # alone with `--durations=0` (2026-12-04, 2-core CPU shared with a training job), or shares a
 # module fixture with one that did. tests/test_cli_listing.py checks that every name exists.
 SLOW = {
+    'test_pack_positions.py': ('test_packed_loss_and_gradient_equal_the_padded_ones',),
     'test_aos4rec.py': ('test_oracle_context_bans_and_picks_bleu_oracle',
                         'test_oracle_loss_equals_mle_at_p1_and_gradient_skips_search'),
     'test_cli_listing.py': ('test_main_py_list_prints_the_listing', 'test_help_shows_the_usage_lines_and_the_listing'),
