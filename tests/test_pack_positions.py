@@ -129,7 +129,6 @@ def test_positions_gathers_the_counted_rows_of_each_group_in_order():
 
 
 def _steps(m, ds, mesh, n=3):
-    m.phases(mesh)
     repl = shard_lib.replicated(mesh)
     phase = m.phases(mesh)[0]
     init_fn, _, shardings, rng = trainer.sharded_init(m.init_state, m.config, mesh)

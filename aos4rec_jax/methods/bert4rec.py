@@ -168,16 +168,9 @@ class BERT4Rec(NextItemMethod):
     def epoch_examples(self) -> int:
         """Training sequences in one epoch: users, or the windows (`window_step`), or the
         prefixes (`prefixes`)."""
-        step = int(self.opts.window_step)
-        n = np.asarray(self.ds.prepared.n_train, np.int64)
-        if self.opts.include_valid:
-            n = n + np.asarray(self.ds.prepared.n_valid, np.int64)
-        if self.opts.prefixes:
-            return int(np.sum(np.maximum(n - 1, 0)))
-        if step <= 0:
-            return super().epoch_examples()
-        count = np.where(n > self.L, (n - self.L + step - 1) // step + 1, 1)
-        return int(np.sum(np.where(n >= 2, count, 0)))
+        if self.opts.prefixes or int(self.opts.window_step) > 0:
+            return len(self.sequence_lengths())
+        return super().epoch_examples()
 
     def training_sequences(self, data, key):
         """(users [B], seq [B, L]) left-padded train sequences of the batch."""
@@ -208,7 +201,9 @@ class BERT4Rec(NextItemMethod):
             n = n + np.asarray(self.ds.prepared.n_valid, np.int64)
         n = n[n >= 2]
         if self.opts.prefixes:                       # every prefix of 2..n items
-            return np.minimum(np.concatenate([np.arange(2, k + 1) for k in n]), self.L)
+            count = n - 1
+            first = np.repeat(np.cumsum(count) - count, count)   # index of each user's 2-item prefix
+            return np.minimum(np.arange(int(count.sum())) - first + 2, self.L)
         step = int(self.opts.window_step)
         if step > 0:                                 # windows of L items, or the whole of a short user
             count = np.where(n > self.L, (n - self.L + step - 1) // step + 1, 1)

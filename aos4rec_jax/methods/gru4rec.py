@@ -74,9 +74,6 @@ class GRU4Rec(NextItemMethod):
         positions."""
         return None if self.opts.loss == 'bce' else self.sequence_rows()
 
-    def counted(self, data, key):
-        return self.sequence_batch(data, key)[3] > 0
-
     def loss(self, params, data, key, packed=False):
         (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
         mask = pos > 0

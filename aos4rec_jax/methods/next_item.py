@@ -166,8 +166,9 @@ class NextItemMethod(Method):
 
     def counted(self, data, key):
         """bool [B, L]: the positions the loss counts in the batch it draws with `key` (a
-        packing method)."""
-        raise NotImplementedError
+        packing method): the targets of `sequence_batch`; a method drawing other batches
+        overrides it."""
+        return self.sequence_batch(data, key)[3] > 0
 
     def sequence_batch(self, data, key):
         """The batch of SASRec-style methods for a step's key: ((k_neg, k_drop), users [B],

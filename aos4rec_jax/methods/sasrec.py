@@ -47,9 +47,6 @@ class SASRec(NextItemMethod):
         """SASRec+ ('ce': [rows, items] logits) packs its counted positions; 'bce' does not."""
         return self.sequence_rows() if self.opts.loss == 'ce' else None
 
-    def counted(self, data, key):
-        return self.sequence_batch(data, key)[3] > 0
-
     def loss(self, params, data, key, packed=False):
         (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
         mask = pos > 0
