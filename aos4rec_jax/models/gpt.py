@@ -225,6 +225,6 @@ class GPT(layers.TiedItemScores, nn.Module):
         for block, cache, prefix in zip(self.blocks, state['layers'], user['prefix']):
             x, cache = block.step(x, cache, at, valid, prefix, user['prefix_real'])
             new_layers.append(cache)
-        logits = self.score_all(self.ln_f(x))[:, 0]
+        logits = self.step_scores(self.ln_f(x))[:, 0]
         return logits, {'user': state['user'], 'layers': tuple(new_layers), 'real': valid,
                         'count': count, 'length': state['length'] + 1}

@@ -143,6 +143,6 @@ class GRURec(layers.ItemTable, nn.Module):
         xp = self.decoder.project_inputs(x)                            # [B', 1, 3H]
         h = self.decoder.step(xp, state['h'][:, None, :])[:, 0]        # [B', H]
         b = user['keys'].shape[0]
-        logits = self._attend_and_output(h.reshape(b, -1, h.shape[-1]), user['keys'],
-                                         user['values'], user['enc_mask'], train=False)
+        logits = self._step_logits(self.attend(h.reshape(b, -1, h.shape[-1]), user['keys'],
+                                               user['values'], user['enc_mask'], train=False))
         return logits.reshape(h.shape[0], -1), {'user': state['user'], 'h': h}

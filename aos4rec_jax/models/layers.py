@@ -86,6 +86,27 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array],
     return jnp.einsum('bhqk,bkhd->bqhd', weights.astype(dtype), v)
 
 
+def key_major(x: Array) -> Array:
+    """[B, K, H, Dh] -> [B, H, Dh, K]: the layout of the decoders' key / value caches, the one
+    the attention's two products read without a transpose on XLA:CPU (profiled: a cache kept
+    [B, K, H, Dh] was transposed at every decode step; docs/benchmarks.md)."""
+    return jnp.transpose(x, (0, 2, 3, 1))
+
+
+def key_major_attention(q: Array, k: Array, v: Array, mask: Optional[Array]) -> Array:
+    """`dot_product_attention` (no dropout) with keys and values stored key-major.
+
+    q [B, Q, H, Dh]; k / v [B, H, Dh, K] (the layout of a decode cache: the products read it
+    as it is stored, no transpose per step); mask broadcastable to [B, H, Q, K]. Returns
+    [B, Q, H, Dh] in q's dtype, equal to ``dot_product_attention(q, k', v', mask)`` with
+    k' = k.transpose(0, 3, 1, 2)."""
+    dtype = q.dtype
+    q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), dtype)
+    scores = jnp.einsum('bqhd,bhdk->bhqk', q, k, preferred_element_type=jnp.float32)
+    weights = masked_softmax(scores, mask)
+    return jnp.einsum('bhqk,bhdk->bqhd', weights.astype(dtype), v)
+
+
 def item_embedding(num_items: int, features: int, dtype: Dtype) -> nn.Embed:
     """The item table; to be assigned to `self.item_embed` in a model's setup()."""
     return nn.Embed(num_embeddings=num_embedding_rows(num_items), features=features,
@@ -269,6 +290,16 @@ class ItemTable:
             return tied_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
         return self.output_proj(x)
 
+    def _step_logits(self, x):
+        """`_logits` of one decode step: the product with the whole item table, then its first
+        V columns. The decoders' loop then reads the table as stored: `table[:V]` inside the
+        loop was copied at every step (XLA:CPU does not hoist it; profiled in
+        docs/benchmarks.md), while the extra columns are the table's row padding (under 128)."""
+        if self.cfg.tie_output:
+            table = self.item_embed.embedding.astype(x.dtype)
+            return scores_against(x, table)[..., :self.cfg.vocab_size]
+        return self.output_proj(x)
+
 
 class TiedItemScores:
     """Mixin of the next-item models whose output is their input item table `self.item_embed`
@@ -285,6 +316,12 @@ class TiedItemScores:
     def score_all(self, h):
         """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
         return tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, self.cfg.vocab_size)
+
+    def step_scores(self, h):
+        """`score_all` inside a decoder's loop: the product with the whole table, then its first
+        V columns (see `ItemTable._step_logits`: no copy of `table[:V]` per step)."""
+        table = self.item_embed.embedding.astype(self.cfg.dtype)
+        return scores_against(h.astype(self.cfg.dtype), table)[..., :self.cfg.vocab_size]
 
 
 class ItemVocabulary:

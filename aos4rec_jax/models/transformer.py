@@ -10,9 +10,9 @@ encoder and the decoder). Encoder positions are counted from the first real item
 Output: tied to `item_embed` (rows [:N + 1]) or a separate `output_proj`.
 
 Decoding with a cache (`init_decode_state` / `decode_step`): per decoder layer a preallocated
-self-attention KV cache [B', max_len, H, Dh] written at index t with `lax.dynamic_update_slice`,
+self-attention KV cache [B', H, Dh, max_len] (key-major) written at index t with `lax.dynamic_update_slice`,
 one row per beam / sample, and, once per user (`decoding.PerUser`: never tiled nor gathered by the
-decoders), the cross-attention keys / values of the encoder output and its mask. The n beams of a
+decoders), the cross-attention keys / values of the encoder output ([B, H, Dh, L]) and its mask. The n beams of a
 user attend to them as n queries of one attention call (queries reshaped to [B, n, H, Dh]).
 """
 from __future__ import annotations
@@ -151,18 +151,27 @@ class DecoderBlock(nn.Module):
 
     def step(self, x: Array, cache: dict, cross: dict, enc_mask: Array, t: Array):
         """One cached step. x [B', 1, D] (B' = B * n: n rows per user); cache holds self_k /
-        self_v [B', M, H, Dh]; cross holds the user's k / v [B, L, H, Dh]; enc_mask [B, 1, 1, L];
-        t int32 scalar (0 <= t < M)."""
+        self_v [B', H, Dh, M]; cross holds the user's k / v [B, H, Dh, L]; enc_mask [B, 1, 1, L];
+        t int32 scalar (0 <= t < M). Keys and values are kept in the layout of the attention's
+        products ([.., H, Dh, keys]), so no step transposes them (see `init_decode_state`)."""
         y = self.ln_self(x)
-        q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)          # each [B, 1, H, Dh]
+        q, k, v = jnp.moveaxis(self.self_qkv(y), -3, 0)          # each [B', 1, H, Dh]
         zero = jnp.zeros((), jnp.int32)
-        idx = (zero, t, zero, zero)
-        self_k = jax.lax.dynamic_update_slice(cache['self_k'], k.astype(cache['self_k'].dtype), idx)
-        self_v = jax.lax.dynamic_update_slice(cache['self_v'], v.astype(cache['self_v'].dtype), idx)
-        valid = (jnp.arange(self_k.shape[1]) <= t)[None, None, None, :]
-        y = layers.dot_product_attention(q, self_k, self_v, valid)
+        idx = (zero, zero, zero, t)
+        dtype = cache['self_k'].dtype
+        self_k = jax.lax.dynamic_update_slice(cache['self_k'], layers.key_major(k).astype(dtype), idx)
+        self_v = jax.lax.dynamic_update_slice(cache['self_v'], layers.key_major(v).astype(dtype), idx)
+        valid = (jnp.arange(self_k.shape[-1]) <= t)[None, None, None, :]
+        y = layers.key_major_attention(q, self_k, self_v, valid)
         x = x + self.self_out(y)
-        x = self._cross_and_mlp(x, cross['k'], cross['v'], enc_mask, True)
+        y = self.ln_cross(x)
+        q = self.cross_q(y)                                       # [B', 1, H, Dh]
+        b, n = cross['k'].shape[0], q.shape[0] // cross['k'].shape[0]
+        # the n rows of a user are n queries of one attention over that user's keys
+        y = layers.key_major_attention(q.reshape((b, n) + q.shape[2:]), cross['k'], cross['v'],
+                                       enc_mask).reshape(q.shape)
+        x = x + self.cross_out(y)
+        x = x + self.mlp(self.ln_mlp(x))
         return x, {'self_k': self_k, 'self_v': self_v}
 
 
@@ -239,18 +248,21 @@ class TransformerRec(layers.ItemTable, nn.Module):
 
     def init_decode_state(self, history: Array, max_len: int) -> dict:
         """Encodes the history once. Returns {'user': decoding.PerUser({'enc_mask' [B, L] bool,
-        'cross': tuple per decoder layer of {'k', 'v'} [B, L, H, Dh]}), 'layers': tuple per
-        decoder layer of {'self_k', 'self_v' [B, max_len, H, Dh] (zeros)}}. The decoders tile and
+        'cross': tuple per decoder layer of {'k', 'v'} [B, H, Dh, L]}), 'layers': tuple per
+        decoder layer of {'self_k', 'self_v' [B, H, Dh, max_len] (zeros)}}. Keys and values are
+        stored key-major, as the attention's products read them: in [B, L, H, Dh] every step of
+        a beam search transposed all of them (profiled: 7% of a beam-5 call at the ML-20M
+        size, docs/benchmarks.md). The decoders tile and
         gather 'layers' only. `max_len` (Python int) = number of decode steps the cache can
         hold."""
         cfg = self.cfg
         enc_out, mask = self.encode(history, train=False)
         b = history.shape[0]
-        cache_shape = (b, int(max_len), cfg.num_heads, cfg.head_dim)
+        cache_shape = (b, cfg.num_heads, cfg.head_dim, int(max_len))
         cross, per_layer = [], []
         for block in self.decoder_blocks:
             ck, cv = block.cross_kv(enc_out)
-            cross.append({'k': ck, 'v': cv})
+            cross.append({'k': layers.key_major(ck), 'v': layers.key_major(cv)})
             per_layer.append({'self_k': jnp.zeros(cache_shape, cfg.dtype),
                               'self_v': jnp.zeros(cache_shape, cfg.dtype)})
         return {'user': decoding.PerUser({'enc_mask': mask, 'cross': tuple(cross)}),
@@ -268,5 +280,5 @@ class TransformerRec(layers.ItemTable, nn.Module):
         for block, cache, cross in zip(self.decoder_blocks, state['layers'], user['cross']):
             x, cache = block.step(x, cache, cross, enc_mask, t)
             new_layers.append(cache)
-        logits = self._logits(self.decoder_norm(x))[:, 0]
+        logits = self._step_logits(self.decoder_norm(x))[:, 0]
         return logits, {'user': state['user'], 'layers': tuple(new_layers)}
