@@ -50,6 +50,22 @@ def test_transformer_decode_state_is_key_major():
     np.testing.assert_allclose(full, sliced, rtol=1e-6, atol=1e-6)
 
 
+def test_untied_step_logits_equal_logits():
+    model = models.build('gru', dict(num_items=N, embed_dim=16, hidden_dim=12, tie_output=False))
+    hist = _history()
+    dec = jnp.full((B, T), N + 1, jnp.int32)
+    params = dict(model.init(jax.random.PRNGKey(0), hist, dec)['params'])
+    # a non-zero bias, so that its slice is checked too
+    params['output_proj'] = dict(params['output_proj'],
+                                 bias=jax.random.normal(jax.random.PRNGKey(3),
+                                                        params['output_proj']['bias'].shape))
+    h = jax.random.normal(jax.random.PRNGKey(1), (B, 16))
+    full = model.apply({'params': params}, h, method=model._step_logits)
+    sliced = model.apply({'params': params}, h, method=model._logits)
+    assert full.shape == sliced.shape == (B, N + 1)
+    np.testing.assert_allclose(full, sliced, rtol=1e-6, atol=1e-6)
+
+
 def test_gpt_step_scores_equal_score_all():
     net = GPT(GPTConfig(num_items=N, max_len=L + T - 1, embed_dim=16, num_layers=1, num_heads=2,
                         mlp_dim=24))

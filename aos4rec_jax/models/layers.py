@@ -163,10 +163,17 @@ class OutputProjection(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, whole: bool = False) -> Array:
+        """x [..., D] -> float32 logits [..., vocab_size]. whole=True (a decoder's step): the
+        product with the whole padded kernel, then the first vocab_size columns, so a loop does
+        not copy the kernel's slice every step (see `ItemTable._step_logits`)."""
         kernel = self.param('kernel', nn.initializers.lecun_normal(),
                             (x.shape[-1], self.padded_size), jnp.float32)
         bias = self.param('bias', nn.initializers.zeros_init(), (self.padded_size,), jnp.float32)
+        if whole:
+            logits = jnp.einsum('...d,dv->...v', x.astype(self.dtype), kernel.astype(self.dtype),
+                                preferred_element_type=jnp.float32)
+            return (logits + bias)[..., :self.vocab_size]
         w = kernel[:, :self.vocab_size].astype(self.dtype)
         logits = jnp.einsum('...d,dv->...v', x.astype(self.dtype), w,
                             preferred_element_type=jnp.float32)
@@ -298,7 +305,7 @@ class ItemTable:
         if self.cfg.tie_output:
             table = self.item_embed.embedding.astype(x.dtype)
             return scores_against(x, table)[..., :self.cfg.vocab_size]
-        return self.output_proj(x)
+        return self.output_proj(x, whole=True)
 
 
 class TiedItemScores:
