@@ -122,8 +122,9 @@ class DecoderBlock(nn.Module):
         y = self.ln_cross(x)
         q = self.cross_q(y)
         if q.shape[0] != cross_k.shape[0]:
-            # Decoding: x [B * n, 1, D] (n beams / samples per user), keys [B, L, H, Dh] once per
-            # user: the n rows of a user are n queries of one attention over that user's keys.
+            # n rows per user (x [B * n, S, D]) against keys [B, L, H, Dh] once per user: the n
+            # rows of a user are n queries of one attention over that user's keys. (The cached
+            # decode step has its own key-major path, `step`.)
             b, n = cross_k.shape[0], q.shape[0] // cross_k.shape[0]
             y = layers.dot_product_attention(q.reshape((b, n) + q.shape[2:]), cross_k, cross_v,
                                              enc_mask, self.attn_drop, deterministic)
