@@ -3,6 +3,12 @@
     python -m benchmarks.op_profile --out docs/results/op_profile_cpu.json \
         --cases mle,oracle,critic,gan --models transformer --calls 3 --top 12 \
         -- --width 64 --layers 1 --mlp 256
+    python -m benchmarks.op_profile --out /tmp/beam.json --cases beam --models transformer,gpt
+
+The cases `beam` and `greedy` profile the benchmark suite's generation jit instead
+(`generation_case`: all items, 256 users, T = 10, beam 5, at `--gen-size`, default ml20m;
+models transformer, gru, gpt), with the scopes init_decode_state / decode_step / other (the
+decoder's bookkeeping).
 
 The steps are those of ``benchmarks/bench_aos4rec.py`` (the trainer's jit: shardings, donated
 state; the arguments after ``--`` are bench_aos4rec's size and option flags). Each case is
@@ -162,6 +168,53 @@ def profile(fn, hlo_text: str, calls: int = 3, top: int = 12, trace_dir: str | N
             'top_ops': ops, 'trace_dir': trace_dir}
 
 
+GEN_CASES = ('beam', 'greedy')
+# the generation jit's parts: the model's init_decode_state / decode_step (their Flax scopes) and
+# the decoder's own bookkeeping ('other': masking, log-normaliser, top-k, reorders)
+GEN_SCOPES = ('init_decode_state', 'decode_step')
+
+
+def generation_case(model: str, strategy: str, size: str, seed: int = 0):
+    """(fn, hlo_text) of the benchmark suite's generation jit (`benchmarks.suite`: history ban ->
+    init_decode_state -> decoding.generate over all items, 256 users, T = 10, beam 5, the suite's
+    default sizes), compiled and called twice; `fn()` blocks until its lists are ready."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from benchmarks import bench_seq2seq, suite
+
+    a = suite.parse_args([])
+    sargs = suite.size_args(a, size)
+    _, info, histories, _ = bench_seq2seq.synthetic_data(sargs, np.random.default_rng(seed + 1))
+    L, T, V = info.history_len, info.k, info.vocab_size
+    hist = jax.device_put(np.asarray(histories, np.int32))
+    users = hist.shape[0]
+    flat = hist.reshape(-1)
+    start = jnp.arange(users, dtype=jnp.int32) * L
+    length = jnp.full((users,), L, jnp.int32)
+    if model == 'gpt':
+        from aos4rec_jax.models.gpt import GPT, GPTConfig
+        net = GPT(GPTConfig(num_items=sargs.items, max_len=L + T - 1, embed_dim=sargs.width,
+                            num_layers=sargs.layers, num_heads=sargs.heads, mlp_dim=sargs.mlp))
+        params = net.init({'params': jax.random.key(seed), 'dropout': jax.random.key(1)},
+                          hist[:2], None, False, method=net.encode)['params']
+        bos = V
+    else:
+        from aos4rec_jax import seq2seq
+        net = seq2seq.build_model(bench_seq2seq.run_config(sargs, model), info)
+        params = seq2seq.init_params(net, info, jax.random.key(seed))
+        bos = info.bos_id
+    jitted = suite.ours_generate_fn(net, None, dict(L=L, T=T, V=V, bos=bos), strategy, a, None)
+    call = (params, hist, flat, start, length, None, jax.random.key(seed))
+    hlo = jitted.lower(*call).compile().as_text()
+
+    def fn():
+        return jax.block_until_ready(jitted(*call))
+    fn()
+    fn()
+    return fn, hlo
+
+
 def format_report(name: str, r: dict) -> str:
     lines = [f'== {name}: wall {r["wall_ms_per_call"]:.1f} ms a call, operations '
              f'{r["op_ms_per_call"]:.1f} ms (summed over threads)',
@@ -180,8 +233,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', required=True, help='JSON file to write')
     p.add_argument('--cases', default='mle,oracle,critic,gan',
-                   help="bench_aos4rec's cases to profile (mle, oracle, critic, gan)")
+                   help="bench_aos4rec's cases to profile (mle, oracle, critic, gan) and / or "
+                        "the suite's generation (beam, greedy)")
     p.add_argument('--models', default='transformer,gru')
+    p.add_argument('--gen-size', default='ml20m',
+                   help="the generation cases' size (benchmarks.suite.SIZES: ml20m, ml1m, tiny)")
     p.add_argument('--calls', type=int, default=3, help='traced calls per case')
     p.add_argument('--top', type=int, default=12, help='operations listed per case')
     p.add_argument('--trace-dir', default=None, help='keep the raw traces under this folder')
@@ -206,12 +262,22 @@ def main(argv=None) -> dict:
     from benchmarks.bench_seq2seq import device_info, write_json_atomic
 
     bargs = B.parse_args(rest + ['--out', args.out, '--models', args.models])
-    unknown = [c for c in args.cases if c not in B.CASES]
+    unknown = [c for c in args.cases if c not in B.CASES + GEN_CASES]
     if unknown:
-        raise SystemExit(f'op_profile: unknown case(s) {unknown}; valid: {",".join(B.CASES)}')
+        raise SystemExit(f'op_profile: unknown case(s) {unknown}; valid: '
+                         f'{",".join(B.CASES + GEN_CASES)}')
     dev_np, info, _, _ = B.synthetic_data(bargs, np.random.default_rng(bargs.seed))
     results = {}
-    for name in bargs.models:
+    for case_name in [c for c in args.cases if c in GEN_CASES]:
+        for name in bargs.models:
+            fn, hlo = generation_case(name, case_name, args.gen_size, bargs.seed)
+            r = profile(fn, hlo, calls=args.calls, top=args.top, scopes=GEN_SCOPES,
+                        trace_dir=(os.path.join(args.trace_dir, name, case_name)
+                                   if args.trace_dir else None))
+            results.setdefault(name, {})[case_name] = r
+            print(format_report(f'{name}/{case_name}', r), flush=True)
+    aos_cases = [c for c in args.cases if c in B.CASES]
+    for name in (bargs.models if aos_cases else []):
         B.log(f'building {name}')
         for case in B.model_cases(bargs, name, dev_np, info):
             label = case.name.split('/')[1]

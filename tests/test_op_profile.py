@@ -92,3 +92,22 @@ def test_profile_of_a_real_trace(tmp_path):
         assert o['name'] in r['names']
         assert o['opcode'] not in op_profile.CONTROL_FLOW
     assert any(o['opcode'] in ('dot', 'fusion:kCustom', 'fusion:kOutput') for o in r['top_ops'])
+
+
+def test_generation_case_profiles_the_decode_loop(tmp_path):
+    """`--cases beam`: the suite's generation jit at the tiny size, profiled in a fresh process;
+    the decode steps' operations are attributed to decode_step, the search's to 'other'."""
+    out_json = tmp_path / 'beam.json'
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+    env.pop('XLA_FLAGS', None)
+    out = subprocess.run([sys.executable, '-m', 'benchmarks.op_profile', '--out', str(out_json),
+                          '--cases', 'beam', '--models', 'transformer', '--gen-size', 'tiny',
+                          '--calls', '1', '--top', '5'],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out_json.read_text())['results']['transformer']['beam']
+    assert r['calls'] == 1 and r['op_ms_per_call'] > 0
+    assert r['by_scope']['decode_step']['forward'] > 0
+    assert r['by_scope']['init_decode_state']['forward'] > 0
+    assert r['by_scope']['decode_step']['backward'] == 0         # generation: no autodiff
+    assert len(r['top_ops']) == 5
