@@ -84,11 +84,6 @@ class GRURec(layers.ItemTable, nn.Module):
         out = jnp.tanh(self.combine(jnp.concatenate([h, context], axis=-1)))
         return self.drop(out, deterministic=not train)
 
-    def _attend_and_output(self, h: Array, keys: Array, values: Array, mask: Array,
-                           train: bool) -> Array:
-        """h [B, T, H] decoder states -> logits [B, T, V]."""
-        return self._logits(self.attend(h, keys, values, mask, train))
-
     def embed_items(self, ids: Array) -> Array:
         """Item ids -> their rows of the item table (the decoder's input embeddings)."""
         return self._embed_items(ids)

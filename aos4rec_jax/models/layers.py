@@ -123,6 +123,14 @@ def tied_logits(x: Array, table: Array, vocab_size: int) -> Array:
     return scores_against(x, table[:vocab_size].astype(x.dtype))
 
 
+def whole_table_logits(x: Array, table: Array, vocab_size: int) -> Array:
+    """`tied_logits` for a decoder's loop: x [..., D] @ table.T over the whole table, then the
+    first V columns. `table[:V]` inside a loop is copied at every step (XLA:CPU does not hoist
+    it; profiled in docs/benchmarks.md), while the extra columns are only the table's row
+    padding (under 128), and their slice fuses into the logits' consumer."""
+    return scores_against(x, table.astype(x.dtype))[..., :vocab_size]
+
+
 @jax.custom_vjp
 def scores_against(x: Array, w: Array) -> Array:
     """x [..., D] @ w.T for a table w [V, D] -> float32 scores [..., V].
@@ -166,7 +174,7 @@ class OutputProjection(nn.Module):
     def __call__(self, x: Array, whole: bool = False) -> Array:
         """x [..., D] -> float32 logits [..., vocab_size]. whole=True (a decoder's step): the
         product with the whole padded kernel, then the first vocab_size columns, so a loop does
-        not copy the kernel's slice every step (see `ItemTable._step_logits`)."""
+        not copy the kernel's slice every step (as `whole_table_logits`)."""
         kernel = self.param('kernel', nn.initializers.lecun_normal(),
                             (x.shape[-1], self.padded_size), jnp.float32)
         bias = self.param('bias', nn.initializers.zeros_init(), (self.padded_size,), jnp.float32)
@@ -298,13 +306,10 @@ class ItemTable:
         return self.output_proj(x)
 
     def _step_logits(self, x):
-        """`_logits` of one decode step: the product with the whole item table, then its first
-        V columns. The decoders' loop then reads the table as stored: `table[:V]` inside the
-        loop was copied at every step (XLA:CPU does not hoist it; profiled in
-        docs/benchmarks.md), while the extra columns are the table's row padding (under 128)."""
+        """`_logits` of one decode step, without a per-step copy of the table's first V rows
+        (`whole_table_logits`; untied: `OutputProjection(whole=True)`)."""
         if self.cfg.tie_output:
-            table = self.item_embed.embedding.astype(x.dtype)
-            return scores_against(x, table)[..., :self.cfg.vocab_size]
+            return whole_table_logits(x, self.item_embed.embedding, self.cfg.vocab_size)
         return self.output_proj(x, whole=True)
 
 
@@ -325,10 +330,10 @@ class TiedItemScores:
         return tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, self.cfg.vocab_size)
 
     def step_scores(self, h):
-        """`score_all` inside a decoder's loop: the product with the whole table, then its first
-        V columns (see `ItemTable._step_logits`: no copy of `table[:V]` per step)."""
-        table = self.item_embed.embedding.astype(self.cfg.dtype)
-        return scores_against(h.astype(self.cfg.dtype), table)[..., :self.cfg.vocab_size]
+        """`score_all` inside a decoder's loop (`whole_table_logits`: no copy of `table[:V]`
+        per step)."""
+        return whole_table_logits(h.astype(self.cfg.dtype), self.item_embed.embedding,
+                                  self.cfg.vocab_size)
 
 
 class ItemVocabulary:

@@ -118,21 +118,12 @@ class DecoderBlock(nn.Module):
         kv = self.cross_kv_proj(enc_out)
         return kv[..., 0, :, :], kv[..., 1, :, :]
 
-    def _cross_and_mlp(self, x, cross_k, cross_v, enc_mask, deterministic):
-        y = self.ln_cross(x)
-        q = self.cross_q(y)
-        if q.shape[0] != cross_k.shape[0]:
-            # n rows per user (x [B * n, S, D]) against keys [B, L, H, Dh] once per user: the n
-            # rows of a user are n queries of one attention over that user's keys. (The cached
-            # decode step has its own key-major path, `step`.)
-            b, n = cross_k.shape[0], q.shape[0] // cross_k.shape[0]
-            y = layers.dot_product_attention(q.reshape((b, n) + q.shape[2:]), cross_k, cross_v,
-                                             enc_mask, self.attn_drop, deterministic)
-            y = y.reshape(q.shape)
-        else:
-            y = layers.dot_product_attention(q, cross_k, cross_v, enc_mask, self.attn_drop,
-                                             deterministic)
-        x = x + self.drop(self.cross_out(y), deterministic=deterministic)
+    def _cross_and_mlp(self, x, attend, deterministic):
+        """The cross-attention and feed-forward sublayers. attend(q [B', S, H, Dh]) -> [B', S,
+        H, Dh] is the attention over the encoder's keys: `dot_product_attention` in teacher
+        forcing, `key_major_attention` over the user's cached keys in a decode `step`."""
+        q = self.cross_q(self.ln_cross(x))
+        x = x + self.drop(self.cross_out(attend(q)), deterministic=deterministic)
         y = self.mlp(self.ln_mlp(x))
         return x + self.drop(y, deterministic=deterministic)
 
@@ -148,7 +139,10 @@ class DecoderBlock(nn.Module):
         y = layers.dot_product_attention(q, k, v, self_mask[None, None], self.attn_drop,
                                          deterministic)
         x = x + self.drop(self.self_out(y), deterministic=deterministic)
-        return self._cross_and_mlp(x, cross_k, cross_v, enc_mask, deterministic)
+        return self._cross_and_mlp(
+            x, lambda q: layers.dot_product_attention(q, cross_k, cross_v, enc_mask,
+                                                      self.attn_drop, deterministic),
+            deterministic)
 
     def step(self, x: Array, cache: dict, cross: dict, enc_mask: Array, t: Array):
         """One cached step. x [B', 1, D] (B' = B * n: n rows per user); cache holds self_k /
@@ -165,15 +159,12 @@ class DecoderBlock(nn.Module):
         valid = (jnp.arange(self_k.shape[-1]) <= t)[None, None, None, :]
         y = layers.key_major_attention(q, self_k, self_v, valid)
         x = x + self.self_out(y)
-        y = self.ln_cross(x)
-        q = self.cross_q(y)                                       # [B', 1, H, Dh]
-        b, n = cross['k'].shape[0], q.shape[0] // cross['k'].shape[0]
-        # the n rows of a user are n queries of one attention over that user's keys
-        y = layers.key_major_attention(q.reshape((b, n) + q.shape[2:]), cross['k'], cross['v'],
-                                       enc_mask).reshape(q.shape)
-        x = x + self.cross_out(y)
-        x = x + self.mlp(self.ln_mlp(x))
-        return x, {'self_k': self_k, 'self_v': self_v}
+
+        def attend(q):                        # q [B', 1, H, Dh]: the n rows of a user are n
+            b = cross['k'].shape[0]           # queries of one attention over that user's keys
+            return layers.key_major_attention(q.reshape((b, -1) + q.shape[2:]), cross['k'],
+                                              cross['v'], enc_mask).reshape(q.shape)
+        return self._cross_and_mlp(x, attend, True), {'self_k': self_k, 'self_v': self_v}
 
 
 class TransformerRec(layers.ItemTable, nn.Module):
