@@ -179,7 +179,6 @@ def generation_case(model: str, strategy: str, size: str, seed: int = 0):
     init_decode_state -> decoding.generate over all items, 256 users, T = 10, beam 5, the suite's
     default sizes), compiled and called twice; `fn()` blocks until its lists are ready."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from benchmarks import bench_seq2seq, suite
 
@@ -187,23 +186,8 @@ def generation_case(model: str, strategy: str, size: str, seed: int = 0):
     sargs = suite.size_args(a, size)
     _, info, histories, _ = bench_seq2seq.synthetic_data(sargs, np.random.default_rng(seed + 1))
     L, T, V = info.history_len, info.k, info.vocab_size
-    hist = jax.device_put(np.asarray(histories, np.int32))
-    users = hist.shape[0]
-    flat = hist.reshape(-1)
-    start = jnp.arange(users, dtype=jnp.int32) * L
-    length = jnp.full((users,), L, jnp.int32)
-    if model == 'gpt':
-        from aos4rec_jax.models.gpt import GPT, GPTConfig
-        net = GPT(GPTConfig(num_items=sargs.items, max_len=L + T - 1, embed_dim=sargs.width,
-                            num_layers=sargs.layers, num_heads=sargs.heads, mlp_dim=sargs.mlp))
-        params = net.init({'params': jax.random.key(seed), 'dropout': jax.random.key(1)},
-                          hist[:2], None, False, method=net.encode)['params']
-        bos = V
-    else:
-        from aos4rec_jax import seq2seq
-        net = seq2seq.build_model(bench_seq2seq.run_config(sargs, model), info)
-        params = seq2seq.init_params(net, info, jax.random.key(seed))
-        bos = info.bos_id
+    hist, flat, start, length = suite.generation_inputs(histories, L)
+    net, params, bos = suite.generation_net(model, sargs, info, hist, seed)
     jitted = suite.ours_generate_fn(net, None, dict(L=L, T=T, V=V, bos=bos), strategy, a, None)
     call = (params, hist, flat, start, length, None, jax.random.key(seed))
     hlo = jitted.lower(*call).compile().as_text()
@@ -266,7 +250,6 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f'op_profile: unknown case(s) {unknown}; valid: '
                          f'{",".join(B.CASES + GEN_CASES)}')
-    dev_np, info, _, _ = B.synthetic_data(bargs, np.random.default_rng(bargs.seed))
     results = {}
     for case_name in [c for c in args.cases if c in GEN_CASES]:
         for name in bargs.models:
@@ -277,6 +260,8 @@ def main(argv=None) -> dict:
             results.setdefault(name, {})[case_name] = r
             print(format_report(f'{name}/{case_name}', r), flush=True)
     aos_cases = [c for c in args.cases if c in B.CASES]
+    if aos_cases:
+        dev_np, info, _, _ = B.synthetic_data(bargs, np.random.default_rng(bargs.seed))
     for name in (bargs.models if aos_cases else []):
         B.log(f'building {name}')
         for case in B.model_cases(bargs, name, dev_np, info):

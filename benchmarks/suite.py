@@ -323,6 +323,30 @@ def ours_generate_fn(model, params_fn, info_like, strategy: str, a, candidates):
     return fn
 
 
+def generation_inputs(histories, L: int):
+    """[users, L] histories -> (hist, flat, start, length) on the device: the arguments of
+    `ours_generate_fn`'s jit (every history L items long, stored one after another)."""
+    hist = jax.device_put(np.asarray(histories, np.int32))
+    users = hist.shape[0]
+    return (hist, hist.reshape(-1), jnp.arange(users, dtype=jnp.int32) * L,
+            jnp.full((users,), L, jnp.int32))
+
+
+def generation_net(name: str, sargs, info, hist, seed: int):
+    """(network, params, bos id) of one generation case: the GPT-style decoder ('gpt') or a
+    seq2seq model, at `size_args`' sizes, initialised from `seed`."""
+    L, T, V = info.history_len, info.k, info.vocab_size
+    if name == 'gpt':
+        from aos4rec_jax.models.gpt import GPT, GPTConfig
+        net = GPT(GPTConfig(num_items=sargs.items, max_len=L + T - 1, embed_dim=sargs.width,
+                            num_layers=sargs.layers, num_heads=sargs.heads, mlp_dim=sargs.mlp))
+        params = net.init({'params': jax.random.key(seed), 'dropout': jax.random.key(1)},
+                          hist[:2], None, False, method=net.encode)['params']
+        return net, params, V
+    net = seq2seq.build_model(bench_seq2seq.run_config(sargs, name), info)
+    return net, seq2seq.init_params(net, info, jax.random.key(seed)), info.bos_id
+
+
 def generate_group(a, dev, budget: Budget) -> dict:
     out = {}
     for size in a.gen_sizes:
@@ -332,10 +356,7 @@ def generate_group(a, dev, budget: Budget) -> dict:
         rng = np.random.default_rng(a.seed + 1)
         dev_np, info, histories, _ = bench_seq2seq.synthetic_data(sargs, rng)
         L, T, V = info.history_len, info.k, info.vocab_size
-        hist = jax.device_put(np.asarray(histories, np.int32))
-        flat = hist.reshape(-1)
-        start = jnp.arange(sargs.eval_batch, dtype=jnp.int32) * L
-        length = jnp.full((sargs.eval_batch,), L, jnp.int32)
+        hist, flat, start, length = generation_inputs(histories, L)
         spaces = {}
         for c in a.candidates:
             if c == 'full':
@@ -344,21 +365,7 @@ def generate_group(a, dev, budget: Budget) -> dict:
                 n = min(int(c), sargs.items)
                 spaces[f'c{n}'] = np.stack([rng.choice(np.arange(1, sargs.items + 1), n, replace=False)
                                             for _ in range(sargs.eval_batch)]).astype(np.int32)
-        nets = {}
-        for name in a.models:
-            if name == 'gpt':
-                from aos4rec_jax.models.gpt import GPT, GPTConfig
-                net = GPT(GPTConfig(num_items=sargs.items, max_len=L + T - 1, embed_dim=sargs.width,
-                                    num_layers=sargs.layers, num_heads=sargs.heads,
-                                    mlp_dim=sargs.mlp))
-                params = net.init({'params': jax.random.key(a.seed), 'dropout': jax.random.key(1)},
-                                  hist[:2], None, False, method=net.encode)['params']
-                nets[name] = (net, params, V, V)
-            else:
-                config = bench_seq2seq.run_config(sargs, name)
-                net = seq2seq.build_model(config, info)
-                params = seq2seq.init_params(net, info, jax.random.key(a.seed))
-                nets[name] = (net, params, V, info.bos_id)
+        nets = {name: generation_net(name, sargs, info, hist, a.seed) for name in a.models}
         peer, peer_info = make_peer(a, sargs, 'float32', dev)
         cases, meta = {}, {}
         for strategy in a.strategies:
@@ -366,8 +373,8 @@ def generate_group(a, dev, budget: Budget) -> dict:
                 key = f'{strategy}/{space}'
                 if not budget.allows(f'generate {size} {key}'):
                     continue
-                for name, (net, params, vocab, bos) in nets.items():
-                    fn = ours_generate_fn(net, None, dict(L=L, T=T, V=vocab, bos=bos), strategy, a,
+                for name, (net, params, bos) in nets.items():
+                    fn = ours_generate_fn(net, None, dict(L=L, T=T, V=V, bos=bos), strategy, a,
                                           cands)
                     c_arr = None if cands is None else jax.device_put(cands)
                     key_rng = jax.random.key(a.seed)

@@ -32,6 +32,15 @@ def _history():
     return jnp.asarray(hist)
 
 
+def _assert_step_logits_equal_logits(model, params):
+    """A decode step's logits (`_step_logits`: whole table, then V columns) = `_logits`."""
+    h = jax.random.normal(jax.random.PRNGKey(1), (B, 16))
+    full = model.apply({'params': params}, h, method=model._step_logits)
+    sliced = model.apply({'params': params}, h, method=model._logits)
+    assert full.shape == sliced.shape == (B, N + 1)
+    np.testing.assert_allclose(full, sliced, rtol=1e-6, atol=1e-6)
+
+
 def test_transformer_decode_state_is_key_major():
     model = models.build('transformer', dict(num_items=N, embed_dim=16, num_heads=2, num_layers=2,
                                              mlp_dim=24, max_history_len=L, max_target_len=T))
@@ -43,11 +52,7 @@ def test_transformer_decode_state_is_key_major():
         assert cross['k'].shape == cross['v'].shape == (B, 2, 8, L)
         assert cache['self_k'].shape == cache['self_v'].shape == (B, 2, 8, T)
     # the step's logits (whole table, then V columns) equal the sliced table's
-    h = jax.random.normal(jax.random.PRNGKey(1), (B, 16))
-    full = model.apply({'params': params}, h, method=model._step_logits)
-    sliced = model.apply({'params': params}, h, method=model._logits)
-    assert full.shape == sliced.shape == (B, N + 1)
-    np.testing.assert_allclose(full, sliced, rtol=1e-6, atol=1e-6)
+    _assert_step_logits_equal_logits(model, params)
 
 
 def test_untied_step_logits_equal_logits():
@@ -59,11 +64,7 @@ def test_untied_step_logits_equal_logits():
     params['output_proj'] = dict(params['output_proj'],
                                  bias=jax.random.normal(jax.random.PRNGKey(3),
                                                         params['output_proj']['bias'].shape))
-    h = jax.random.normal(jax.random.PRNGKey(1), (B, 16))
-    full = model.apply({'params': params}, h, method=model._step_logits)
-    sliced = model.apply({'params': params}, h, method=model._logits)
-    assert full.shape == sliced.shape == (B, N + 1)
-    np.testing.assert_allclose(full, sliced, rtol=1e-6, atol=1e-6)
+    _assert_step_logits_equal_logits(model, params)
 
 
 def test_gpt_step_scores_equal_score_all():
