@@ -361,7 +361,9 @@ def finish(config, workdir: str, ds, method, results: dict, out=None) -> dict:
 def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -> str | None:
     """plots/training.png: training loss; validation (sampled protocol) with PopRec's figure on the
     same validation users; on synthetic data the oracle NLL of the validation lists with PopRec's
-    and the true continuations'; the adversarial phases' figures (AOS4Rec). The kept step is marked
+    and the true continuations'; the adversarial phases' figures (AOS4Rec): the training batches'
+    losses, the critic's separation on validation users (AUC, Wasserstein estimate) and the
+    advantage's mean and spread on the same users. The kept step is marked
     on every panel. Returns the path, or None (nothing trained, or no matplotlib)."""
     tr = _read_jsonl(os.path.join(workdir, 'metrics', 'train.jsonl'))
     va = _read_jsonl(os.path.join(workdir, 'metrics', 'valid_history.jsonl'))
@@ -383,7 +385,8 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
     s2s = [r for r in tr if 'loss' in r]
     adv = [r for r in tr if 'loss' not in r]
     sep = [r for r in adv if 'val_auc' in r]        # the critic's separation on validation users
-    n = 2 + int(oracle) + int(bool(adv)) + int(bool(sep))
+    vadv = [r for r in sep if 'val_adv_mean' in r]  # the advantage on the same users
+    n = 2 + int(oracle) + int(bool(adv)) + int(bool(sep)) + int(bool(vadv))
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0))
     ax = axes[0]
     ax.plot([r['step'] for r in s2s], [r['loss'] for r in s2s])
@@ -449,6 +452,19 @@ def plot(workdir: str, config, ds, method, ref: PopRecReference | None = None) -
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = tw.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7)
+        i += 1
+    if vadv:
+        ax = axes[i]
+        steps = [r['step'] for r in vadv]
+        mean = [r['val_adv_mean'] for r in vadv]
+        std = [r.get('val_adv_std', float('nan')) for r in vadv]
+        ax.plot(steps, mean, marker='o', color='C3', label='advantage, mean over positions')
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color='C3', alpha=0.2, label='mean ± std')
+        ax.axhline(0.0, color='gray', ls=':', lw=1)
+        ax.set(xlabel='step', ylabel='gamma D(x, y_1:t) - D(x, y_1:t-1)',
+               title="the generator's advantage on validation users")
+        ax.legend(fontsize=7)
     if kept is not None and source == 'best':
         for ax in axes:
             ax.axvline(kept, color='red', ls='--', lw=1)

@@ -435,6 +435,43 @@ def test_training_bans_the_whole_history_as_evaluation_does():
 
 
 @pytest.mark.slow
+def test_the_oracle_beams_of_a_seq2seq_step_ban_the_whole_history(monkeypatch):
+    """Issue 12, item 3, inside the oracular update: the beam search that picks the oracle gets
+    the same whole-history ban as `Steps.batch` makes for that step's windows (the user's items
+    before the target, not the L = 6 of the window), read from the step's own key."""
+    seqs, data = long_users()
+    c = tiny_config('gru')
+    c.aos4rec.oracle = True
+    m = seq2seq.build_model(c, BAN_INFO)
+    params = seq2seq.init_params(m, BAN_INFO, jax.random.PRNGKey(0))
+    bsharding = shard_lib.batch_sharding(shard_lib.make_mesh(jax.devices()[:1]))
+    steps = ssrgan.Steps(c, m, None, BAN_INFO, 64, bsharding, max_history=13)
+    seen = []
+    real_loss = aos4rec_lib.oracle_loss
+
+    def spy(*args, banned=None, **kw):
+        seen.append(banned)
+        return real_loss(*args, banned=banned, **kw)
+
+    monkeypatch.setattr(aos4rec_lib, 'oracle_loss', spy)
+    state = dict(step=jnp.int32(3), rng=jax.random.PRNGKey(5), params=params,
+                 opt_state=steps.mle_tx.init(params))
+    steps.seq2seq_step(state, data)
+    assert len(seen) == 1 and seen[0] is not None
+    k_batch, _ = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), 3))
+    b, want = steps.batch(data, k_batch)
+    banned, tgt = np.asarray(seen[0]), np.asarray(b.target)
+    np.testing.assert_array_equal(banned, np.asarray(want))
+    longer = 0
+    for r in range(64):
+        u = 0 if tgt[r, 0] <= 14 else 1
+        i = seqs[u].index(int(tgt[r, 0]))
+        assert set(np.flatnonzero(banned[r]).tolist()) == set(seqs[u][:i]), (r, u, i)
+        longer += i > L
+    assert longer > 10
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('model', ['transformer', 'gru'])
 def test_gradient_penalty_treats_the_interpolates_as_data(model):
     """Issue 12, item 5: the penalty's gradient reaches the critic's layers (and the item rows of

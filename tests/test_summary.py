@@ -228,3 +228,49 @@ def test_oracle_greedy_continuation_takes_the_most_likely_unused_token():
             conts = np.array([list(got[b, :t]) + [c] for c in cands], np.int32)
             scores = np.asarray(synthetic.nll(params, np.repeat(prefix[b:b + 1], len(cands), 0), conts))
             assert got[b, t] == cands[int(np.argmin(scores))], (b, t)
+
+
+def test_the_plot_shows_the_critics_separation_and_the_advantage_on_validation_users(tmp_path,
+                                                                                    monkeypatch):
+    """plots/training.png has a panel for the critic's AUC / Wasserstein estimate and one for the
+    advantage's mean and spread, both read from the validation lines of train.jsonl."""
+    import types
+    import matplotlib.pyplot as plt
+    wd = tmp_path / 'run'
+    (wd / 'metrics').mkdir(parents=True)
+    lines = [{'step': 10, 'phase': 'seq2seq', 'loss': 3.0}]
+    for step, m, s in ((20, 0.5, 0.2), (30, -0.25, 0.5)):
+        lines.append({'step': step, 'phase': 'ssrgan', 'wasserstein': 0.1, 'val_auc': 0.6,
+                      'val_auc_paired': 0.7, 'val_wasserstein': 0.3, 'val_adv_mean': m,
+                      'val_adv_std': s})
+    (wd / 'metrics' / 'train.jsonl').write_text('\n'.join(json.dumps(r) for r in lines) + '\n')
+    figs = []
+    monkeypatch.setattr(plt, 'close', lambda fig=None: figs.append(fig))
+    cfg = types.SimpleNamespace(model='aos4rec', select_by='sampled_ndcg', max_eval_users=0,
+                                eval_batch_size=8)
+    ds = types.SimpleNamespace(info=types.SimpleNamespace(k=3))
+    path = run_summary.plot(str(wd), cfg, ds, None)
+    assert path and os.path.exists(path)
+    titles = [ax.get_title() for ax in figs[0].axes]
+    assert "the critic's separation on validation users" in titles
+    ax = figs[0].axes[titles.index("the generator's advantage on validation users")]
+    (mean,) = [ln for ln in ax.get_lines() if ln.get_label().startswith('advantage')]
+    assert list(mean.get_xdata()) == [20, 30] and list(mean.get_ydata()) == [0.5, -0.25]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]       # the mean ± std band
+    assert min(band) == pytest.approx(-0.75) and max(band) == pytest.approx(0.7)
+
+
+def test_the_validation_subset_is_written_to_valid_users_json(tmp_path):
+    """Issue 12, item 4: a run validating on max_eval_users users writes which ones
+    (metrics/valid_users.json, raw ids): the data seed's fixed random subset, not the first N."""
+    from aos4rec_jax import datasets
+    c = _tiny(bpr_cfg.get_config('tiny'), str(tmp_path / 'data'))
+    c.max_eval_users, c.train_steps, c.eval_every, c.checkpoint_every = 7, 2, 2, 2
+    trainer.train_and_evaluate(c, str(tmp_path / 'bpr'))
+    got = json.loads((tmp_path / 'bpr' / 'metrics' / 'valid_users.json').read_text())
+    ds = datasets.get_dataset(c, str(tmp_path / 'bpr'), log=lambda *a, **k: None)
+    users = ds.eval_set('valid').users
+    want = data_lib.eval_subset(users, 7, ds.prepared.settings.seed)
+    assert got['max_eval_users'] == 7 and got['users'] == 7
+    assert got['raw_users'] == [str(u) for u in ds.prepared.raw_users[want]]
+    assert got['raw_users'] != [str(u) for u in ds.prepared.raw_users[users[:7]]]
