@@ -30,6 +30,8 @@ CASER_L = 3
 D = 16
 SPECS = {   # name: (module, config, tiny overrides, h feature size, untied output table or None)
     'sasrec': (SASRec, SASRecConfig, dict(max_len=L, embed_dim=D, num_heads=2), D, None),
+    'sasrec_bert': (SASRec, SASRecConfig, dict(max_len=L, embed_dim=D, num_heads=2, style='bert'),
+                    D, None),
     'gru4rec': (GRU4Rec, GRU4RecConfig, dict(max_len=L, embed_dim=D), D, 'output_item_embed'),
     'caser': (Caser, CaserConfig, dict(num_users=U, max_len=CASER_L, embed_dim=8, num_vertical=2,
                                        num_horizontal=3), 16, 'output_item_embed'),
@@ -39,7 +41,7 @@ SPECS = {   # name: (module, config, tiny overrides, h feature size, untied outp
     'bpr': (BPRMF, BPRMFConfig, dict(num_users=U, embed_dim=D), D, None),
 }
 NAMES = tuple(SPECS)
-PER_POSITION = ('sasrec', 'gru4rec', 'bert4rec')
+PER_POSITION = ('sasrec', 'sasrec_bert', 'gru4rec', 'bert4rec')
 
 # Left-padded rows: full, padded with repeats, a single item, no item (as the methods' init).
 SEQ = jnp.array([[3, 5, 7, 9, 11, 13],
@@ -185,7 +187,7 @@ def test_item_tables_shard_along_items():
 # ---------------------------------------------------------------------------------------------
 # Causality and padding
 
-@pytest.mark.parametrize('name', ('sasrec', 'gru4rec'))
+@pytest.mark.parametrize('name', ('sasrec', 'sasrec_bert', 'gru4rec'))
 def test_causal(name):
     h = encode(name, SEQ)
     j = 3
@@ -361,3 +363,19 @@ def test_bfloat16_compute_float32_params(name):
     assert np.isfinite(np.asarray(scores)).all()
     want = bundle(name)['scores']
     assert np.abs(np.asarray(scores) - want).max() < 0.1 * np.abs(want).max() + 0.1
+
+
+def test_sasrec_bert_style_is_the_s3rec_layer():
+    """style='bert' (the S3-Rec code's SASRec, experiments/configs/sasrec.py:s3rec_net): a norm
+    on the input embeddings instead of one on the last block's output, an output projection after
+    attention and a 4d feed-forward in each block; the paper's style has none of these. An
+    unknown style is refused."""
+    params = make('sasrec_bert').init(key(0), SEQ)['params']
+    assert 'input_norm' in params and 'final_norm' not in params
+    b = params['block_0']
+    assert b['ffn_1']['kernel'].shape == (D, 4 * D) and b['attn_out']['kernel'].shape == (D, D)
+    plain = make('sasrec').init(key(0), SEQ)['params']
+    assert 'final_norm' in plain and 'input_norm' not in plain
+    assert 'attn_out' not in plain['block_0'] and plain['block_0']['ffn_1']['kernel'].shape == (D, D)
+    with pytest.raises(ValueError, match='style'):
+        SASRecConfig(num_items=N, style='gpt')

@@ -21,6 +21,12 @@ Positions are absolute and counted from the right end of a `max_len` window: an 
 length L <= max_len gets positions max_len - L .. max_len - 1, i.e. exactly what it would get
 left-padded to max_len (the authors always feed max_len items, left-padded).
 
+style='bert' is the network of the S3-Rec repository's SASRec (modules.py, as we read it), whose
+all-items figures the next-item table compares with: E = LayerNorm(item_embed[seq] +
+pos_embed[position]) (no sqrt(d) scale), dropout, timeline mask; blocks with post-norm residuals
+(x = LN(x + Dropout(Dense(MHA(x, x, x)))); x = LN(x + Dropout(Dense(GELU(Dense_4d(x)))))), no
+final norm (`BertBlock`). Same attention masks, positions and tied output.
+
 Output: tied to the input item table (`item_embed`, rows [:N + 1]), no bias:
 score(i) = h . item_embed[i] (the paper's r_{i,t} = F_t M_i^T with shared M).
 
@@ -52,7 +58,12 @@ class SASRecConfig(layers.ItemVocabulary):
     num_blocks: int = 2
     num_heads: int = 1
     dropout_rate: float = 0.2      # embeddings, attention weights, FFN
+    style: str = 'sasrec'          # 'sasrec' (the paper's network) or 'bert' (the S3-Rec code's)
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
+
+    def __post_init__(self):
+        if self.style not in ('sasrec', 'bert'):
+            raise ValueError(f"SASRecConfig.style must be 'sasrec' or 'bert', got {self.style!r}")
 
 
 def absolute_positions(length: int, max_len: int) -> Array:
@@ -92,6 +103,34 @@ class SASRecBlock(nn.Module):
         return x * mask[..., None].astype(x.dtype)
 
 
+class BertBlock(nn.Module):
+    """The S3-Rec repository's SASRec layer (its modules.py, BERT-style): post-norm residuals,
+    an output projection after attention, a 4d GELU feed-forward, dropout on the attention
+    weights and after each sublayer."""
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+        cfg = self.cfg
+        h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
+        dense = lambda f, name: nn.DenseGeneral(features=f, dtype=cfg.dtype,
+                                                param_dtype=jnp.float32, name=name)
+        ln = lambda name: nn.LayerNorm(epsilon=1e-12, dtype=cfg.dtype, param_dtype=jnp.float32,
+                                       name=name)
+        drop = Dropout(cfg.dropout_rate)
+        q, k, v = (dense((h, dh), n)(x) for n in ('query', 'key', 'value'))
+        length = x.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+        attn_mask = causal[None, None] & mask[:, None, None, :]         # [B, 1, Lq, Lk]
+        y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
+        y = dense(cfg.embed_dim, 'attn_out')(y.reshape(y.shape[:2] + (cfg.embed_dim,)))
+        x = ln('ln_attn')(x + drop(y, deterministic=deterministic))
+        y = nn.gelu(dense(4 * cfg.embed_dim, 'ffn_1')(x), approximate=False)
+        y = drop(dense(cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
+        x = ln('ln_ffn')(x + y)
+        return x * mask[..., None].astype(x.dtype)
+
+
 class SASRec(layers.TiedItemScores, nn.Module):
     """SASRec next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: SASRecConfig
@@ -102,9 +141,12 @@ class SASRec(layers.TiedItemScores, nn.Module):
         self.item_embed = layers.item_embedding(cfg.num_items, cfg.embed_dim, cfg.dtype)
         self.pos_embed = nn.Embed(cfg.max_len, cfg.embed_dim, dtype=cfg.dtype,
                                   param_dtype=jnp.float32, name='pos_embed')
-        self.blocks = [SASRecBlock(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
-        self.final_norm = nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
-                                       name='final_norm')
+        block = SASRecBlock if cfg.style == 'sasrec' else BertBlock
+        self.blocks = [block(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
+        # 'sasrec': a norm on the last block's output; 'bert': a norm on the input embeddings
+        self.final_norm = nn.LayerNorm(epsilon=1e-8 if cfg.style == 'sasrec' else 1e-12,
+                                       dtype=cfg.dtype, param_dtype=jnp.float32,
+                                       name='final_norm' if cfg.style == 'sasrec' else 'input_norm')
         self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
@@ -113,13 +155,16 @@ class SASRec(layers.TiedItemScores, nn.Module):
         cfg = self.cfg
         mask = seq > 0
         pos = absolute_positions(seq.shape[1], cfg.max_len)
-        x = self.item_vectors(seq) * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.dtype)
-        x = x + self.pos_embed(pos)[None]
+        if cfg.style == 'sasrec':
+            x = self.item_vectors(seq) * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.dtype)
+            x = x + self.pos_embed(pos)[None]
+        else:                                   # no sqrt(d) scale; a norm on the input
+            x = self.final_norm(self.item_vectors(seq) + self.pos_embed(pos)[None])
         x = self.drop(x, deterministic=not train)
         x = x * mask[..., None].astype(x.dtype)
         for block in self.blocks:
             x = block(x, mask, not train)
-        return self.final_norm(x)
+        return self.final_norm(x) if cfg.style == 'sasrec' else x
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""

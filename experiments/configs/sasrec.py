@@ -10,7 +10,8 @@ Adam 1e-3, batch 128); maxlen is the prepared dataset's history_len (50; 200 on 
 Variants (comma-separated): ':plus' SASRec+ (full softmax cross-entropy), ':ml1m' (dropout 0.2,
 the paper's ML-1M setting), ':paper' (embedding size 128, the AOS4Rec paper's rule for its
 Table 3 runs), ':s3rec' (the S3-Rec repository's width, heads, batch and all-items selection,
-for its all-items figures), ':tiny' (seconds on a CPU), ':quick'.
+for its all-items figures), ':s3rec_net' (':s3rec' with that repository's network too),
+':tiny' (seconds on a CPU), ':quick'.
 The K-list is the top-K of the next-item scores (decode.strategy='topk'); set
 --config.decode.strategy=beam (or greedy, ...) to feed the model its own predictions instead.
 """
@@ -41,7 +42,16 @@ def s3rec(c):
     return c
 
 
-VARIANTS = {'plus': plus, 'ml1m': ml1m, 'paper': _next_item.paper, 's3rec': s3rec}
+def s3rec_net(c):
+    """':s3rec' with the S3-Rec repository's network too (models/sasrec.py, style='bert':
+    input layer norm, post-norm blocks, GELU, no sqrt(d) scale)."""
+    c = s3rec(c)
+    c.model_kwargs.style = 'bert'
+    return c
+
+
+VARIANTS = {'plus': plus, 'ml1m': ml1m, 'paper': _next_item.paper, 's3rec': s3rec,
+            's3rec_net': s3rec_net}
 
 
 def get_config(variant=''):
