@@ -73,6 +73,30 @@ def absolute_positions(length: int, max_len: int) -> Array:
     return jnp.arange(length) + (max_len - length)
 
 
+def _dense(cfg: SASRecConfig, features, name: str) -> nn.DenseGeneral:
+    return nn.DenseGeneral(features=features, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+
+
+def _layer_norm(cfg: SASRecConfig, epsilon: float, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=epsilon, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+
+
+def _causal_attention(cfg: SASRecConfig, q_in: Array, kv_in: Array, mask: Array, drop: Dropout,
+                      deterministic: bool) -> Array:
+    """Both blocks' attention, called inside a block (its 'query', 'key' and 'value' Dense
+    layers): queries from q_in, keys and values from kv_in [B, L, D], causal, keys at padding
+    masked, dropout on the weights -> [B, L, D], the heads concatenated."""
+    h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
+    q = _dense(cfg, (h, dh), 'query')(q_in)
+    k = _dense(cfg, (h, dh), 'key')(kv_in)
+    v = _dense(cfg, (h, dh), 'value')(kv_in)
+    length = kv_in.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+    attn_mask = causal[None, None] & mask[:, None, None, :]             # [B, 1, Lq, Lk]
+    y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
+    return y.reshape(y.shape[:2] + (cfg.embed_dim,))
+
+
 class SASRecBlock(nn.Module):
     cfg: SASRecConfig
 
@@ -80,25 +104,13 @@ class SASRecBlock(nn.Module):
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
         """x [B, L, D] (zero at padding), mask [B, L] bool."""
         cfg = self.cfg
-        h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
-        dense = lambda f, name: nn.DenseGeneral(features=f, dtype=cfg.dtype,
-                                                param_dtype=jnp.float32, name=name)
-        ln = lambda name: nn.LayerNorm(epsilon=1e-8, dtype=cfg.dtype, param_dtype=jnp.float32,
-                                       name=name)
         drop = Dropout(cfg.dropout_rate)
-        q_in = ln('ln_attn')(x)
-        q = dense((h, dh), 'query')(q_in)
-        k = dense((h, dh), 'key')(x)
-        v = dense((h, dh), 'value')(x)
-        length = x.shape[1]
-        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
-        attn_mask = causal[None, None] & mask[:, None, None, :]         # [B, 1, Lq, Lk]
-        y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
-        x = q_in + y.reshape(y.shape[:2] + (cfg.embed_dim,))
-        x = ln('ln_ffn')(x)
-        y = nn.relu(dense(cfg.embed_dim, 'ffn_1')(x))
+        q_in = _layer_norm(cfg, 1e-8, 'ln_attn')(x)
+        x = q_in + _causal_attention(cfg, q_in, x, mask, drop, deterministic)
+        x = _layer_norm(cfg, 1e-8, 'ln_ffn')(x)
+        y = nn.relu(_dense(cfg, cfg.embed_dim, 'ffn_1')(x))
         y = drop(y, deterministic=deterministic)
-        y = drop(dense(cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
+        y = drop(_dense(cfg, cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
         x = x + y
         return x * mask[..., None].astype(x.dtype)
 
@@ -112,22 +124,13 @@ class BertBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
         cfg = self.cfg
-        h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
-        dense = lambda f, name: nn.DenseGeneral(features=f, dtype=cfg.dtype,
-                                                param_dtype=jnp.float32, name=name)
-        ln = lambda name: nn.LayerNorm(epsilon=1e-12, dtype=cfg.dtype, param_dtype=jnp.float32,
-                                       name=name)
         drop = Dropout(cfg.dropout_rate)
-        q, k, v = (dense((h, dh), n)(x) for n in ('query', 'key', 'value'))
-        length = x.shape[1]
-        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
-        attn_mask = causal[None, None] & mask[:, None, None, :]         # [B, 1, Lq, Lk]
-        y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
-        y = dense(cfg.embed_dim, 'attn_out')(y.reshape(y.shape[:2] + (cfg.embed_dim,)))
-        x = ln('ln_attn')(x + drop(y, deterministic=deterministic))
-        y = nn.gelu(dense(4 * cfg.embed_dim, 'ffn_1')(x), approximate=False)
-        y = drop(dense(cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
-        x = ln('ln_ffn')(x + y)
+        y = _dense(cfg, cfg.embed_dim, 'attn_out')(
+            _causal_attention(cfg, x, x, mask, drop, deterministic))
+        x = _layer_norm(cfg, 1e-12, 'ln_attn')(x + drop(y, deterministic=deterministic))
+        y = nn.gelu(_dense(cfg, 4 * cfg.embed_dim, 'ffn_1')(x), approximate=False)
+        y = drop(_dense(cfg, cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
+        x = _layer_norm(cfg, 1e-12, 'ln_ffn')(x + y)
         return x * mask[..., None].astype(x.dtype)
 
 
@@ -144,9 +147,8 @@ class SASRec(layers.TiedItemScores, nn.Module):
         block = SASRecBlock if cfg.style == 'sasrec' else BertBlock
         self.blocks = [block(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
         # 'sasrec': a norm on the last block's output; 'bert': a norm on the input embeddings
-        self.final_norm = nn.LayerNorm(epsilon=1e-8 if cfg.style == 'sasrec' else 1e-12,
-                                       dtype=cfg.dtype, param_dtype=jnp.float32,
-                                       name='final_norm' if cfg.style == 'sasrec' else 'input_norm')
+        self.final_norm = (_layer_norm(cfg, 1e-8, 'final_norm') if cfg.style == 'sasrec'
+                           else _layer_norm(cfg, 1e-12, 'input_norm'))
         self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
