@@ -401,6 +401,20 @@ def long_users():
         window_cum=jnp.asarray(np.concatenate([[0], np.cumsum(n - 1)]), jnp.int32))
 
 
+def _assert_whole_history_banned(seqs, tgt, banned):
+    """Each of the 64 windows of `long_users` (its first target item names user u and position
+    i) bans exactly that user's items before i; more than 10 windows have a whole history
+    longer than L. Returns (row, u, i) of every window."""
+    rows = []
+    for r in range(64):
+        u = 0 if tgt[r, 0] <= 14 else 1
+        i = seqs[u].index(int(tgt[r, 0]))
+        assert set(np.flatnonzero(banned[r]).tolist()) == set(seqs[u][:i]), (r, u, i)
+        rows.append((r, u, i))
+    assert sum(i > L for _, _, i in rows) > 10    # windows whose whole history is longer than L
+    return rows
+
+
 @pytest.mark.slow
 def test_training_bans_the_whole_history_as_evaluation_does():
     """Issue 12, item 3: with a profile that bans history items, a training window at position i
@@ -416,17 +430,11 @@ def test_training_bans_the_whole_history_as_evaluation_does():
     b, banned = jax.jit(steps.batch)(data, jax.random.PRNGKey(2))
     fake = np.asarray(steps.generate(params, b.history, banned, jax.random.PRNGKey(3)))
     hist, tgt, banned = np.asarray(b.history), np.asarray(b.target), np.asarray(banned)
-    longer = 0
-    for r in range(64):
-        u = 0 if tgt[r, 0] <= 14 else 1
-        i = seqs[u].index(int(tgt[r, 0]))
+    for r, u, i in _assert_whole_history_banned(seqs, tgt, banned):
         whole = set(seqs[u][:i])
         window = [0] * max(0, L - i) + seqs[u][max(0, i - L):i]
         assert hist[r].tolist() == window                       # the window sample_windows drew
-        assert set(np.flatnonzero(banned[r]).tolist()) == whole, (r, u, i)
         assert not whole & set(fake[r].tolist())
-        longer += i > L
-    assert longer > 10                  # windows whose whole history is longer than the window
     # the users and positions repeat sample_windows' own draw
     users, pos = ssrgan.window_positions(data, jax.random.PRNGKey(2), 64)
     np.testing.assert_array_equal(
@@ -462,13 +470,7 @@ def test_the_oracle_beams_of_a_seq2seq_step_ban_the_whole_history(monkeypatch):
     b, want = steps.batch(data, k_batch)
     banned, tgt = np.asarray(seen[0]), np.asarray(b.target)
     np.testing.assert_array_equal(banned, np.asarray(want))
-    longer = 0
-    for r in range(64):
-        u = 0 if tgt[r, 0] <= 14 else 1
-        i = seqs[u].index(int(tgt[r, 0]))
-        assert set(np.flatnonzero(banned[r]).tolist()) == set(seqs[u][:i]), (r, u, i)
-        longer += i > L
-    assert longer > 10
+    _assert_whole_history_banned(seqs, tgt, banned)
 
 
 @pytest.mark.slow
