@@ -254,8 +254,14 @@ def write_markdown(out_dir: str, name: str, text: str, num_rows: int) -> None:
 
 
 def made_by(module: str, argv) -> str:
-    """'python -m MODULE ARGS' as a person types it (arguments shell-quoted)."""
-    return shlex.join(['python', '-m', module] + list(argv))
+    """'python -m MODULE ARGS' as a person types it (arguments shell-quoted), with a `--set V` that
+    is given again later dropped: overrides apply in order, so only the last of identical ones
+    counts (a command assembled from earlier tables' commands plus new sets stays readable)."""
+    argv = list(argv)
+    pairs = [(i, argv[i + 1]) for i in range(len(argv) - 1) if argv[i] == '--set']
+    later = {v: i for i, v in pairs}                         # the last place of each value
+    drop = {j for i, v in pairs if later[v] != i for j in (i, i + 1)}
+    return shlex.join(['python', '-m', module] + [a for j, a in enumerate(argv) if j not in drop])
 
 
 def add_output_args(ap, missing: str = 'runs') -> None:

@@ -120,7 +120,9 @@ def main(argv=None) -> int:
                     help='a config override for one model (and dataset; model * = every model), e.g. '
                          'sasrec:model_kwargs.dropout_rate=0.2')
     _runs.add_output_args(ap)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    args.argv = argv
     models = [m for m in args.models.split(',') if m]
     datasets = [d for d in args.datasets.split(',') if d]
     seeds = [int(s) for s in args.seeds.split(',') if s]
@@ -189,7 +191,7 @@ def write_tables(rows, args, seeds):
     ratio = _runs.ratio_text
 
     lines = ['# Next-item baselines (leave-one-out)', '',
-             'Made by `python -m experiments.next_item_table ' + ' '.join(sys.argv[1:]) + '`; '
+             f'Made by `{_runs.made_by("experiments.next_item_table", args.argv)}`; '
              f'seeds {",".join(map(str, seeds))}; mean ± std over the seeds. "published": the S3-Rec '
              'paper (99 negatives) and repository (all items) on the same files, the public PyTorch '
              'SASRec on ml-1m-subset; (x) = our mean / the published figure. Per-run figures, dates and '

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import sys
 
 import pytest
@@ -128,6 +129,17 @@ How precise these figures are (the standard error of each published cell), what 
 """
 
 
+def test_made_by_quotes_the_arguments_and_keeps_only_the_last_of_identical_sets():
+    argv = ['--set', 'a:x=1', '--set', 'a:x=2', '--steps', '5', '--set', 'a:x=1', '--set', 'b:y=two words',
+            '--set', 'a:x=2', '--set', 'b:y=two words']
+    # a:x=1 (first), a:x=2 (first), b:y (first) are given again later: dropped; the order of the rest,
+    # and so the value each key ends with (a:x=2), is kept
+    assert _runs.made_by('experiments.t', argv) == (
+        "python -m experiments.t --steps 5 --set a:x=1 --set a:x=2 --set 'b:y=two words'")
+    assert _runs.made_by('experiments.t', ['--set', 'a:x=1', '--set', 'a:x=2']) == (
+        'python -m experiments.t --set a:x=1 --set a:x=2')
+
+
 def _next_item_runs(tmp_path):
     work, data = tmp_path / 'work', tmp_path / 'data'
     for d in ('LastFM', 'Yelp'):
@@ -142,16 +154,15 @@ def _next_item_runs(tmp_path):
     return str(work), str(data)
 
 
-def test_next_item_table_output_is_what_it_was_before_the_shared_helpers(tmp_path, capsys, monkeypatch):
+def test_next_item_table_output_is_what_it_was_before_the_shared_helpers(tmp_path, capsys):
     """The expected texts were made by next_item_table.py before it used experiments/_runs.py (plus
     the closing link to next_item_notes.md and the ledger's name, added since)."""
     work, data = _next_item_runs(tmp_path)
     out = tmp_path / 'res'
-    monkeypatch.setattr(sys, 'argv', ['next_item_table', 'ARGS'])
-    assert next_item_table.main(['--data-root', data, '--work-root', work, '--collect-only',
-                                 '--datasets', 'LastFM,Yelp', '--models', 'poprec,sasrec,gru4rec:softmax,caser',
-                                 '--out-dir', str(out)]) == 0
-    assert (out / 'next_item.md').read_text() == NEXT_ITEM_MD
+    argv = ['--data-root', data, '--work-root', work, '--collect-only', '--datasets', 'LastFM,Yelp',
+            '--models', 'poprec,sasrec,gru4rec:softmax,caser', '--out-dir', str(out)]
+    assert next_item_table.main(argv) == 0
+    assert (out / 'next_item.md').read_text() == NEXT_ITEM_MD.replace('ARGS', shlex.join(argv))
     with open(out / 'next_item.csv', newline='') as f:
         raw = f.read()
     assert '\r\n' in raw                                        # csv's own line ends, as before
