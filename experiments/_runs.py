@@ -101,9 +101,8 @@ def run_logged(cmd: list[str], workdir: str, log_name: str = 'run.log', record: 
 
     `graceful` (the new drivers): a Ctrl-C (which the run receives too) or a SIGTERM to this
     process (forwarded to the run) waits for the run to save its state and exit (main.py: 130 /
-    143), then stops the driver with that status instead of starting the next run. Without it
-    (next_item_table.py, as before), subprocess.call kills the run on Ctrl-C; its last
-    checkpoint still resumes."""
+    143), then stops the driver with that status instead of starting the next run. Without it,
+    subprocess.call kills the run on Ctrl-C; its last checkpoint still resumes."""
     os.makedirs(workdir, exist_ok=True)
     if record:
         _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} start {shown(cmd, True)}')

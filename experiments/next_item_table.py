@@ -13,7 +13,10 @@ Every run is `python main.py --config=experiments/configs/MODEL.py --workdir=...
 (printed, and written beside each cell); a finished run (metrics/test.json present) is not run
 again, an unfinished one resumes. Writes docs/results/next_item.md and next_item.csv
 (--out-dir): mean +- std over the seeds of HR@10 and NDCG@10, sampled ("99 negatives") and
-full ("all items"), with the published figure and our mean's ratio to it.
+full ("all items"), with the published figure and our mean's ratio to it. A run that fails
+is named at the end, its cells are left out and the driver exits 1; Ctrl-C or a SIGTERM to the
+driver lets the running run save its checkpoint and stops the driver (exit 130 / 143) before
+the next run starts.
 
 The per-run ledger, OUT/next_item_runs.csv (one row a model x dataset x seed: the four figures,
 the date they were recorded, the command), keeps every result the table has seen, so run
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
                            len(seeds), ap.error)
     ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_KEYS, [f for f, _, _ in FIGURES])
 
-    rows = []
+    rows, failed = [], []
     for model in models:
         for dataset in datasets:
             cells = {'sampled': {'hr': [], 'ndcg': []}, 'full': {'hr': [], 'ndcg': []}}
@@ -158,7 +161,8 @@ def main(argv=None) -> int:
                 if res is None and not args.collect_only:
                     _runs.announce(cmd)
                     if not args.dry_run:
-                        _runs.run_logged(cmd, workdir)
+                        if _runs.run_logged(cmd, workdir, graceful=True):
+                            failed.append(workdir)
                         res = read_result(workdir)
                         from_folder = trained = res is not None
                 if from_folder:                     # a run folder: the ledger takes it (or is corrected)
@@ -180,6 +184,10 @@ def main(argv=None) -> int:
         return 0
     ledger.write()
     write_tables(rows, args, seeds)
+    if failed:
+        print(f'{len(failed)} run(s) failed, their cells are left out: ' + ', '.join(
+            os.path.join(w, 'run.log') for w in failed), flush=True)
+        return 1
     return 0
 
 

@@ -140,6 +140,32 @@ def test_made_by_quotes_the_arguments_and_keeps_only_the_last_of_identical_sets(
         'python -m experiments.t --set a:x=1 --set a:x=2')
 
 
+def test_next_item_table_names_a_failed_run_keeps_the_others_and_exits_1(tmp_path, capsys, monkeypatch):
+    work, data = _next_item_runs(tmp_path)
+    calls = []
+
+    def fake_run(cmd, workdir, graceful=False, **kw):
+        calls.append((workdir, graceful))
+        if '/Yelp/' in workdir:                                  # sasrec on Yelp fails
+            return 3
+        _write(os.path.join(workdir, 'metrics', 'test.json'),
+               {'sampled': {'hr@10': 0.4, 'ndcg@10': 0.2}, 'full': {'hr@10': 0.05, 'ndcg@10': 0.02}})
+        return 0
+
+    monkeypatch.setattr(_runs, 'run_logged', fake_run)
+    out = tmp_path / 'res'
+    assert next_item_table.main(['--data-root', data, '--work-root', work, '--datasets', 'LastFM,Yelp',
+                                 '--models', 'sasrec', '--seeds', '0,2', '--out-dir', str(out)]) == 1
+    assert calls == [(f'{work}/sasrec/LastFM/seed2', True), (f'{work}/sasrec/Yelp/seed0', True),
+                     (f'{work}/sasrec/Yelp/seed2', True)]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f'2 run(s) failed, their cells are left out: {work}/sasrec/Yelp/seed0/run.log, '
+        f'{work}/sasrec/Yelp/seed2/run.log')
+    md = (out / 'next_item.md').read_text()
+    assert '| sasrec | LastFM | 2 | 0.4500 ± 0.0707 (0.96x) | 0.4706 |' in md     # seed 0 (0.5) and the new seed 2
+    assert 'Not run yet (no finished run in the work root or the ledger): sasrec x Yelp.' in md
+
+
 def _next_item_runs(tmp_path):
     work, data = tmp_path / 'work', tmp_path / 'data'
     for d in ('LastFM', 'Yelp'):
