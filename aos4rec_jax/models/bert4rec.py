@@ -104,7 +104,7 @@ class BERT4RecBlock(nn.Module):
         return _layer_norm(cfg, 'ln_ffn')(a + drop(y, deterministic=deterministic))
 
 
-class BERT4Rec(nn.Module):
+class BERT4Rec(layers.BiasedItemScores, nn.Module):
     """BERT4Rec next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: BERT4RecConfig
     per_position = True
@@ -140,20 +140,6 @@ class BERT4Rec(nn.Module):
         for block in self.blocks:
             x = block(x, attn_mask, not train)
         return self.head_norm(_gelu(self.head_dense(x)))
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> item table rows [..., D] (tied: the input table `item_embed`)."""
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """ids [...] -> output bias [...] float32."""
-        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary; no [MASK])."""
-        v = self.cfg.vocab_size
-        logits = layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, v)
-        return logits + self.output_item_bias[:v]
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init` (the bias is created in setup)."""

@@ -46,7 +46,7 @@ class BPRMFConfig(layers.ItemVocabulary):
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
 
-class BPRMF(nn.Module):
+class BPRMF(layers.BiasedItemScores, nn.Module):
     """BPR-MF next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: BPRMFConfig
     per_position = False
@@ -81,20 +81,6 @@ class BPRMF(nn.Module):
             rows = layers.lookup(self.user_embed, jnp.where(known, users, 0), cfg.dtype)
             h = jnp.where(known[:, None], rows, h)
         return self.drop(h, deterministic=not train)
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> item factors [..., D] (`item_embed`)."""
-        return layers.lookup(self.item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """ids [...] -> item bias [...] float32."""
-        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        v = self.cfg.vocab_size
-        logits = layers.tied_logits(h.astype(self.cfg.dtype), self.item_embed.embedding, v)
-        return logits + self.output_item_bias[:v]
 
     def __call__(self, seq: Array, users: Array, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""

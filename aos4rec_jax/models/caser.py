@@ -73,10 +73,11 @@ def user_vectors(table: Array, users: Array, dtype) -> Array:
     return jnp.where(valid[..., None], rows, jnp.zeros((), dtype))
 
 
-class Caser(nn.Module):
+class Caser(layers.BiasedItemScores, nn.Module):
     """Caser next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: CaserConfig
     per_position = False
+    OUTPUT_TABLE = 'output_item_embed'      # layers.BiasedItemScores: not the input table
 
     def setup(self):
         cfg = self.cfg
@@ -121,20 +122,6 @@ class Caser(nn.Module):
         z = nn.relu(self.fc1(out))                                       # [B, d]
         u = user_vectors(self.user_embed, jnp.asarray(users), cfg.dtype)
         return jnp.concatenate([z, u.astype(z.dtype)], axis=-1)
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> W2 rows [..., 2d] (`output_item_embed`, not the input table)."""
-        return layers.lookup(self.output_item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """ids [...] -> b2 [...] float32."""
-        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., 2d] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        v = self.cfg.vocab_size
-        logits = layers.tied_logits(h.astype(self.cfg.dtype), self.output_item_embed.embedding, v)
-        return logits + self.output_item_bias[:v]
 
     def __call__(self, seq: Array, users: Array, train: bool = False) -> Array:
         """= encode; also touches the output layer so that `init` creates it."""

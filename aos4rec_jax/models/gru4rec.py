@@ -48,10 +48,11 @@ class GRU4RecConfig(layers.ItemVocabulary):
     dtype: Any = jnp.float32       # computation dtype (params stay float32)
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(layers.BiasedItemScores, nn.Module):
     """GRU4Rec+ next-item network; see the module docstring and docs/DESIGN.md."""
     cfg: GRU4RecConfig
     per_position = True
+    OUTPUT_TABLE = 'output_item_embed'      # layers.BiasedItemScores: not the input table
 
     def setup(self):
         cfg = self.cfg
@@ -76,20 +77,6 @@ class GRU4Rec(nn.Module):
         h0 = jnp.zeros((seq.shape[0], 1, cfg.embed_dim), cfg.dtype)
         hs, _ = self.gru.scan(xp, h0, mask[..., None])                 # [B, L, 1, H]
         return self.drop(hs[:, :, 0], deterministic=not train)
-
-    def item_vectors(self, ids: Array) -> Array:
-        """ids [...] -> output item vectors [..., D] (`output_item_embed`, not the input table)."""
-        return layers.lookup(self.output_item_embed.embedding, ids, self.cfg.dtype)
-
-    def item_bias(self, ids: Array) -> Array:
-        """ids [...] -> output bias [...] float32."""
-        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
-
-    def score_all(self, h: Array) -> Array:
-        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary)."""
-        v = self.cfg.vocab_size
-        logits = layers.tied_logits(h.astype(self.cfg.dtype), self.output_item_embed.embedding, v)
-        return logits + self.output_item_bias[:v]
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; also touches the output layer so that `init` creates it."""

@@ -336,6 +336,31 @@ class TiedItemScores:
                                   self.cfg.vocab_size)
 
 
+class BiasedItemScores:
+    """Mixin of the next-item models with an output bias `self.output_item_bias` [N + 1] beside
+    an output item table: the input table `self.item_embed` (tied; BPR-MF, BERT4Rec) or a table
+    of its own, `self.output_item_embed` (GRU4Rec+, Caser), named by the class attribute
+    OUTPUT_TABLE. The method side's `item_vectors`, `item_bias`, `score_all`."""
+
+    OUTPUT_TABLE = 'item_embed'
+
+    def _output_table(self):
+        return getattr(self, self.OUTPUT_TABLE).embedding
+
+    def item_vectors(self, ids):
+        """ids [...] -> output table rows [..., D]."""
+        return lookup(self._output_table(), ids, self.cfg.dtype)
+
+    def item_bias(self, ids):
+        """ids [...] -> output bias [...] float32."""
+        return jnp.take(self.output_item_bias, ids, axis=0, mode='clip')
+
+    def score_all(self, h):
+        """h [..., D] -> float32 scores [..., N + 1] (index 0 = padding, arbitrary; no id past N)."""
+        v = self.cfg.vocab_size
+        return tied_logits(h.astype(self.cfg.dtype), self._output_table(), v) + self.output_item_bias[:v]
+
+
 class ItemVocabulary:
     """Mixin of the model configs: the ids and table sizes that follow from `num_items` (N), and
     the checks every config shares (its frozen dataclass calls `__post_init__`)."""
