@@ -146,9 +146,10 @@ class SASRec(layers.TiedItemScores, nn.Module):
                                   param_dtype=jnp.float32, name='pos_embed')
         block = SASRecBlock if cfg.style == 'sasrec' else BertBlock
         self.blocks = [block(cfg, name=f'block_{i}') for i in range(cfg.num_blocks)]
-        # 'sasrec': a norm on the last block's output; 'bert': a norm on the input embeddings
-        self.final_norm = (_layer_norm(cfg, 1e-8, 'final_norm') if cfg.style == 'sasrec'
-                           else _layer_norm(cfg, 1e-12, 'input_norm'))
+        # the one layer norm outside the blocks: 'sasrec' on the last block's output
+        # ('final_norm'), 'bert' on the input embeddings ('input_norm')
+        self.norm = (_layer_norm(cfg, 1e-8, 'final_norm') if cfg.style == 'sasrec'
+                     else _layer_norm(cfg, 1e-12, 'input_norm'))
         self.drop = Dropout(cfg.dropout_rate)
 
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
@@ -161,12 +162,12 @@ class SASRec(layers.TiedItemScores, nn.Module):
             x = self.item_vectors(seq) * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.dtype)
             x = x + self.pos_embed(pos)[None]
         else:                                   # no sqrt(d) scale; a norm on the input
-            x = self.final_norm(self.item_vectors(seq) + self.pos_embed(pos)[None])
+            x = self.norm(self.item_vectors(seq) + self.pos_embed(pos)[None])
         x = self.drop(x, deterministic=not train)
         x = x * mask[..., None].astype(x.dtype)
         for block in self.blocks:
             x = block(x, mask, not train)
-        return self.final_norm(x) if cfg.style == 'sasrec' else x
+        return self.norm(x) if cfg.style == 'sasrec' else x
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""
