@@ -255,12 +255,7 @@ class Checkpointer:
             if e is None or not is_space_error(e):
                 return False
             step = self.ck._in_flight if self.step is None else self.step
-            # the unfinished step's temporary folder is garbage: free its space
-            for kind in ('checkpoints', 'best'):
-                d = os.path.join(self.ck.workdir, kind)
-                for name in (os.listdir(d) if os.path.isdir(d) else []):
-                    if name.startswith(f'{step}.orbax-checkpoint-tmp'):
-                        shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+            self.ck._remove_tmp(step)
             try:
                 free = _fmt_bytes(free_bytes(self.ck.workdir))
             except OSError:
@@ -269,6 +264,27 @@ class Checkpointer:
             reason = ('a file-size limit (ulimit -f)' if 'File too large' in str(e)
                       else first[:120])
             raise DiskFullError(self.ck._full_message(step, f'{reason}; {free} free')) from None
+
+    def _remove_tmp(self, step: int, settle_s: float = 0.5, limit_s: float = 10.0) -> None:
+        """Removes the unfinished step's temporary folders (garbage: frees their space). A failed
+        async save can leave writes of other arrays still running in orbax's threads, and such a
+        write creates its folder again after a first removal; so the folders are removed until
+        none has come back for `settle_s` (at most `limit_s`)."""
+        t_end, quiet_since = time.monotonic() + limit_s, None
+        while time.monotonic() < t_end:
+            found = False
+            for kind in ('checkpoints', 'best'):
+                d = os.path.join(self.workdir, kind)
+                for name in (os.listdir(d) if os.path.isdir(d) else []):
+                    if name.startswith(f'{step}.orbax-checkpoint-tmp'):
+                        found = True
+                        shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+            now = time.monotonic()
+            if found or quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= settle_s:
+                return
+            time.sleep(0.05)
 
     def _space_errors(self, step=None):
         return Checkpointer._SpaceErrors(self, step)
