@@ -152,8 +152,30 @@ def ensure_run(cmd: list[str], done, args, record: str | None = None, quote: boo
         print(shown(cmd, quote), flush=True)
         return None
     announce(cmd, quote)
-    run_logged(cmd, workdir_of(cmd), log_name=log_name, record=record, quote=quote, graceful=True)
-    return done()
+    workdir = workdir_of(cmd)
+    rc = run_logged(cmd, workdir, log_name=log_name, record=record, quote=quote, graceful=True)
+    res = done()
+    if rc or res is None:
+        note_failure(args, os.path.join(workdir, log_name))
+    return res
+
+
+def note_failure(args, log_path: str) -> None:
+    """Records a run that failed (or ended without its result) on the driver's parsed `args`;
+    `failure_status` names them all at the end."""
+    failed = args.__dict__.setdefault('failed_runs', [])
+    if log_path not in failed:
+        failed.append(log_path)
+
+
+def failure_status(args, what: str = 'their results are left out') -> int:
+    """The driver's exit status: 1, after one line naming every failed run's log, if a run
+    failed; else 0. Called after the tables are written, so the finished runs are kept."""
+    failed = getattr(args, 'failed_runs', [])
+    if not failed:
+        return 0
+    print(f'{len(failed)} run(s) failed, {what}: ' + ', '.join(failed), flush=True)
+    return 1
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                            len(seeds), ap.error)
     ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_KEYS, [f for f, _, _ in FIGURES])
 
-    rows, failed = [], []
+    rows = []
     for model in models:
         for dataset in datasets:
             cells = {'sampled': {'hr': [], 'ndcg': []}, 'full': {'hr': [], 'ndcg': []}}
@@ -161,9 +161,10 @@ def main(argv=None) -> int:
                 if res is None and not args.collect_only:
                     _runs.announce(cmd)
                     if not args.dry_run:
-                        if _runs.run_logged(cmd, workdir, graceful=True):
-                            failed.append(workdir)
+                        rc = _runs.run_logged(cmd, workdir, graceful=True)
                         res = read_result(workdir)
+                        if rc or res is None:
+                            _runs.note_failure(args, os.path.join(workdir, 'run.log'))
                         from_folder = trained = res is not None
                 if from_folder:                     # a run folder: the ledger takes it (or is corrected)
                     ledger.take(key, ledger_values(res), cmd, trained, workdir)
@@ -184,11 +185,7 @@ def main(argv=None) -> int:
         return 0
     ledger.write()
     write_tables(rows, args, seeds)
-    if failed:
-        print(f'{len(failed)} run(s) failed, their cells are left out: ' + ', '.join(
-            os.path.join(w, 'run.log') for w in failed), flush=True)
-        return 1
-    return 0
+    return _runs.failure_status(args, 'their cells are left out')
 
 
 def write_tables(rows, args, seeds):

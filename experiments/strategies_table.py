@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     write_tables(table, args, argv, args.dataset, seeds)
-    return 0
+    return _runs.failure_status(args)
 
 
 if __name__ == '__main__':

@@ -445,7 +445,7 @@ def main(argv=None) -> int:
         return 0
     table, kept = keep_fuller_rows(args, table)
     write_tables(table, args, argv, rows, datasets, seeds, kept)
-    return 0
+    return _runs.failure_status(args)
 
 
 if __name__ == '__main__':

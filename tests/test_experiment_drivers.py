@@ -166,6 +166,39 @@ def test_next_item_table_names_a_failed_run_keeps_the_others_and_exits_1(tmp_pat
     assert 'Not run yet (no finished run in the work root or the ledger): sasrec x Yelp.' in md
 
 
+def test_ensure_run_records_a_failed_run_and_the_drivers_exit_1_after_writing(tmp_path, capsys, monkeypatch):
+    """Every driver that runs through `_runs.ensure_run` (table3, strategies, oracle NLL) names
+    the runs that failed (or ended without their result) after writing its tables, and exits 1."""
+    data = tmp_path / 'data'
+    os.makedirs(data / 'ml-1m-paper')
+    work, out = tmp_path / 'work', tmp_path / 'out'
+
+    def fake_run(cmd, workdir, graceful=False, **kw):
+        assert graceful
+        if '/bpr/' in workdir:
+            return 3                                            # BPR fails
+        if '/caser/' in workdir:
+            return 0                                            # Caser exits 0 without its result
+        _write(os.path.join(workdir, 'metrics', 'test.json'),
+               {s: {'prec@10': 0.1, 'ndcg@10': 0.1, 'bleu@10': 0.1} for s in ('sampled', 'full')})
+        return 0
+
+    monkeypatch.setattr(_runs, 'run_logged', fake_run)
+    argv = ['--data-root', str(data), '--work-root', str(work), '--rows', 'poprec,bpr,caser',
+            '--datasets', 'ml-1m-paper', '--seeds', '0', '--out-dir', str(out)]
+    assert table3.main(argv) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f'2 run(s) failed, their results are left out: {work}/bpr/ml-1m-paper/seed0/run.log, '
+        f'{work}/caser/ml-1m-paper/seed0/run.log')
+    assert '| PopRec | poprec.py | 1 |' in (out / 'table3.md').read_text()
+    # once every run has its result, the same command exits 0
+    monkeypatch.setattr(_runs, 'run_logged', lambda cmd, workdir, **kw: _write(
+        os.path.join(workdir, 'metrics', 'test.json'),
+        {s: {'prec@10': 0.2, 'ndcg@10': 0.2, 'bleu@10': 0.2} for s in ('sampled', 'full')}) or 0)
+    assert table3.main(argv) == 0
+    assert 'failed' not in capsys.readouterr().out
+
+
 def _next_item_runs(tmp_path):
     work, data = tmp_path / 'work', tmp_path / 'data'
     for d in ('LastFM', 'Yelp'):
