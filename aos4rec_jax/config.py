@@ -194,6 +194,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f'must be >= 0 (0 = through the logits), got {c.loss_chunk}')
     _check(isinstance(c.get('pack_positions', False), bool), 'pack_positions',
            f"must be True or False, got {c.get('pack_positions')!r}")
+    _check(isinstance(c.get('pack_sequences', False), bool), 'pack_sequences',
+           f"must be True or False, got {c.get('pack_sequences')!r}")
     for f in ('history_len', 'target_len'):
         _check(c[f] == -1 or c[f] >= 1, f, f'must be -1 (from the dataset) or >= 1, got {c[f]}')
     _check_target_len(c)

@@ -45,13 +45,15 @@ RESUMABLE_CHANGES = ('train_steps', 'early_stop_patience', 'log_every', 'eval_ev
                      # the way on after running out of memory: the same loss without the logits
                      'loss_chunk',
                      # the same loss on the counted positions only (float rounding apart)
-                     'pack_positions')
+                     'pack_positions',
+                     # the same network on the real items only (rounding and dropout's draws apart)
+                     'pack_sequences')
 
 
 # Config fields added after runs were already written; older config.json files get these values.
 FIELDS_ADDED_LATER = {'select_by': 'ndcg', 'aos4rec': config_lib.aos4rec_defaults(),
                       'mesh': {'num_devices': 0}, 'early_stop_patience': 0, 'loss_chunk': 0,
-                      'pack_positions': False}
+                      'pack_positions': False, 'pack_sequences': False}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -116,7 +118,7 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
         raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
                        '--workdir, or the same config to resume it')
-    for k in ('learning_rate', 'warmup_steps', 'pack_positions'):
+    for k in ('learning_rate', 'warmup_steps', 'pack_positions', 'pack_sequences'):
         if k in a and a.get(k) != b.get(k):
             log(f'config.{k} changed from {a.get(k)!r} to {b.get(k)!r}: the resumed run '
                 'continues with the new value')

@@ -40,6 +40,7 @@ def _method(model, variant, batch=16, **sets):
     c = module.get_config(','.join(v for v in (variant, 'tiny') if v))
     c.batch_size = batch
     c.pack_positions = True
+    c.pack_sequences = False          # the packed network: tests/test_pack_sequences.py
     if model == 'gru4rec':
         c.gru4rec.num_extra_negatives = 16
     for k, v in sets.items():
@@ -167,6 +168,7 @@ def test_train_steps_packed_equal_unpacked_and_over_the_cap_fall_back(devices):
 def test_old_runs_and_sampled_bce_do_not_pack():
     mesh = shard_lib.make_mesh(jax.devices()[:1])
     assert trainer.FIELDS_ADDED_LATER['pack_positions'] is False     # folders written before
+    assert trainer.FIELDS_ADDED_LATER['pack_sequences'] is False
     for model, variant in [('sasrec', ''), ('gru4rec', 'bce')]:
         m, _ = _method(model, variant)
         m.phases(mesh)

@@ -137,7 +137,7 @@ class NextItemMethod(Method):
         self.bsharding = shard_lib.batch_sharding(mesh)
         self.groups = int(mesh.devices.size)
         self.pack_cap = None
-        rows = self.packable_rows() if bool(self.config.get('pack_positions', False)) else None
+        rows = self.packable_rows() if self.packing() else None
         if rows is not None:
             per_group = self.batch_size // self.groups
             cap = position_cap(rows, per_group)
@@ -154,6 +154,11 @@ class NextItemMethod(Method):
         raise NotImplementedError
 
     # -- packed positions (docs/DESIGN.md, "Packed positions") ---------------------------------
+    def packing(self) -> bool:
+        """Whether the config asks for packing (`config.pack_positions`; a method packing more
+        than its loss adds its own flag)."""
+        return bool(self.config.get('pack_positions', False))
+
     def packable_rows(self):
         """int [U]: how many positions of each eligible user's training row the loss counts, for
         a method whose loss can run on the counted rows only (`loss(..., packed)`); None = the
@@ -183,14 +188,15 @@ class NextItemMethod(Method):
         n = np.asarray(self.ds.prepared.n_train, np.int64)
         return np.minimum(n[n >= 2] - 1, self.L)
 
-    def positions(self, packed: bool, mask, *arrays):
+    def positions(self, packed: bool, mask, *arrays, cap=None):
         """(mask, arrays) of the loss's rows. packed=False: as given ([B, L, ...]). packed=True:
-        the counted positions (mask [B, L] True) of each device group gathered into `pack_cap`
-        rows: mask [G x cap] (False on the filler rows) and each array [G x cap, ...]; the caller
-        made sure (`train_step`) that no group counts more than `pack_cap` positions."""
+        the counted positions (mask [B, L] True) of each device group gathered, in row-major
+        order, into `cap` rows (default `pack_cap`): mask [G x cap] (False on the filler rows)
+        and each array [G x cap, ...]; the caller made sure (`train_step`) that no group counts
+        more than `pack_cap` <= cap positions."""
         if not packed:
             return mask, arrays
-        G, cap = self.groups, int(self.pack_cap)
+        G, cap = self.groups, int(self.pack_cap if cap is None else cap)
         m = mask.reshape(G, -1)
         idx = jax.vmap(lambda r: jnp.nonzero(r, size=cap, fill_value=0)[0])(m)        # [G, cap]
         keep = jnp.arange(cap)[None, :] < jnp.sum(m, axis=1, keepdims=True)
@@ -254,8 +260,17 @@ class NextItemMethod(Method):
         log(1 - sigma(s-_j)), with `num_negatives` negatives a position drawn uniformly among
         the items not in the row's sequence (inputs [B, L] and the last target of pos [B, L]).
         Returns (sum over the counted positions, count)."""
+        neg = self.sampled_negatives(inputs, pos, key, num_negatives)
+        return self.bce_of(params, h, pos, neg, mask)
+
+    def sampled_negatives(self, inputs, pos, key, num_negatives: int = 1):
+        """int [B, L, num_negatives]: `sampled_bce`'s negatives, uniform among the items not
+        in the row's sequence (inputs [B, L] and the last target of pos [B, L])."""
         seen = jnp.concatenate([inputs, pos[:, -1:]], axis=1)
-        neg = sample_negatives(key, pos.shape + (int(num_negatives),), self.N, exclude=seen)
+        return sample_negatives(key, pos.shape + (int(num_negatives),), self.N, exclude=seen)
+
+    def bce_of(self, params, h, pos, neg, mask):
+        """`sampled_bce` given its negatives: h [..., D], pos [...], neg [..., n], mask [...]."""
         logits = self.score_items(params, h, jnp.concatenate([pos[..., None], neg], axis=-1))
         return losses.bce_sampled(logits[..., 0], logits[..., 1:], mask)
 

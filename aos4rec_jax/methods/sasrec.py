@@ -43,13 +43,52 @@ class SASRec(NextItemMethod):
         if opts.l2_emb < 0:
             raise config_lib.ConfigError(f'config.{config.model}.l2_emb: must be >= 0, got {opts.l2_emb}')
 
+    def __init__(self, config, ds):
+        super().__init__(config, ds)
+        self.pack_sequences = bool(config.get('pack_sequences', False))
+
+    def packing(self) -> bool:
+        return self.pack_sequences or super().packing()
+
     def packable_rows(self):
-        """SASRec+ ('ce': [rows, items] logits) packs its counted positions; 'bce' does not."""
-        return self.sequence_rows() if self.opts.loss == 'ce' else None
+        """With `config.pack_sequences` the network and the loss run on the batch's real items
+        only (`encode_stream`); else SASRec+ ('ce': [rows, items] logits) packs its loss's rows
+        (`config.pack_positions`) and 'bce' does not pack."""
+        return self.sequence_rows() if self.pack_sequences or self.opts.loss == 'ce' else None
+
+    def encode_stream(self, params, inputs, mask, key, *arrays):
+        """The network on the real items of the batch only (docs/DESIGN.md, "Packed
+        sequences"): each device group's real positions (mask [B, L]: those of the left-padded
+        inputs, equal to the targets') end to end in chunks of L, `models.sasrec.encode_packed`.
+        Returns (rows bool [G x C], h [G x C, D], arrays gathered alike [G x C, ...]), C = the
+        group's chunks x L >= pack_cap."""
+        L, G = self.L, self.groups
+        per_group = -(-int(self.pack_cap) // L)
+        B = inputs.shape[0]
+        row = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
+        col = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
+        rows, (items, col, row, *arrays) = self.positions(True, mask, inputs, col, row, *arrays,
+                                                          cap=per_group * L)
+        shape = (G * per_group, L)
+        segment = jnp.where(rows, row, -1).reshape(shape)
+        h = self.model.apply({'params': params}, items.reshape(shape), col.reshape(shape), segment,
+                             per_group, True, method=self.model.encode_packed,
+                             rngs={'dropout': key})
+        return rows, h.reshape(G * per_group * L, -1), arrays
 
     def loss(self, params, data, key, packed=False):
         (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
         mask = pos > 0
+        if packed and self.pack_sequences:
+            if self.opts.loss == 'ce':
+                rows, h_rows, (pos_rows,) = self.encode_stream(params, inputs, mask, k_drop, pos)
+                s, n = losses.softmax_ce(self.score_all(params, h_rows), pos_rows, rows)
+            else:
+                neg = self.sampled_negatives(inputs, pos, k_neg, int(self.opts.num_negatives))
+                rows, h_rows, (pos_rows, neg_rows) = self.encode_stream(
+                    params, inputs, mask, k_drop, pos, neg)
+                s, n = self.bce_of(params, h_rows, pos_rows, neg_rows, rows)
+            return self._with_l2(params, s, n, inputs, pos)
         h = self.encode(params, inputs, users, key=k_drop, train=True)        # [B, L, D]
         if self.opts.loss == 'ce':
             rows, (h_rows, pos_rows) = self.positions(packed, mask, h, pos)
@@ -57,6 +96,9 @@ class SASRec(NextItemMethod):
         else:
             s, n = self.sampled_bce(params, h, inputs, pos, mask, k_neg,
                                     int(self.opts.num_negatives))
+        return self._with_l2(params, s, n, inputs, pos)
+
+    def _with_l2(self, params, s, n, inputs, pos):
         if self.opts.l2_emb > 0:
             e = self.item_vectors(params, jnp.concatenate([inputs, pos], axis=1)).astype(jnp.float32)
             # + l2_emb * ||E_batch||^2 / 2 on the mean loss (loss_sum / n is what is minimised)

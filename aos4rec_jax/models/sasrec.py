@@ -81,18 +81,47 @@ def _layer_norm(cfg: SASRecConfig, epsilon: float, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=epsilon, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
 
 
+def band_keys(x: Array, chunks_per_group: int, fill=0) -> Array:
+    """The keys of a banded layout: x [n, W, ...] (n = groups x chunks_per_group chunks of a
+    packed stream) -> [n, 2W, ...], each chunk's rows after those of the chunk before it in its
+    group (`fill` before a group's first chunk; nothing crosses groups, so a data-sharded batch
+    needs no communication)."""
+    g = x.reshape((-1, chunks_per_group) + x.shape[1:])
+    prev = jnp.concatenate([jnp.full_like(g[:, :1], fill), g[:, :-1]], axis=1)
+    return jnp.concatenate([prev, g], axis=2).reshape((x.shape[0], 2 * x.shape[1]) + x.shape[2:])
+
+
+def band_mask(segment: Array, column: Array, chunks_per_group: int) -> Array:
+    """The attention mask of a packed stream in chunks: segment, column int [n, W] (a token's
+    row of the batch and its column there; segment -1 = filler) -> bool [n, 1, W, 2W]: a query
+    attends to the keys of its own row at its column or before (causal; a row's tokens are
+    consecutive in the stream and at most W, so they lie in its chunk or the one before)."""
+    seg_k = band_keys(segment, chunks_per_group, fill=-1)
+    col_k = band_keys(column, chunks_per_group)
+    same = (seg_k[:, None, :] == segment[:, :, None]) & (segment[:, :, None] >= 0)
+    return (same & (col_k[:, None, :] <= column[:, :, None]))[:, None]
+
+
 def _causal_attention(cfg: SASRecConfig, q_in: Array, kv_in: Array, mask: Array, drop: Dropout,
-                      deterministic: bool) -> Array:
+                      deterministic: bool, band=None) -> Array:
     """Both blocks' attention, called inside a block (its 'query', 'key' and 'value' Dense
     layers): queries from q_in, keys and values from kv_in [B, L, D], causal, keys at padding
-    masked, dropout on the weights -> [B, L, D], the heads concatenated."""
+    masked, dropout on the weights -> [B, L, D], the heads concatenated.
+
+    band = (mask [n, 1, W, 2W], chunks_per_group): q_in and kv_in are a packed stream in chunks
+    [n, W, D] (`SASRec.encode_packed`); each chunk's queries see the keys of the chunk before it
+    and its own (`band_keys`), as `mask` allows."""
     h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
     q = _dense(cfg, (h, dh), 'query')(q_in)
     k = _dense(cfg, (h, dh), 'key')(kv_in)
     v = _dense(cfg, (h, dh), 'value')(kv_in)
-    length = kv_in.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
-    attn_mask = causal[None, None] & mask[:, None, None, :]             # [B, 1, Lq, Lk]
+    if band is None:
+        length = kv_in.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+        attn_mask = causal[None, None] & mask[:, None, None, :]             # [B, 1, Lq, Lk]
+    else:
+        attn_mask, per_group = band
+        k, v = band_keys(k, per_group), band_keys(v, per_group)
     y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
     return y.reshape(y.shape[:2] + (cfg.embed_dim,))
 
@@ -101,12 +130,12 @@ class SASRecBlock(nn.Module):
     cfg: SASRecConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-        """x [B, L, D] (zero at padding), mask [B, L] bool."""
+    def __call__(self, x: Array, mask: Array, deterministic: bool, band=None) -> Array:
+        """x [B, L, D] (zero at padding), mask [B, L] bool; band: see `_causal_attention`."""
         cfg = self.cfg
         drop = Dropout(cfg.dropout_rate)
         q_in = _layer_norm(cfg, 1e-8, 'ln_attn')(x)
-        x = q_in + _causal_attention(cfg, q_in, x, mask, drop, deterministic)
+        x = q_in + _causal_attention(cfg, q_in, x, mask, drop, deterministic, band)
         x = _layer_norm(cfg, 1e-8, 'ln_ffn')(x)
         y = nn.relu(_dense(cfg, cfg.embed_dim, 'ffn_1')(x))
         y = drop(y, deterministic=deterministic)
@@ -122,11 +151,11 @@ class BertBlock(nn.Module):
     cfg: SASRecConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, mask: Array, deterministic: bool, band=None) -> Array:
         cfg = self.cfg
         drop = Dropout(cfg.dropout_rate)
         y = _dense(cfg, cfg.embed_dim, 'attn_out')(
-            _causal_attention(cfg, x, x, mask, drop, deterministic))
+            _causal_attention(cfg, x, x, mask, drop, deterministic, band))
         x = _layer_norm(cfg, 1e-12, 'ln_attn')(x + drop(y, deterministic=deterministic))
         y = nn.gelu(_dense(cfg, 4 * cfg.embed_dim, 'ffn_1')(x), approximate=False)
         y = drop(_dense(cfg, cfg.embed_dim, 'ffn_2')(y), deterministic=deterministic)
@@ -155,18 +184,35 @@ class SASRec(layers.TiedItemScores, nn.Module):
     def encode(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """seq [B, L] left-padded (users unused) -> h [B, L, D]."""
         del users
+        pos = absolute_positions(seq.shape[1], self.cfg.max_len)
+        return self._encode(seq, pos, seq > 0, train)
+
+    def encode_packed(self, items: Array, column: Array, segment: Array, chunks_per_group: int,
+                      train: bool = False) -> Array:
+        """The same network on a packed stream: the real items of a batch of left-padded rows
+        [B, L], end to end in chunks items [n, W] (W = L; n = groups x chunks_per_group), each
+        with its column of the row (column [n, W]: its position is column + max_len - L) and
+        its row (segment [n, W], -1 at filler) -> h [n, W, D]. At the real items, h equals
+        `encode`'s at the same row and column (dropout aside: its masks are drawn in this
+        layout), for a fraction of the work when most of [B, L] is padding."""
+        pos = column + (self.cfg.max_len - items.shape[1])
+        band = (band_mask(segment, column, chunks_per_group), chunks_per_group)
+        return self._encode(items, pos, segment >= 0, train, band)
+
+    def _encode(self, seq, pos, mask, train, band=None):
+        """pos: [L] (every row's positions) or seq's shape."""
         cfg = self.cfg
-        mask = seq > 0
-        pos = absolute_positions(seq.shape[1], cfg.max_len)
+        pe = self.pos_embed(pos)
+        pe = pe[None] if pos.ndim == 1 else pe
         if cfg.style == 'sasrec':
             x = self.item_vectors(seq) * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.dtype)
-            x = x + self.pos_embed(pos)[None]
+            x = x + pe
         else:                                   # no sqrt(d) scale; a norm on the input
-            x = self.norm(self.item_vectors(seq) + self.pos_embed(pos)[None])
+            x = self.norm(self.item_vectors(seq) + pe)
         x = self.drop(x, deterministic=not train)
         x = x * mask[..., None].astype(x.dtype)
         for block in self.blocks:
-            x = block(x, mask, not train)
+            x = block(x, mask, not train, band)
         return self.norm(x) if cfg.style == 'sasrec' else x
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:

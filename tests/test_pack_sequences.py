@@ -1,0 +1,116 @@
+"""Packed sequences (docs/DESIGN.md, "Packed sequences"): SASRec's network runs on the batch's
+real items only, end to end in chunks of L with a banded causal mask, and computes what it
+computes on the padded [B, L] rows: the same states, loss and gradient (without dropout, whose
+masks are drawn in the packed layout), on one device and on four."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aos4rec_jax import sharding as shard_lib
+from aos4rec_jax.methods import next_item
+from aos4rec_jax.models import sasrec as sasrec_net
+from tests.test_pack_positions import _loss_and_grads, _method, _steps
+
+
+def test_band_mask_by_hand():
+    # one group of two chunks of W = 3: rows 0 (2 items), 1 (3 items), 2 (1 item), one filler
+    segment = jnp.array([[0, 0, 1], [1, 1, 2]])
+    column = jnp.array([[1, 2, 0], [1, 2, 2]])
+    m = np.asarray(sasrec_net.band_mask(segment, column, chunks_per_group=2))[:, 0]
+    assert m.shape == (2, 3, 6)
+    # keys of chunk 0: [filler x 3, its own 3 tokens]; of chunk 1: [chunk 0's, its own]
+    np.testing.assert_array_equal(m[0], [[0, 0, 0, 1, 0, 0],
+                                         [0, 0, 0, 1, 1, 0],
+                                         [0, 0, 0, 0, 0, 1]])
+    np.testing.assert_array_equal(m[1], [[0, 0, 1, 1, 0, 0],      # row 1, column 1: its column 0, 1
+                                         [0, 0, 1, 1, 1, 0],
+                                         [0, 0, 0, 0, 0, 1]])
+    # two groups of one chunk: nothing crosses the groups
+    m2 = np.asarray(sasrec_net.band_mask(segment, column, chunks_per_group=1))[:, 0]
+    assert not m2[:, :, :3].any()
+    keys = sasrec_net.band_keys(jnp.arange(6).reshape(2, 3), 2, fill=-1)
+    assert np.asarray(keys).tolist() == [[-1, -1, -1, 0, 1, 2], [0, 1, 2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize('style', ['sasrec', 'bert'])
+def test_encode_packed_equals_encode_at_the_real_items(style):
+    m, ds = _method('sasrec', '', pack_sequences=True)
+    m.config.model_kwargs.dropout_rate = 0.0
+    m.config.model_kwargs.style = style
+    m.model = m.build_network()
+    m.phases(shard_lib.make_mesh(jax.devices()[:1]))
+    params = m.init_state(jax.random.PRNGKey(0))['params']
+    data = ds.device_data()
+    _, users, inputs, pos = m.sequence_batch(data, jax.random.PRNGKey(4))
+    mask = pos > 0
+    h = m.encode(params, inputs, users, key=jax.random.PRNGKey(1), train=True)
+    rows, h_rows, (r_inputs,) = m.encode_stream(params, inputs, mask, jax.random.PRNGKey(1), inputs)
+    n = int(np.sum(np.asarray(mask)))
+    assert n < m.batch_size * m.L and int(np.sum(np.asarray(rows))) == n
+    want = np.asarray(h)[np.asarray(mask)]                  # row-major, as the stream
+    np.testing.assert_allclose(np.asarray(h_rows)[:n], want, rtol=2e-5, atol=2e-6)
+    assert np.asarray(r_inputs)[:n].tolist() == np.asarray(inputs)[np.asarray(mask)].tolist()
+
+
+@pytest.mark.parametrize('variant', ['', 'plus'])
+def test_packed_network_loss_and_gradient_equal_the_padded_ones(variant):
+    m, ds = _method('sasrec', variant, pack_sequences=True)
+    m.config.model_kwargs.dropout_rate = 0.0
+    m.model = m.build_network()
+    m.phases(shard_lib.make_mesh(jax.devices()[:1]))
+    assert m.pack_cap is not None
+    data = ds.device_data()
+    params = m.init_state(jax.random.PRNGKey(0))['params']
+    padded, packed = _loss_and_grads(m, data, False), _loss_and_grads(m, data, True)
+    for step in range(2):
+        key = jax.random.PRNGKey(10 + step)
+        assert bool(m.fits(data, key))
+        s0, n0, g0 = padded(params, key)
+        s1, n1, g1 = packed(params, key)
+        assert float(n1) == float(n0)
+        np.testing.assert_allclose(float(s1), float(s0), rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
+    # with dropout the masks differ, the loss stays finite and near the padded one's
+    m.config.model_kwargs.dropout_rate = 0.2
+    m.model = m.build_network()
+    s1, n1, _ = _loss_and_grads(m, data, True)(params, jax.random.PRNGKey(3))
+    s0, n0, _ = _loss_and_grads(m, data, False)(params, jax.random.PRNGKey(3))
+    assert np.isfinite(float(s1)) and abs(float(s1) / float(n1) - float(s0) / float(n0)) < 0.5
+
+
+@pytest.mark.parametrize('devices', [1, 4])
+def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_back(devices):
+    mesh = shard_lib.make_mesh(jax.devices()[:devices])
+
+    def method(pack_sequences=True):
+        m, ds = _method('sasrec', '', pack_sequences=pack_sequences)
+        m.config.model_kwargs.dropout_rate = 0.0
+        m.model = m.build_network()
+        return m, ds
+
+    m_off, ds = method(pack_sequences=False)
+    ref_state, ref = _steps(m_off, ds, mesh)
+    assert m_off.pack_cap is None
+    m_on, _ = method()
+    state, got = _steps(m_on, ds, mesh)
+    assert m_on.pack_cap is not None and m_on.groups == devices
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state['params']),
+                            jax.tree.leaves(ref_state['params'])):
+        if 'key' in jax.tree_util.keystr(path) and 'bias' in jax.tree_util.keystr(path):
+            # softmax ignores a bias added to every key: its gradient is 0 but for rounding,
+            # which Adam scales up to at most the rate a step (3 steps of 1e-3)
+            assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) < 3e-3
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    m_low, _ = method()
+    orig = next_item.position_cap
+    try:
+        next_item.position_cap = lambda rows, batch, sigmas=6.0: 1
+        state, got = _steps(m_low, ds, mesh)
+    finally:
+        next_item.position_cap = orig
+    assert m_low.pack_cap == 1
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
