@@ -1,7 +1,7 @@
-"""Packed sequences (docs/DESIGN.md, "Packed sequences"): SASRec's network runs on the batch's
-real items only, end to end in chunks of L with a banded causal mask, and computes what it
-computes on the padded [B, L] rows: the same states, loss and gradient (without dropout, whose
-masks are drawn in the packed layout), on one device and on four."""
+"""Packed sequences (docs/DESIGN.md, "Packed sequences"): SASRec's and BERT4Rec's networks run on
+the batch's real items only, end to end in chunks of L with a banded (causal / two-sided) mask,
+and compute what they compute on the padded [B, L] rows: the same states, loss and gradient
+(without dropout, whose masks are drawn in the packed layout), on one device and on four."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 
 from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax.methods import next_item
-from aos4rec_jax.models import sasrec as sasrec_net
+from aos4rec_jax.models import layers
 from tests.test_pack_positions import _loss_and_grads, _method, _steps
 
 
@@ -17,7 +17,7 @@ def test_band_mask_by_hand():
     # one group of two chunks of W = 3: rows 0 (2 items), 1 (3 items), 2 (1 item), one filler
     segment = jnp.array([[0, 0, 1], [1, 1, 2]])
     column = jnp.array([[1, 2, 0], [1, 2, 2]])
-    m = np.asarray(sasrec_net.band_mask(segment, column, chunks_per_group=2))[:, 0]
+    m = np.asarray(layers.band_mask(segment, column, chunks_per_group=2))[:, 0]
     assert m.shape == (2, 3, 6)
     # keys of chunk 0: [filler x 3, its own 3 tokens]; of chunk 1: [chunk 0's, its own]
     np.testing.assert_array_equal(m[0], [[0, 0, 0, 1, 0, 0],
@@ -27,10 +27,21 @@ def test_band_mask_by_hand():
                                          [0, 0, 1, 1, 1, 0],
                                          [0, 0, 0, 0, 0, 1]])
     # two groups of one chunk: nothing crosses the groups
-    m2 = np.asarray(sasrec_net.band_mask(segment, column, chunks_per_group=1))[:, 0]
+    m2 = np.asarray(layers.band_mask(segment, column, chunks_per_group=1))[:, 0]
     assert not m2[:, :, :3].any()
-    keys = sasrec_net.band_keys(jnp.arange(6).reshape(2, 3), 2, fill=-1)
+    keys = layers.band_keys(jnp.arange(6).reshape(2, 3), 2, fill=-1)
     assert np.asarray(keys).tolist() == [[-1, -1, -1, 0, 1, 2], [0, 1, 2, 3, 4, 5]]
+    keys = layers.band_keys(jnp.arange(6).reshape(2, 3), 2, fill=-1, both_sides=True)
+    assert np.asarray(keys).tolist() == [[-1, -1, -1, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, -1, -1, -1]]
+    # two-sided (BERT4Rec): every key of the query's row, before or after it
+    b = np.asarray(layers.band_mask(segment, column, chunks_per_group=2, causal=False))[:, 0]
+    assert b.shape == (2, 3, 9)
+    np.testing.assert_array_equal(b[0], [[0, 0, 0, 1, 1, 0, 0, 0, 0],
+                                         [0, 0, 0, 1, 1, 0, 0, 0, 0],
+                                         [0, 0, 0, 0, 0, 1, 1, 1, 0]])     # row 1: 3 tokens
+    np.testing.assert_array_equal(b[1], [[0, 0, 1, 1, 1, 0, 0, 0, 0],
+                                         [0, 0, 1, 1, 1, 0, 0, 0, 0],
+                                         [0, 0, 0, 0, 0, 1, 0, 0, 0]])
 
 
 @pytest.mark.parametrize('style', ['sasrec', 'bert'])
@@ -53,13 +64,20 @@ def test_encode_packed_equals_encode_at_the_real_items(style):
     assert np.asarray(r_inputs)[:n].tolist() == np.asarray(inputs)[np.asarray(mask)].tolist()
 
 
-@pytest.mark.parametrize('variant', ['', 'plus'])
-def test_packed_network_loss_and_gradient_equal_the_padded_ones(variant):
-    m, ds = _method('sasrec', variant, pack_sequences=True)
+def _no_dropout(m):
     m.config.model_kwargs.dropout_rate = 0.0
+    if 'attention_dropout_rate' in m.config.model_kwargs:
+        m.config.model_kwargs.attention_dropout_rate = 0.0
     m.model = m.build_network()
+
+
+@pytest.mark.parametrize('model,variant', [('sasrec', ''), ('sasrec', 'plus'), ('bert4rec', ''),
+                                           ('bert4rec', 'untuned')])
+def test_packed_network_loss_and_gradient_equal_the_padded_ones(model, variant):
+    m, ds = _method(model, variant, pack_sequences=True)
+    _no_dropout(m)
     m.phases(shard_lib.make_mesh(jax.devices()[:1]))
-    assert m.pack_cap is not None
+    assert m.pack_cap is not None and getattr(m, 'stream_cap', 0) is not None
     data = ds.device_data()
     params = m.init_state(jax.random.PRNGKey(0))['params']
     padded, packed = _loss_and_grads(m, data, False), _loss_and_grads(m, data, True)
@@ -74,28 +92,29 @@ def test_packed_network_loss_and_gradient_equal_the_padded_ones(variant):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
     # with dropout the masks differ, the loss stays finite and near the padded one's
     m.config.model_kwargs.dropout_rate = 0.2
+    if model == 'bert4rec':
+        m.config.model_kwargs.attention_dropout_rate = 0.2
     m.model = m.build_network()
     s1, n1, _ = _loss_and_grads(m, data, True)(params, jax.random.PRNGKey(3))
     s0, n0, _ = _loss_and_grads(m, data, False)(params, jax.random.PRNGKey(3))
     assert np.isfinite(float(s1)) and abs(float(s1) / float(n1) - float(s0) / float(n0)) < 0.5
 
 
-@pytest.mark.parametrize('devices', [1, 4])
-def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_back(devices):
+@pytest.mark.parametrize('model,devices', [('sasrec', 1), ('sasrec', 4), ('bert4rec', 4)])
+def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_back(model, devices):
     mesh = shard_lib.make_mesh(jax.devices()[:devices])
 
     def method(pack_sequences=True):
-        m, ds = _method('sasrec', '', pack_sequences=pack_sequences)
-        m.config.model_kwargs.dropout_rate = 0.0
-        m.model = m.build_network()
+        m, ds = _method(model, '', pack_sequences=pack_sequences)
+        _no_dropout(m)
         return m, ds
 
     m_off, ds = method(pack_sequences=False)
     ref_state, ref = _steps(m_off, ds, mesh)
-    assert m_off.pack_cap is None
+    assert getattr(m_off, 'stream_cap', m_off.pack_cap) is None       # the network unpacked
     m_on, _ = method()
     state, got = _steps(m_on, ds, mesh)
-    assert m_on.pack_cap is not None and m_on.groups == devices
+    assert getattr(m_on, 'stream_cap', m_on.pack_cap) is not None and m_on.groups == devices
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state['params']),
                             jax.tree.leaves(ref_state['params'])):

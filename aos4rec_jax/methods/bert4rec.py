@@ -28,7 +28,7 @@ from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
 from aos4rec_jax.methods import losses
-from aos4rec_jax.methods.next_item import NextItemMethod, shift_in
+from aos4rec_jax.methods.next_item import NextItemMethod, position_cap, shift_in
 from aos4rec_jax.models.bert4rec import BERT4Rec as BERT4RecNet, BERT4RecConfig
 
 
@@ -164,6 +164,8 @@ class BERT4Rec(NextItemMethod):
         self.mask_id = self.N + 1
         self.tx = make_optimizer(config, bool(self.opts.lr_decay))
         self.n_valid = jnp.asarray(np.asarray(ds.prepared.n_valid), jnp.int32)
+        self.pack_sequences = bool(config.get('pack_sequences', False))
+        self.stream_cap = None      # real tokens a device group of the packed network; None = not
 
     def epoch_examples(self) -> int:
         """Training sequences in one epoch: users, or the windows (`window_step`), or the
@@ -217,10 +219,56 @@ class BERT4Rec(NextItemMethod):
         k = np.clip(np.round(float(self.opts.mask_prob) * n), 1, self.M)
         return np.minimum(k, n).astype(np.int64)
 
+    def packing(self) -> bool:
+        return self.pack_sequences or super().packing()
+
     def packable_rows(self):
         """The masked positions of each training sequence: the softmax over all items runs on
         those rows only."""
         return self.cloze_count(self.sequence_lengths())
+
+    def phases(self, mesh):
+        """With `config.pack_sequences` (and the masked rows packed) the network runs on the
+        real tokens only (`encode_stream_at`), at most `stream_cap` a device group."""
+        phases = super().phases(mesh)
+        self.stream_cap = None
+        if self.pack_sequences and self.pack_cap is not None:
+            per_group = self.batch_size // self.groups
+            cap = position_cap(self.sequence_lengths(), per_group)
+            if cap < per_group * self.L:
+                self.stream_cap = cap
+        return phases
+
+    def fits(self, data, key):
+        ok = super().fits(data, key)
+        if self.stream_cap is None:
+            return ok
+        real = self._batch(data, key)[2] > 0
+        return ok & jnp.all(jnp.sum(real.reshape(self.groups, -1), axis=1) <= self.stream_cap)
+
+    def encode_stream_at(self, params, masked, where, key):
+        """h [B, M, D] at the positions `where` [B, M] of the rows `masked` [B, L], computed on
+        the real tokens only: each device group's, end to end in chunks of L
+        (`models.bert4rec.encode_packed`, docs/DESIGN.md "Packed sequences"); equal to
+        `encode`'s h there (dropout's draws apart). Slots of `where` at padding read some
+        other token (their weight is 0)."""
+        L, G = self.L, self.groups
+        per_group = -(-int(self.stream_cap) // L)
+        B = masked.shape[0]
+        real = masked > 0
+        row = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
+        col = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
+        rows, (items, col, row) = self.positions(True, real, masked, col, row, cap=per_group * L)
+        shape = (G * per_group, L)
+        segment = jnp.where(rows, row, -1).reshape(shape)
+        h = self.model.apply({'params': params}, items.reshape(shape), col.reshape(shape), segment,
+                             per_group, True, method=self.model.encode_packed,
+                             rngs={'dropout': key})
+        # a real token's place in its group's stream: the real tokens before it (row-major)
+        rank = jnp.cumsum(real.reshape(G, -1).astype(jnp.int32), axis=1) - 1
+        at = jnp.take_along_axis(rank.reshape(G, B // G, L), where.reshape(G, B // G, -1), axis=2)
+        h_m = jax.vmap(lambda x, i: x[i])(h.reshape(G, per_group * L, -1), at.reshape(G, -1))
+        return self.constrain(h_m.reshape(B, where.shape[1], -1))
 
     def packed_width(self) -> int:
         return self.M
@@ -230,8 +278,11 @@ class BERT4Rec(NextItemMethod):
 
     def loss(self, params, data, key, packed=False):
         k_drop, users, seq, masked, where, w = self._batch(data, key)
-        h = self.encode(params, masked, users, key=k_drop, train=True)               # [B, L, D]
-        h_m = jnp.take_along_axis(h, where[..., None], axis=1)                     # [B, M, D]
+        if packed and self.stream_cap is not None:
+            h_m = self.encode_stream_at(params, masked, where, k_drop)              # [B, M, D]
+        else:
+            h = self.encode(params, masked, users, key=k_drop, train=True)           # [B, L, D]
+            h_m = jnp.take_along_axis(h, where[..., None], axis=1)                 # [B, M, D]
         labels = jnp.take_along_axis(seq, where, axis=1)
         rows, (h_m, labels) = self.positions(packed, w > 0, h_m, labels)
         s, n = losses.softmax_ce(self.score_all(params, h_m), labels, rows)

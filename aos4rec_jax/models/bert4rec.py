@@ -86,8 +86,11 @@ class BERT4RecBlock(nn.Module):
     cfg: BERT4RecConfig
 
     @nn.compact
-    def __call__(self, x: Array, attn_mask: Array, deterministic: bool) -> Array:
-        """x [B, L, D], attn_mask [B, 1, 1, L] (True = real key)."""
+    def __call__(self, x: Array, attn_mask: Array, deterministic: bool,
+                 chunks_per_group: int = 0) -> Array:
+        """x [B, L, D], attn_mask [B, 1, 1, L] (True = real key). chunks_per_group > 0: x is a
+        packed stream in chunks [n, W, D] (`BERT4Rec.encode_packed`), whose queries see the keys
+        of the chunks before and after theirs and their own, attn_mask [n, 1, W, 3W]."""
         cfg = self.cfg
         h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
         drop = Dropout(cfg.dropout_rate)
@@ -96,6 +99,9 @@ class BERT4RecBlock(nn.Module):
         same = attn_rate < 0 or attn_rate == cfg.dropout_rate
         attn_drop = drop if same else Dropout(attn_rate)
         q, k, v = jnp.moveaxis(_dense(cfg, (3, h, dh), 'qkv')(x), -3, 0)
+        if chunks_per_group:
+            k = layers.band_keys(k, chunks_per_group, both_sides=True)
+            v = layers.band_keys(v, chunks_per_group, both_sides=True)
         y = layers.dot_product_attention(q, k, v, attn_mask, attn_drop, deterministic)
         y = _dense(cfg, cfg.embed_dim, 'attn_out', axis=(-2, -1))(y)
         a = _layer_norm(cfg, 'ln_attn')(x + drop(y, deterministic=deterministic))
@@ -134,11 +140,24 @@ class BERT4Rec(layers.BiasedItemScores, nn.Module):
             raise ValueError(f'sequence length {length} exceeds max_len={cfg.max_len}')
         mask = seq > 0
         pos = jnp.arange(length) + (cfg.max_len - length)
-        x = layers.lookup(self.item_embed.embedding, seq, cfg.dtype) + self.pos_embed(pos)[None]
+        return self._encode(seq, self.pos_embed(pos)[None], mask[:, None, None, :], train)
+
+    def encode_packed(self, items: Array, column: Array, segment: Array, chunks_per_group: int,
+                      train: bool = False) -> Array:
+        """The same network on a packed stream (docs/DESIGN.md, "Packed sequences"): the real
+        items of a batch of left-padded rows [B, L] ([MASK] included), end to end in chunks
+        items [n, W] (W = L), each with its column of the row (column [n, W]) and its row
+        (segment [n, W], -1 at filler) -> h [n, W, D], equal at the real items to `encode`'s at
+        the same row and column (dropout aside: its masks are drawn in this layout)."""
+        pos = column + (self.cfg.max_len - items.shape[1])
+        attn_mask = layers.band_mask(segment, column, chunks_per_group, causal=False)
+        return self._encode(items, self.pos_embed(pos), attn_mask, train, chunks_per_group)
+
+    def _encode(self, seq, pos_vectors, attn_mask, train, chunks_per_group=0):
+        x = layers.lookup(self.item_embed.embedding, seq, self.cfg.dtype) + pos_vectors
         x = self.drop(self.embed_norm(x), deterministic=not train)
-        attn_mask = mask[:, None, None, :]
         for block in self.blocks:
-            x = block(x, attn_mask, not train)
+            x = block(x, attn_mask, not train, chunks_per_group)
         return self.head_norm(_gelu(self.head_dense(x)))
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:

@@ -86,6 +86,36 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array],
     return jnp.einsum('bhqk,bkhd->bqhd', weights.astype(dtype), v)
 
 
+# ------------------------------------------------------------------ packed streams in chunks
+# (docs/DESIGN.md, "Packed sequences"): a batch's real items end to end, in chunks of W = L; a
+# row's tokens are consecutive and at most W, so they lie in a chunk and its neighbours.
+def band_keys(x: Array, chunks_per_group: int, fill=0, both_sides: bool = False) -> Array:
+    """The keys of a banded layout: x [n, W, ...] (n = groups x chunks_per_group chunks of a
+    packed stream) -> [n, 2W, ...], each chunk's rows after those of the chunk before it in its
+    group ([n, 3W, ...] with `both_sides`: then those of the chunk after it); `fill` beyond a
+    group's ends. Nothing crosses groups, so a data-sharded batch needs no communication."""
+    g = x.reshape((-1, chunks_per_group) + x.shape[1:])
+    edge = jnp.full_like(g[:, :1], fill)
+    parts = [jnp.concatenate([edge, g[:, :-1]], axis=1), g]
+    if both_sides:
+        parts.append(jnp.concatenate([g[:, 1:], edge], axis=1))
+    keys = jnp.concatenate(parts, axis=2)
+    return keys.reshape((x.shape[0], len(parts) * x.shape[1]) + x.shape[2:])
+
+
+def band_mask(segment: Array, column: Array, chunks_per_group: int, causal: bool = True) -> Array:
+    """The attention mask of a packed stream in chunks: segment, column int [n, W] (a token's
+    row of the batch and its column there; segment -1 = filler) -> bool [n, 1, W, 2W] (causal:
+    a query attends to its own row's keys at its column or before) or [n, 1, W, 3W]
+    (causal=False: to every key of its row; `band_keys(..., both_sides=True)`)."""
+    seg_k = band_keys(segment, chunks_per_group, fill=-1, both_sides=not causal)
+    same = (seg_k[:, None, :] == segment[:, :, None]) & (segment[:, :, None] >= 0)
+    if causal:
+        col_k = band_keys(column, chunks_per_group)
+        same = same & (col_k[:, None, :] <= column[:, :, None])
+    return same[:, None]
+
+
 def key_major(x: Array) -> Array:
     """[B, K, H, Dh] -> [B, H, Dh, K]: the layout of the decoders' key / value caches, the one
     the attention's two products read without a transpose on XLA:CPU (profiled: a cache kept

@@ -81,27 +81,6 @@ def _layer_norm(cfg: SASRecConfig, epsilon: float, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=epsilon, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
 
 
-def band_keys(x: Array, chunks_per_group: int, fill=0) -> Array:
-    """The keys of a banded layout: x [n, W, ...] (n = groups x chunks_per_group chunks of a
-    packed stream) -> [n, 2W, ...], each chunk's rows after those of the chunk before it in its
-    group (`fill` before a group's first chunk; nothing crosses groups, so a data-sharded batch
-    needs no communication)."""
-    g = x.reshape((-1, chunks_per_group) + x.shape[1:])
-    prev = jnp.concatenate([jnp.full_like(g[:, :1], fill), g[:, :-1]], axis=1)
-    return jnp.concatenate([prev, g], axis=2).reshape((x.shape[0], 2 * x.shape[1]) + x.shape[2:])
-
-
-def band_mask(segment: Array, column: Array, chunks_per_group: int) -> Array:
-    """The attention mask of a packed stream in chunks: segment, column int [n, W] (a token's
-    row of the batch and its column there; segment -1 = filler) -> bool [n, 1, W, 2W]: a query
-    attends to the keys of its own row at its column or before (causal; a row's tokens are
-    consecutive in the stream and at most W, so they lie in its chunk or the one before)."""
-    seg_k = band_keys(segment, chunks_per_group, fill=-1)
-    col_k = band_keys(column, chunks_per_group)
-    same = (seg_k[:, None, :] == segment[:, :, None]) & (segment[:, :, None] >= 0)
-    return (same & (col_k[:, None, :] <= column[:, :, None]))[:, None]
-
-
 def _causal_attention(cfg: SASRecConfig, q_in: Array, kv_in: Array, mask: Array, drop: Dropout,
                       deterministic: bool, band=None) -> Array:
     """Both blocks' attention, called inside a block (its 'query', 'key' and 'value' Dense
@@ -110,7 +89,7 @@ def _causal_attention(cfg: SASRecConfig, q_in: Array, kv_in: Array, mask: Array,
 
     band = (mask [n, 1, W, 2W], chunks_per_group): q_in and kv_in are a packed stream in chunks
     [n, W, D] (`SASRec.encode_packed`); each chunk's queries see the keys of the chunk before it
-    and its own (`band_keys`), as `mask` allows."""
+    and its own (`layers.band_keys`), as `mask` allows."""
     h, dh = cfg.num_heads, cfg.embed_dim // cfg.num_heads
     q = _dense(cfg, (h, dh), 'query')(q_in)
     k = _dense(cfg, (h, dh), 'key')(kv_in)
@@ -121,7 +100,7 @@ def _causal_attention(cfg: SASRecConfig, q_in: Array, kv_in: Array, mask: Array,
         attn_mask = causal[None, None] & mask[:, None, None, :]             # [B, 1, Lq, Lk]
     else:
         attn_mask, per_group = band
-        k, v = band_keys(k, per_group), band_keys(v, per_group)
+        k, v = layers.band_keys(k, per_group), layers.band_keys(v, per_group)
     y = layers.dot_product_attention(q, k, v, attn_mask, drop, deterministic)
     return y.reshape(y.shape[:2] + (cfg.embed_dim,))
 
@@ -196,7 +175,7 @@ class SASRec(layers.TiedItemScores, nn.Module):
         `encode`'s at the same row and column (dropout aside: its masks are drawn in this
         layout), for a fraction of the work when most of [B, L] is padding."""
         pos = column + (self.cfg.max_len - items.shape[1])
-        band = (band_mask(segment, column, chunks_per_group), chunks_per_group)
+        band = (layers.band_mask(segment, column, chunks_per_group), chunks_per_group)
         return self._encode(items, pos, segment >= 0, train, band)
 
     def _encode(self, seq, pos, mask, train, band=None):
