@@ -35,6 +35,8 @@ if _CACHE != "off":
 # module fixture with one that did. tests/test_cli_listing.py checks that every name exists.
 SLOW = {
     'test_pack_positions.py': ('test_packed_loss_and_gradient_equal_the_padded_ones',),
+    'test_pack_sequences.py': ('test_packed_network_loss_and_gradient_equal_the_padded_ones',
+                               'test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_back'),
     'test_aos4rec.py': ('test_oracle_context_bans_and_picks_bleu_oracle',
                         'test_oracle_loss_equals_mle_at_p1_and_gradient_skips_search'),
     'test_cli_listing.py': ('test_main_py_list_prints_the_listing', 'test_help_shows_the_usage_lines_and_the_listing'),
