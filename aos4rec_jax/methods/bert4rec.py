@@ -253,17 +253,11 @@ class BERT4Rec(NextItemMethod):
         `encode`'s h there (dropout's draws apart). Slots of `where` at padding read some
         other token (their weight is 0)."""
         L, G = self.L, self.groups
-        per_group = -(-int(self.stream_cap) // L)
         B = masked.shape[0]
         real = masked > 0
-        row = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
-        col = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
-        rows, (items, col, row) = self.positions(True, real, masked, col, row, cap=per_group * L)
-        shape = (G * per_group, L)
-        segment = jnp.where(rows, row, -1).reshape(shape)
-        h = self.model.apply({'params': params}, items.reshape(shape), col.reshape(shape), segment,
-                             per_group, True, method=self.model.encode_packed,
-                             rngs={'dropout': key})
+        rows, items, col, segment, per_group, _ = self.stream(real, masked, self.stream_cap)
+        h = self.model.apply({'params': params}, items, col, segment, per_group, True,
+                             method=self.model.encode_packed, rngs={'dropout': key})
         # a real token's place in its group's stream: the real tokens before it (row-major)
         rank = jnp.cumsum(real.reshape(G, -1).astype(jnp.int32), axis=1) - 1
         at = jnp.take_along_axis(rank.reshape(G, B // G, L), where.reshape(G, B // G, -1), axis=2)

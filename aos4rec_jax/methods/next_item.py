@@ -208,6 +208,24 @@ class NextItemMethod(Method):
 
         return self.constrain(keep.reshape(G * cap)), tuple(take(a) for a in arrays)
 
+    def stream(self, mask, items, cap, *arrays):
+        """A packed stream for a network's `encode_packed` (docs/DESIGN.md, "Packed sequences"):
+        each device group's real positions (mask [B, L]; row-major, so a row's tokens are
+        consecutive) end to end in chunks of L. Returns (rows bool [G x C] (False at filler),
+        items, column, segment int [n, L] (n = G x C / L; segment = the token's row of the
+        batch, -1 at filler), chunks_per_group, arrays [B, L, ...] gathered alike [G x C, ...]),
+        C = ceil(cap / L) x L."""
+        L, G = self.L, self.groups
+        per_group = -(-int(cap) // L)
+        B = items.shape[0]
+        row = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
+        col = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
+        rows, (items, col, row, *arrays) = self.positions(True, mask, items, col, row, *arrays,
+                                                          cap=per_group * L)
+        shape = (G * per_group, L)
+        segment = jnp.where(rows, row, -1).reshape(shape)
+        return rows, items.reshape(shape), col.reshape(shape), segment, per_group, tuple(arrays)
+
     def fits(self, data, key):
         """bool scalar: no device group of the step's batch counts more than `pack_cap` positions."""
         m = self.counted(data, key)

@@ -62,19 +62,11 @@ class SASRec(NextItemMethod):
         inputs, equal to the targets') end to end in chunks of L, `models.sasrec.encode_packed`.
         Returns (rows bool [G x C], h [G x C, D], arrays gathered alike [G x C, ...]), C = the
         group's chunks x L >= pack_cap."""
-        L, G = self.L, self.groups
-        per_group = -(-int(self.pack_cap) // L)
-        B = inputs.shape[0]
-        row = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
-        col = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[None, :], (B, L))
-        rows, (items, col, row, *arrays) = self.positions(True, mask, inputs, col, row, *arrays,
-                                                          cap=per_group * L)
-        shape = (G * per_group, L)
-        segment = jnp.where(rows, row, -1).reshape(shape)
-        h = self.model.apply({'params': params}, items.reshape(shape), col.reshape(shape), segment,
-                             per_group, True, method=self.model.encode_packed,
-                             rngs={'dropout': key})
-        return rows, h.reshape(G * per_group * L, -1), arrays
+        rows, items, col, segment, per_group, arrays = self.stream(mask, inputs, self.pack_cap,
+                                                                   *arrays)
+        h = self.model.apply({'params': params}, items, col, segment, per_group, True,
+                             method=self.model.encode_packed, rngs={'dropout': key})
+        return rows, h.reshape(rows.shape[0], -1), arrays
 
     def loss(self, params, data, key, packed=False):
         (k_neg, k_drop), users, inputs, pos = self.sequence_batch(data, key)
