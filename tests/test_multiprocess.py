@@ -90,7 +90,10 @@ def test_two_processes_train_like_one_and_their_run_loads_here(tmp_path):
     assert 'RUN SUMMARY' in outs[0][0] and 'RUN SUMMARY' not in outs[1][0]   # process 0 reports
 
     l1, l2 = _losses(one), _losses(two)
-    assert len(l1) == STEPS // 2 and l1[-1] < l1[0], l1
+    # six steps of the tiny config with dropout move the loss by noise only (1.61 1.59 1.62 with
+    # the packed network; 1.60 1.60 1.58 without): that it learns is the guard tests' concern
+    # (tests/test_guard_next_item.py); here, that every step changed the model
+    assert len(l1) == STEPS // 2 and len(set(l1)) == len(l1) and np.all(np.isfinite(l1)), l1
     np.testing.assert_allclose(l2, l1, rtol=1e-5)
     p1, p2 = _params(one), _params(two)
     assert [k for k, _ in p1] == [k for k, _ in p2] and len(p1) > 0
