@@ -133,3 +133,55 @@ def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_
         next_item.position_cap = orig
     assert m_low.pack_cap == 1
     np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_packed_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_ends(tmp_path):
+    """Same seed, same result with the packed network (dropout on): 6 steps in one go, and 3
+    steps then the same run extended to 6 from its step-3 checkpoint, end with bit-identical
+    parameters and the same logged losses."""
+    import importlib
+    import json
+    import contextlib
+    import io
+    from aos4rec_jax import checkpoint as ckpt_lib
+    from aos4rec_jax import datasets
+    from aos4rec_jax import methods
+    from aos4rec_jax import trainer
+
+    def config(steps):
+        c = importlib.import_module('experiments.configs.sasrec').get_config('tiny')
+        c.synthetic.cache_dir = str(tmp_path / 'data')
+        c.synthetic.seq_len, c.history_len = 8, 24          # short rows in a long window: it packs
+        c.train_steps, c.log_every, c.eval_every, c.checkpoint_every = steps, 1, 6, 3
+        c.max_eval_users = 16
+        c.pack_sequences = True
+        assert c.model_kwargs.dropout_rate > 0
+        return c
+
+    def run(c, wd):
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.train_and_evaluate(c, str(wd))
+
+    ds = datasets.get_dataset(config(6), str(tmp_path), log=lambda m: None)
+    m = methods.build(config(6), ds)
+    m.phases(shard_lib.make_mesh(jax.devices()[:1]))
+    assert m.pack_cap is not None                                  # the packed branch is taken
+    run(config(6), tmp_path / 'one')
+    run(config(3), tmp_path / 'two')
+    run(config(6), tmp_path / 'two')
+
+    def final(wd):
+        ck = ckpt_lib.Checkpointer(str(wd), create=False)
+        try:
+            state, _ = ck.restore(6, None)
+        finally:
+            ck.close()
+        with open(wd / 'metrics' / 'train.jsonl') as f:
+            losses = [json.loads(line)['loss'] for line in f]
+        return jax.tree.leaves(state['params']), losses
+
+    (p1, l1), (p2, l2) = final(tmp_path / 'one'), final(tmp_path / 'two')
+    assert l1 == l2 and len(l1) == 6
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
