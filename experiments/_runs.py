@@ -151,13 +151,117 @@ def ensure_run(cmd: list[str], done, args, record: str | None = None, quote: boo
     if args.dry_run:
         print(shown(cmd, quote), flush=True)
         return None
-    announce(cmd, quote)
     workdir = workdir_of(cmd)
+    if defer(args, cmd, done, record=record, quote=quote, log_name=log_name) or attempted(args, workdir):
+        return None
+    announce(cmd, quote)
     rc = run_logged(cmd, workdir, log_name=log_name, record=record, quote=quote, graceful=True)
     res = done()
     if rc or res is None:
         note_failure(args, os.path.join(workdir, log_name))
     return res
+
+
+# ----------------------------------------------------------------------------- --workers
+def add_workers_arg(ap) -> None:
+    ap.add_argument('--workers', type=int, default=1, metavar='N',
+                    help='runs at once (default 1). N > 1: the missing runs are found first, then '
+                         'run N at a time, each with one XLA intra-op thread (for a many-core '
+                         'CPU; on one GPU keep 1), then the tables are collected')
+
+
+def start_deferring(args) -> bool:
+    """Before a driver's first pass: with --workers > 1 (and runs to make), `ensure_run` and
+    `defer` queue the missing runs instead of running them (`run_deferred` runs the queue)."""
+    if getattr(args, 'workers', 1) > 1 and not (args.dry_run or args.collect_only):
+        args.defer_runs = []
+        return True
+    return False
+
+
+def defer(args, cmd, done, record=None, quote: bool = True, log_name: str = 'run.log') -> bool:
+    """Queues `cmd` (True) in a driver's first pass under --workers; False otherwise."""
+    queue = getattr(args, 'defer_runs', None)
+    if queue is None:
+        return False
+    if workdir_of(cmd) not in {workdir_of(c) for c, *_ in queue}:
+        queue.append((cmd, done, record, quote, log_name))
+    return True
+
+
+def attempted(args, workdir: str) -> bool:
+    """The run of `workdir` was made by `run_deferred` (finished or failed): not run again."""
+    return workdir in getattr(args, 'attempted_runs', ())
+
+
+def _parallel_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED='1', XLA_PYTHON_CLIENT_PREALLOCATE='false')
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false '
+                        'intra_op_parallelism_threads=1').strip()
+    return env
+
+
+def run_deferred(args, poll_s: float = 1.0) -> None:
+    """Runs the queued runs `args.workers` at a time (each from the repository root, its output
+    appended to WORKDIR/run.log, started and ended in the driver's record), one line as each
+    starts and ends; a failed run (exit status or no result) is noted (`failure_status`). Ctrl-C
+    (which the runs receive too) or a SIGTERM (forwarded to every run) starts nothing more,
+    waits for the running ones to save and stop, then stops the driver (exit 130 / 143); the
+    same command resumes them."""
+    queue, args.defer_runs = list(getattr(args, 'defer_runs', None) or []), None
+    args.attempted_runs = set(getattr(args, 'attempted_runs', ()))
+    workers, env, total = max(1, int(args.workers)), _parallel_env(), len(queue)
+    running, stop, t0 = [], [], time.time()
+
+    def forward(signum, frame):
+        stop.append(143)
+        for job in running:
+            job[0].send_signal(signal.SIGTERM)
+
+    old = signal.signal(signal.SIGTERM, forward)
+    try:
+        while running or (queue and not stop):
+            while queue and len(running) < workers and not stop:
+                cmd, done, record, quote, log_name = queue.pop(0)
+                workdir = workdir_of(cmd)
+                os.makedirs(workdir, exist_ok=True)
+                if record:
+                    _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} start {shown(cmd, True)}')
+                print(f'[{time.strftime("%H:%M:%S")}] start ({total - len(queue)}/{total}) '
+                      + shown(cmd, quote), flush=True)
+                log = open(os.path.join(workdir, log_name), 'a')
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+                running.append((proc, log, cmd, done, record, log_name, time.time()))
+            try:
+                time.sleep(poll_s)
+            except KeyboardInterrupt:          # the terminal's SIGINT reached the runs too
+                print('  Ctrl-C: waiting for the running runs to save their state and stop', flush=True)
+                stop.append(130)
+            for job in [j for j in running if j[0].poll() is not None]:
+                running.remove(job)
+                proc, log, cmd, done, record, log_name, t_start = job
+                log.close()
+                rc, workdir = proc.returncode, workdir_of(cmd)
+                if record:
+                    _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} exit {rc} {workdir}')
+                args.attempted_runs.add(workdir)
+                log_path = os.path.join(workdir, log_name)
+                if rc in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+                    print(f'  interrupted (exit {rc}): the same command resumes it; see {log_path}',
+                          flush=True)
+                    stop.append(130 if rc in (130, -signal.SIGINT) else 143)
+                    continue
+                ok = rc == 0 and done() is not None
+                if not ok:
+                    note_failure(args, log_path)
+                print(f'[{time.strftime("%H:%M:%S")}] {"done  " if ok else "failed"} {workdir} '
+                      f'({time.time() - t_start:.0f} s' + ('' if ok else f', exit {rc}; see {log_path}')
+                      + f'; {total - len(queue) - len(running)}/{total} ended, '
+                      f'{(time.time() - t0) / 60:.1f} min)', flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if stop:
+        raise SystemExit(stop[0])
 
 
 def note_failure(args, log_path: str) -> None:
@@ -277,11 +381,14 @@ def write_markdown(out_dir: str, name: str, text: str, num_rows: int) -> None:
 def made_by(module: str, argv) -> str:
     """'python -m MODULE ARGS' as a person types it (arguments shell-quoted), with a `--set V` that
     is given again later dropped: overrides apply in order, so only the last of identical ones
-    counts (a command assembled from earlier tables' commands plus new sets stays readable)."""
+    counts (a command assembled from earlier tables' commands plus new sets stays readable).
+    `--workers N` (how many runs at once; no figure depends on it) is left out."""
     argv = list(argv)
     pairs = [(i, argv[i + 1]) for i in range(len(argv) - 1) if argv[i] == '--set']
     later = {v: i for i, v in pairs}                         # the last place of each value
     drop = {j for i, v in pairs if later[v] != i for j in (i, i + 1)}
+    drop |= {j for i, a in enumerate(argv) if a == '--workers' for j in (i, i + 1)}
+    drop |= {i for i, a in enumerate(argv) if a.startswith('--workers=')}
     return shlex.join(['python', '-m', module] + [a for j, a in enumerate(argv) if j not in drop])
 
 

@@ -123,6 +123,7 @@ def main(argv=None) -> int:
                     help='a config override for one model (and dataset; model * = every model), e.g. '
                          'sasrec:model_kwargs.dropout_rate=0.2')
     _runs.add_output_args(ap)
+    _runs.add_workers_arg(ap)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     args.argv = argv
@@ -143,44 +144,57 @@ def main(argv=None) -> int:
                            len(seeds), ap.error)
     ledger = Ledger(os.path.join(args.out_dir, LEDGER), LEDGER_KEYS, [f for f, _, _ in FIGURES])
 
-    rows = []
-    for model in models:
-        for dataset in datasets:
-            cells = {'sampled': {'hr': [], 'ndcg': []}, 'full': {'hr': [], 'ndcg': []}}
-            cmd0 = None
-            for seed in seeds:
-                cmd = run_command(model, dataset, seed, args, overrides)
-                cmd0 = cmd0 or cmd
-                workdir = _runs.workdir_of(cmd)
-                res = read_result(workdir)
-                key = (model, dataset, seed)
-                from_folder, trained = res is not None, False
-                if res is None:
-                    row = ledger.lookup(key, cmd)
-                    res = ledger_result(row) if row is not None else None
-                if res is None and not args.collect_only:
-                    _runs.announce(cmd)
-                    if not args.dry_run:
-                        rc = _runs.run_logged(cmd, workdir, graceful=True)
-                        res = read_result(workdir)
-                        if rc or res is None:
-                            _runs.note_failure(args, os.path.join(workdir, 'run.log'))
-                        from_folder = trained = res is not None
-                if from_folder:                     # a run folder: the ledger takes it (or is corrected)
-                    ledger.take(key, ledger_values(res), cmd, trained, workdir)
-                if res is None:
-                    continue
+    def collect_rows():
+        """The table's rows from the run folders and the ledger, running (or, in the first pass
+        of --workers, queueing) the missing runs."""
+        rows = []
+        for model in models:
+            for dataset in datasets:
+                cells = {'sampled': {'hr': [], 'ndcg': []}, 'full': {'hr': [], 'ndcg': []}}
+                cmd0 = None
+                for seed in seeds:
+                    cmd = run_command(model, dataset, seed, args, overrides)
+                    cmd0 = cmd0 or cmd
+                    workdir = _runs.workdir_of(cmd)
+                    res = read_result(workdir)
+                    key = (model, dataset, seed)
+                    from_folder, trained = res is not None, False
+                    if res is None:
+                        row = ledger.lookup(key, cmd)
+                        res = ledger_result(row) if row is not None else None
+                    if res is None and not args.collect_only:
+                        if _runs.defer(args, cmd, lambda wd=workdir: read_result(wd)):
+                            continue                    # --workers: queued (the first pass)
+                        if _runs.attempted(args, workdir):
+                            continue                    # --workers: run, and failed (noted)
+                        _runs.announce(cmd)
+                        if not args.dry_run:
+                            rc = _runs.run_logged(cmd, workdir, graceful=True)
+                            res = read_result(workdir)
+                            if rc or res is None:
+                                _runs.note_failure(args, os.path.join(workdir, 'run.log'))
+                            from_folder = trained = res is not None
+                    if from_folder:                     # a run folder: the ledger takes it (or is corrected)
+                        ledger.take(key, ledger_values(res), cmd, trained, workdir)
+                    if res is None:
+                        continue
+                    for scene in ('sampled', 'full'):
+                        cells[scene]['hr'].append(res[scene]['hr@10'])
+                        cells[scene]['ndcg'].append(res[scene]['ndcg@10'])
                 for scene in ('sampled', 'full'):
-                    cells[scene]['hr'].append(res[scene]['hr@10'])
-                    cells[scene]['ndcg'].append(res[scene]['ndcg@10'])
-            for scene in ('sampled', 'full'):
-                pub = published(model, dataset, scene)
-                hr, nd = cells[scene]['hr'], cells[scene]['ndcg']
-                (hr_m, hr_s), (nd_m, nd_s) = _runs.mean_std(hr), _runs.mean_std(nd)
-                rows.append(dict(model=model, dataset=SHORT[dataset], scene=scene, seeds=len(hr),
-                                 hr10_mean=hr_m, hr10_std=hr_s, ndcg10_mean=nd_m, ndcg10_std=nd_s,
-                                 published_hr10=pub[0] if pub else '', published_ndcg10=pub[1] if pub else '',
-                                 hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
+                    pub = published(model, dataset, scene)
+                    hr, nd = cells[scene]['hr'], cells[scene]['ndcg']
+                    (hr_m, hr_s), (nd_m, nd_s) = _runs.mean_std(hr), _runs.mean_std(nd)
+                    rows.append(dict(model=model, dataset=SHORT[dataset], scene=scene, seeds=len(hr),
+                                     hr10_mean=hr_m, hr10_std=hr_s, ndcg10_mean=nd_m, ndcg10_std=nd_s,
+                                     published_hr10=pub[0] if pub else '', published_ndcg10=pub[1] if pub else '',
+                                     hr_text=fmt(hr), ndcg_text=fmt(nd), command=shown(cmd0)))
+        return rows
+
+    if _runs.start_deferring(args):   # --workers: find the missing runs, run them, then collect
+        collect_rows()
+        _runs.run_deferred(args)
+    rows = collect_rows()
     if args.dry_run:
         return 0
     ledger.write()

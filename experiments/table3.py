@@ -416,6 +416,7 @@ def main(argv=None) -> int:
                     help='a config override for one row (and dataset; row * = every row), e.g. '
                          'sasrec@yoochoose-100k:train_steps=3000; it wins over ROWS and --steps')
     _runs.add_output_args(ap)
+    _runs.add_workers_arg(ap)
     args = ap.parse_args(argv)
     rows = _runs.list_arg(args.rows)
     datasets = _runs.list_arg(args.datasets)
@@ -440,6 +441,9 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
     _runs.refuse_narrowing(args, 'table3', ('row', 'dataset', 'scene'),
                            [(r, d, sc) for r in rows for d in datasets for sc in SCENES], len(seeds), ap.error)
+    if _runs.start_deferring(args):      # --workers: find the missing runs, run them, then collect
+        collect(args, rows, datasets, seeds, overrides)
+        _runs.run_deferred(args)
     table = collect(args, rows, datasets, seeds, overrides)
     if args.dry_run:
         return 0

@@ -199,6 +199,119 @@ def test_ensure_run_records_a_failed_run_and_the_drivers_exit_1_after_writing(tm
     assert 'failed' not in capsys.readouterr().out
 
 
+def _job(tmp_path, name, code, done=None):
+    """A fake run for run_deferred: `python -c CODE --workdir=WD` (workdir_of reads the flag)."""
+    wd = str(tmp_path / name)
+    cmd = [sys.executable, '-c', code, f'--workdir={wd}']
+    return cmd, (done or (lambda: _runs.read_result(wd)))
+
+
+def test_run_deferred_runs_n_at_once_records_and_notes_failures(tmp_path, capsys):
+    """--workers 2: the queued runs start two at a time (the second before the first ends), each
+    one's output goes to its run.log, starts and exits to the record; a run that exits 3 and one
+    that exits 0 without its result are named by failure_status."""
+    import argparse
+    import time as time_mod
+    rec = str(tmp_path / 'commands.log')
+    write = ("import json, os, sys, time; wd = sys.argv[1].split('=', 1)[1]; "
+             "open(os.path.join(wd, 'start'), 'w').write(repr(time.time())); time.sleep({s}); "
+             "os.makedirs(os.path.join(wd, 'metrics'), exist_ok=True); "
+             "json.dump({{'sampled': {{}}}}, open(os.path.join(wd, 'metrics', 'test.json'), 'w')); "
+             "open(os.path.join(wd, 'end'), 'w').write(repr(time.time())); print('ran')")
+    jobs = [_job(tmp_path, 'a', write.format(s=1.5)), _job(tmp_path, 'b', write.format(s=1.5)),
+            _job(tmp_path, 'c', 'import sys; sys.exit(3)'), _job(tmp_path, 'd', 'pass')]
+    args = argparse.Namespace(workers=2, dry_run=False, collect_only=False)
+    assert _runs.start_deferring(args)
+    for cmd, done in jobs:
+        assert _runs.ensure_run(cmd, done, args, record=rec) is None      # queued, not run
+    assert not os.path.exists(tmp_path / 'a') and len(args.defer_runs) == 4
+    t0 = time_mod.time()
+    _runs.run_deferred(args, poll_s=0.1)
+    start_b = float((tmp_path / 'b' / 'start').read_text())
+    assert start_b < float((tmp_path / 'a' / 'end').read_text())          # two at once
+    assert time_mod.time() - t0 < 2 * 1.5 + 2.5
+    assert (tmp_path / 'a' / 'run.log').read_text() == 'ran\n'
+    log = open(rec).read().splitlines()
+    assert sorted(l.split()[2] for l in log) == ['exit'] * 4 + ['start'] * 4
+    assert f'exit 3 {tmp_path}/c' in '\n'.join(log)
+    assert args.attempted_runs == {str(tmp_path / n) for n in 'abcd'}
+    # the second pass: a finished run gives its result, a failed one is not run again
+    assert _runs.ensure_run(jobs[0][0], jobs[0][1], args, record=rec) == {'sampled': {}}
+    assert _runs.ensure_run(jobs[2][0], jobs[2][1], args, record=rec) is None
+    assert len(open(rec).read().splitlines()) == 8
+    assert _runs.failure_status(args) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (f'2 run(s) failed, their results are left out: '
+                                    f'{tmp_path}/c/run.log, {tmp_path}/d/run.log')
+    assert '] start (1/4) ' in out and f'failed {tmp_path}/c (' in out
+
+
+def test_run_deferred_forwards_a_sigterm_and_stops_after_the_runs_saved(tmp_path, capsys):
+    import argparse
+    import signal
+    import threading
+    code = ("import signal, sys, time; "
+            "signal.signal(signal.SIGTERM, lambda *a: (print('saved'), sys.exit(143))); "
+            "print('up', flush=True); time.sleep(60)")
+    jobs = [_job(tmp_path, n, code) for n in 'abc']
+    args = argparse.Namespace(workers=2, dry_run=False, collect_only=False)
+    _runs.start_deferring(args)
+    for cmd, done in jobs:
+        _runs.ensure_run(cmd, done, args)
+
+    def term():
+        for _ in range(100):                        # both runs up (their handlers installed)
+            if all(os.path.exists(tmp_path / n / 'run.log') and 'up' in
+                   (tmp_path / n / 'run.log').read_text() for n in 'ab'):
+                break
+            threading.Event().wait(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=term, daemon=True).start()
+    with pytest.raises(SystemExit) as e:
+        _runs.run_deferred(args, poll_s=0.1)
+    assert e.value.code == 143
+    assert (tmp_path / 'a' / 'run.log').read_text() == 'up\nsaved\n'
+    assert (tmp_path / 'b' / 'run.log').read_text() == 'up\nsaved\n'
+    assert not os.path.exists(tmp_path / 'c')                  # not started after the SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is not None
+    assert capsys.readouterr().out.count('interrupted (exit 143)') == 2
+
+
+def test_next_item_table_with_workers_runs_the_missing_runs_first_then_collects(tmp_path, capsys,
+                                                                                 monkeypatch):
+    work, data = _next_item_runs(tmp_path)
+    started = []
+
+    class FakeRun:
+        def __init__(self, cmd, stdout=None, stderr=None, cwd=None, env=None):
+            wd = _runs.workdir_of(cmd)
+            started.append((wd, env['XLA_FLAGS']))
+            self.returncode = 3 if '/Yelp/' in wd else 0
+            if not self.returncode:
+                _write(os.path.join(wd, 'metrics', 'test.json'),
+                       {'sampled': {'hr@10': 0.4, 'ndcg@10': 0.2}, 'full': {'hr@10': 0.05, 'ndcg@10': 0.02}})
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(_runs.subprocess, 'Popen', FakeRun)
+    out = tmp_path / 'res'
+    argv = ['--data-root', data, '--work-root', work, '--datasets', 'LastFM,Yelp', '--models', 'sasrec',
+            '--seeds', '0,2', '--out-dir', str(out), '--workers', '2']
+    assert next_item_table.main(argv) == 1
+    assert [w for w, _ in started] == [f'{work}/sasrec/LastFM/seed2', f'{work}/sasrec/Yelp/seed0',
+                                       f'{work}/sasrec/Yelp/seed2']
+    assert all('intra_op_parallelism_threads=1' in f for _, f in started)
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1] == (
+        f'2 run(s) failed, their cells are left out: {work}/sasrec/Yelp/seed0/run.log, '
+        f'{work}/sasrec/Yelp/seed2/run.log')
+    md = (out / 'next_item.md').read_text()
+    assert '| sasrec | LastFM | 2 | 0.4500 ± 0.0707 (0.96x) | 0.4706 |' in md
+    assert '--workers' not in md                                   # no figure depends on it
+
+
 def _next_item_runs(tmp_path):
     work, data = tmp_path / 'work', tmp_path / 'data'
     for d in ('LastFM', 'Yelp'):
@@ -602,6 +715,27 @@ def test_table3_really_runs_poprec_and_then_skips_it(tmp_path, capsys):
     assert table3.main(argv) == 0
     assert 'main.py' not in capsys.readouterr().out
     assert len((work / 'commands.log').read_text().splitlines()) == 2 and (out / 'table3.md').read_text() == md
+
+
+@pytest.mark.slow
+def test_table3_with_two_workers_runs_both_seeds_at_once(tmp_path, capsys):
+    """--workers 2 through main.py: PopRec's two seeds start before either ends, each in its own
+    folder; the table has both and its Made-by line no --workers."""
+    from aos4rec_jax import datasets
+    from experiments.configs import base
+    c = base.tiny(base.get_config())
+    datasets.make_synthetic(c.synthetic, str(tmp_path / 'data' / 'tiny'), log=lambda m: None)
+    work, out = tmp_path / 'w', tmp_path / 'out'
+    argv = ['--data-root', str(tmp_path / 'data'), '--work-root', str(work), '--rows', 'poprec',
+            '--datasets', 'tiny', '--seeds', '0,1', '--out-dir', str(out), '--workers', '2']
+    assert table3.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert '] start (1/2) python main.py' in printed and '] start (2/2) python main.py' in printed
+    assert printed.index('start (2/2)') < printed.index(' done ')        # both started first
+    for s in (0, 1):
+        assert (work / 'poprec' / 'tiny' / f'seed{s}' / 'metrics' / 'test.json').exists()
+    md = (out / 'table3.md').read_text()
+    assert '| PopRec | poprec.py | 2 | top-k scores |' in md and '--workers' not in md
 
 
 def test_memorization_reports_each_part_and_refuses_a_run_without_a_generator(tmp_path, capsys):
