@@ -28,7 +28,7 @@ from aos4rec_jax import config as config_lib
 from aos4rec_jax import data as data_lib
 from aos4rec_jax import optim
 from aos4rec_jax.methods import losses
-from aos4rec_jax.methods.next_item import NextItemMethod, position_cap, shift_in
+from aos4rec_jax.methods.next_item import NextItemMethod, shift_in
 from aos4rec_jax.models.bert4rec import BERT4Rec as BERT4RecNet, BERT4RecConfig
 
 
@@ -231,20 +231,15 @@ class BERT4Rec(NextItemMethod):
         """With `config.pack_sequences` (and the masked rows packed) the network runs on the
         real tokens only (`encode_stream_at`), at most `stream_cap` a device group."""
         phases = super().phases(mesh)
-        self.stream_cap = None
-        if self.pack_sequences and self.pack_cap is not None:
-            per_group = self.batch_size // self.groups
-            cap = position_cap(self.sequence_lengths(), per_group)
-            if cap < per_group * self.L:
-                self.stream_cap = cap
+        self.stream_cap = (self.group_cap(self.sequence_lengths(), self.L)
+                           if self.pack_sequences and self.pack_cap is not None else None)
         return phases
 
     def fits(self, data, key):
-        ok = super().fits(data, key)
-        if self.stream_cap is None:
-            return ok
-        real = self._batch(data, key)[2] > 0
-        return ok & jnp.all(jnp.sum(real.reshape(self.groups, -1), axis=1) <= self.stream_cap)
+        """Both caps, on one draw of the batch: the masked rows and (`stream_cap`) the tokens."""
+        _, _, seq, _, _, w = self._batch(data, key)
+        ok = self.within(w > 0, self.pack_cap)
+        return ok if self.stream_cap is None else ok & self.within(seq > 0, self.stream_cap)
 
     def encode_stream_at(self, params, masked, where, key):
         """h [B, M, D] at the positions `where` [B, M] of the rows `masked` [B, L], computed on

@@ -136,13 +136,8 @@ class NextItemMethod(Method):
         shard_lib.check_batch_size(self.batch_size, mesh)
         self.bsharding = shard_lib.batch_sharding(mesh)
         self.groups = int(mesh.devices.size)
-        self.pack_cap = None
         rows = self.packable_rows() if self.packing() else None
-        if rows is not None:
-            per_group = self.batch_size // self.groups
-            cap = position_cap(rows, per_group)
-            if cap < per_group * self.packed_width():
-                self.pack_cap = cap
+        self.pack_cap = None if rows is None else self.group_cap(rows, self.packed_width())
         return [Phase('train', int(self.config.train_steps), self.train_step,
                       examples_per_step=self.batch_size, epoch_examples=self.epoch_examples())]
 
@@ -226,10 +221,20 @@ class NextItemMethod(Method):
         segment = jnp.where(rows, row, -1).reshape(shape)
         return rows, items.reshape(shape), col.reshape(shape), segment, per_group, tuple(arrays)
 
+    def group_cap(self, rows, width: int):
+        """`position_cap` of a device group's B / G examples with counts `rows`; None (nothing
+        packed) when it is not below the group's B / G x `width` positions."""
+        per_group = self.batch_size // self.groups
+        cap = position_cap(rows, per_group)
+        return cap if cap < per_group * width else None
+
+    def within(self, mask, cap) -> jax.Array:
+        """bool scalar: no device group of the batch's mask [B, ...] counts more than `cap`."""
+        return jnp.all(jnp.sum(mask.reshape(self.groups, -1), axis=1) <= cap)
+
     def fits(self, data, key):
         """bool scalar: no device group of the step's batch counts more than `pack_cap` positions."""
-        m = self.counted(data, key)
-        return jnp.all(jnp.sum(m.reshape(self.groups, -1), axis=1) <= self.pack_cap)
+        return self.within(self.counted(data, key), self.pack_cap)
 
     def train_step(self, state, data):
         key = jax.random.fold_in(state['rng'], state['step'])
