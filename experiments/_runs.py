@@ -114,12 +114,22 @@ def run_logged(cmd: list[str], workdir: str, log_name: str = 'run.log', record: 
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if record:
         _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} exit {rc} {workdir}')
-    if graceful and rc in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+    if graceful and stop_status(rc):
         print(f'  interrupted (exit {rc}): the same command resumes it; see {log_path}', flush=True)
-        raise SystemExit(130 if rc in (130, -signal.SIGINT) else 143)
+        raise SystemExit(stop_status(rc))
     if rc:
         print(f'  failed (exit {rc}): see {log_path}', flush=True)
     return rc
+
+
+def stop_status(rc: int):
+    """The driver's exit status when a run ended by Ctrl-C (130) or SIGTERM (143), whether it
+    saved and exited with that status or was killed by the signal; None for any other end."""
+    if rc in (130, -signal.SIGINT):
+        return 130
+    if rc in (143, -signal.SIGTERM):
+        return 143
+    return None
 
 
 def _wait_gracefully(cmd, log) -> int:
@@ -246,10 +256,10 @@ def run_deferred(args, poll_s: float = 1.0) -> None:
                     _append(record, f'{time.strftime("%Y-%m-%d %H:%M:%S")} exit {rc} {workdir}')
                 args.attempted_runs.add(workdir)
                 log_path = os.path.join(workdir, log_name)
-                if rc in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+                if stop_status(rc):
                     print(f'  interrupted (exit {rc}): the same command resumes it; see {log_path}',
                           flush=True)
-                    stop.append(130 if rc in (130, -signal.SIGINT) else 143)
+                    stop.append(stop_status(rc))
                     continue
                 ok = rc == 0 and done() is not None
                 if not ok:
