@@ -69,8 +69,12 @@ def test_packed_loss_and_gradient_equal_the_padded_ones(model, variant):
     mesh = shard_lib.make_mesh(jax.devices()[:1])
     m.phases(mesh)
     assert m.pack_cap is not None and m.pack_cap < m.batch_size * m.packed_width()   # it packs
-    data = ds.device_data()
-    params = m.init_state(jax.random.PRNGKey(0))['params']
+    _assert_packed_equals_padded(m, ds.device_data(), m.init_state(jax.random.PRNGKey(0))['params'])
+
+
+def _assert_packed_equals_padded(m, data, params):
+    """Two steps' keys: the batch fits the cap, and the packed loss sum, count and gradient are
+    the padded ones (the count that of `counted`)."""
     padded, packed = _loss_and_grads(m, data, False), _loss_and_grads(m, data, True)
     for step in range(2):
         key = jax.random.PRNGKey(10 + step)
@@ -154,14 +158,18 @@ def test_train_steps_packed_equal_unpacked_and_over_the_cap_fall_back(devices):
     for a, b in zip(jax.tree.leaves(state['params']), jax.tree.leaves(ref_state['params'])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     # a cap every batch exceeds: the unpacked branch runs (the same steps again)
-    m_low, _ = _method('gru4rec', '')
+    _assert_over_the_cap_falls_back(_method('gru4rec', '')[0], ds, mesh, ref)
+
+
+def _assert_over_the_cap_falls_back(m, ds, mesh, ref):
+    """With a cap of 1 every batch is over it: the steps of `m` are the unpacked ones, `ref`."""
     orig = next_item.position_cap
     try:
         next_item.position_cap = lambda rows, batch, sigmas=6.0: 1
-        state, got = _steps(m_low, ds, mesh)
+        _, got = _steps(m, ds, mesh)
     finally:
         next_item.position_cap = orig
-    assert m_low.pack_cap == 1
+    assert m.pack_cap == 1
     np.testing.assert_allclose(got, ref, rtol=1e-6)
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from aos4rec_jax import sharding as shard_lib
-from aos4rec_jax.methods import next_item
 from aos4rec_jax.models import layers
-from tests.test_pack_positions import _loss_and_grads, _method, _steps
+from tests.test_pack_positions import (_assert_over_the_cap_falls_back, _assert_packed_equals_padded,
+                                       _loss_and_grads, _method, _steps)
 
 
 def test_band_mask_by_hand():
@@ -80,16 +80,7 @@ def test_packed_network_loss_and_gradient_equal_the_padded_ones(model, variant):
     assert m.pack_cap is not None and getattr(m, 'stream_cap', 0) is not None
     data = ds.device_data()
     params = m.init_state(jax.random.PRNGKey(0))['params']
-    padded, packed = _loss_and_grads(m, data, False), _loss_and_grads(m, data, True)
-    for step in range(2):
-        key = jax.random.PRNGKey(10 + step)
-        assert bool(m.fits(data, key))
-        s0, n0, g0 = padded(params, key)
-        s1, n1, g1 = packed(params, key)
-        assert float(n1) == float(n0)
-        np.testing.assert_allclose(float(s1), float(s0), rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
+    _assert_packed_equals_padded(m, data, params)
     # with dropout the masks differ, the loss stays finite and near the padded one's
     m.config.model_kwargs.dropout_rate = 0.2
     if model == 'bert4rec':
@@ -124,15 +115,7 @@ def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_
             assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) < 3e-3
         else:
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    m_low, _ = method()
-    orig = next_item.position_cap
-    try:
-        next_item.position_cap = lambda rows, batch, sigmas=6.0: 1
-        state, got = _steps(m_low, ds, mesh)
-    finally:
-        next_item.position_cap = orig
-    assert m_low.pack_cap == 1
-    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    _assert_over_the_cap_falls_back(method()[0], ds, mesh, ref)
 
 
 @pytest.mark.slow
