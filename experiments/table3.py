@@ -81,6 +81,11 @@ class Row:
     sets: tuple = ()           # (key, value) overrides on every dataset
     per_dataset: dict = dataclasses.field(default_factory=dict)   # dataset -> (key, value) pairs
     trains: bool = True        # False: --steps does not apply (PopRec)
+    label: str = ''            # the row's name in our tables when the paper has none
+
+    @property
+    def name(self) -> str:
+        return self.paper or self.label
 
 
 # Overrides by dataset (the kept parameters are always the best validation NDCG@K's:
@@ -117,9 +122,9 @@ ROWS = {
                        per_dataset={YC: _SEQ2SEQ_YC + (('aos4rec.critic_pretrain_steps', 200),
                                                        ('aos4rec.gan_steps', 200))}),
     # not in the paper's table
-    'sasrec_plus': Row(None,        'sasrec_plus', 'paper', per_dataset=_NEXT),
-    'gpt':         Row(None,        'gpt',         'paper', per_dataset=_NEXT),
-    'crr':         Row(None,        'crr',         'paper',
+    'sasrec_plus': Row(None,        'sasrec_plus', 'paper', per_dataset=_NEXT, label='SASRec+'),
+    'gpt':         Row(None,        'gpt',         'paper', per_dataset=_NEXT, label='GPT-style'),
+    'crr':         Row(None,        'crr',         'paper', label='CRR-Transformer',
                        per_dataset={ML: _NEXT_ML + (('crr.crr_steps', 2000),),
                                     YC: _NEXT_YC + (('crr.crr_steps', 1000),)}),
 }
@@ -369,7 +374,7 @@ def write_tables(table: list[dict], args, argv, rows, datasets, seeds, kept=()) 
                           f'{METRIC_NAME[m]}@{k} | paper' for m in METRICS) + ' |',
                       '|---|---|---|---|' + '---|---|' * len(METRICS)]
             for r in recs:
-                name = r['paper_name'] or r['row']
+                name = r['paper_name'] or (ROWS[r['row']].name if r['row'] in ROWS else '') or r['row']
                 cells = []
                 for m in METRICS:
                     cells.append(r[f'{m}_text'] + _runs.ratio_text(r[f'{m}_mean'], r[f'paper_{m}']))

@@ -12,6 +12,7 @@ from aos4rec_jax import sharding as shard_lib
 from aos4rec_jax import trainer
 from aos4rec_jax.methods import next_item
 from experiments.configs import bert4rec as bert4rec_config
+from experiments.configs import gcsan as gcsan_config
 from experiments.configs import gru4rec as gru4rec_config
 from experiments.configs import sasrec as sasrec_config
 from tests.helpers import tiny_prepared
@@ -35,8 +36,9 @@ def test_position_cap_by_hand():
     assert next_item.position_cap([], 8) == 0
 
 
-def _method(model, variant, batch=16, **sets):
-    module = {'sasrec': sasrec_config, 'gru4rec': gru4rec_config, 'bert4rec': bert4rec_config}[model]
+def _method(model, variant, batch=16, seqs=None, **sets):
+    module = {'sasrec': sasrec_config, 'gru4rec': gru4rec_config, 'bert4rec': bert4rec_config,
+              'gcsan': gcsan_config}[model]
     c = module.get_config(','.join(v for v in (variant, 'tiny') if v))
     c.batch_size = batch
     c.pack_positions = True
@@ -45,7 +47,8 @@ def _method(model, variant, batch=16, **sets):
         c.gru4rec.num_extra_negatives = 16
     for k, v in sets.items():
         c[k] = v
-    ds = data_lib.Dataset(tiny_prepared(SEQS, cap=2, history_len=12, target_len=1, k=2,
+    ds = data_lib.Dataset(tiny_prepared(SEQS if seqs is None else seqs, cap=2, history_len=12,
+                                        target_len=1, k=2,
                                         num_candidates=5))
     m = methods.build(c, ds)
     return m, ds
@@ -72,16 +75,18 @@ def test_packed_loss_and_gradient_equal_the_padded_ones(model, variant):
     _assert_packed_equals_padded(m, ds.device_data(), m.init_state(jax.random.PRNGKey(0))['params'])
 
 
-def _assert_packed_equals_padded(m, data, params):
+def _assert_packed_equals_padded(m, data, params, examples=None):
     """Two steps' keys: the batch fits the cap, and the packed loss sum, count and gradient are
-    the padded ones (the count that of `counted`)."""
+    the padded ones (the count that of `counted`, or `examples` for a loss counting one target
+    an example whatever its items, GCSAN's)."""
     padded, packed = _loss_and_grads(m, data, False), _loss_and_grads(m, data, True)
     for step in range(2):
         key = jax.random.PRNGKey(10 + step)
         assert bool(m.fits(data, key))
         s0, n0, g0 = padded(params, key)
         s1, n1, g1 = packed(params, key)
-        assert float(n1) == float(n0) == float(np.sum(np.asarray(m.counted(data, key))))
+        want = np.sum(np.asarray(m.counted(data, key))) if examples is None else examples
+        assert float(n1) == float(n0) == float(want)
         np.testing.assert_allclose(float(s1), float(s0), rtol=1e-5)
         for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)

@@ -1,16 +1,27 @@
 """Packed sequences (docs/DESIGN.md, "Packed sequences"): SASRec's and BERT4Rec's networks run on
 the batch's real items only, end to end in chunks of L with a banded (causal / two-sided) mask,
-and compute what they compute on the padded [B, L] rows: the same states, loss and gradient
-(without dropout, whose masks are drawn in the packed layout), on one device and on four."""
+GCSAN's on its session graphs' real nodes end to end, and they compute what they compute on the
+padded [B, L] rows: the same states, loss and gradient (without dropout, whose masks are drawn in
+the packed layout), on one device and on four."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from aos4rec_jax import sharding as shard_lib
+from aos4rec_jax.models import gcsan as gcsan_model
 from aos4rec_jax.models import layers
 from tests.test_pack_positions import (_assert_over_the_cap_falls_back, _assert_packed_equals_padded,
-                                       _loss_and_grads, _method, _steps)
+                                       _loss_and_grads, _method as _method_of, _steps)
+
+# GCSAN's session graphs need repeated items (a node per distinct item, edges counted): 40 users
+# of 4 to 9 items drawn with replacement from 12
+_RNG = np.random.default_rng(5)
+REPEATS = [list(_RNG.integers(1, 13, size=int(_RNG.integers(4, 10)))) for _ in range(40)]
+
+
+def _method(model, variant, **sets):
+    return _method_of(model, variant, seqs=REPEATS if model == 'gcsan' else None, **sets)
 
 
 def test_band_mask_by_hand():
@@ -71,8 +82,34 @@ def _no_dropout(m):
     m.model = m.build_network()
 
 
+def test_gcsan_packed_nodes_by_hand():
+    # two groups of two rows, cap 4: group 0 = rows 0 (2 nodes) and 1 (1 node), group 1 = rows
+    # 2 (3 nodes) and 3 (1 node)
+    nodes = jnp.array([[3, 5, 0, 0], [7, 0, 0, 0], [2, 4, 6, 0], [1, 0, 0, 0]])
+    g = gcsan_model.PackedNodes.of(nodes, groups=2, cap=4)
+    assert np.asarray(g.items).tolist() == [3, 5, 7, 0, 2, 4, 6, 1]
+    assert np.asarray(g.base).tolist() == [0, 2, 4, 7]
+    vals = jnp.arange(8.0)[:, None] * jnp.ones((1, 2))
+    rows = np.asarray(g.spread(vals))[..., 0]
+    assert rows.tolist() == [[0, 1, 0, 0], [2, 0, 0, 0], [4, 5, 6, 0], [7, 0, 0, 0]]
+    back = np.asarray(g.gather(g.spread(vals)))[:, 0]
+    assert back.tolist() == [0, 1, 2, 0, 4, 5, 6, 7]          # slot 3 is no row's node
+    # the tests' windows repeat items (fewer nodes than items) and pack
+    m, ds = _method('gcsan', '', pack_sequences=True)
+    m.phases(shard_lib.make_mesh(jax.devices()[:1]))
+    _, _, hist, _ = m.window_batch(ds.device_data(), jax.random.PRNGKey(10))
+    nodes = np.asarray(gcsan_model.session_graph(hist)[0])
+    lengths = np.sum(np.asarray(hist) > 0, axis=1)
+    assert (np.sum(nodes > 0, axis=1) < lengths).any()
+    assert int(np.sum(lengths)) <= m.pack_cap < m.batch_size * m.L
+    # the packed network refuses more than one block (h at the last position only)
+    assert m.packing()
+    m.config.model_kwargs.num_layers = 2
+    assert not type(m)(m.config, m.ds).packing()
+
+
 @pytest.mark.parametrize('model,variant', [('sasrec', ''), ('sasrec', 'plus'), ('bert4rec', ''),
-                                           ('bert4rec', 'untuned')])
+                                           ('bert4rec', 'untuned'), ('gcsan', '')])
 def test_packed_network_loss_and_gradient_equal_the_padded_ones(model, variant):
     m, ds = _method(model, variant, pack_sequences=True)
     _no_dropout(m)
@@ -80,7 +117,8 @@ def test_packed_network_loss_and_gradient_equal_the_padded_ones(model, variant):
     assert m.pack_cap is not None and getattr(m, 'stream_cap', 0) is not None
     data = ds.device_data()
     params = m.init_state(jax.random.PRNGKey(0))['params']
-    _assert_packed_equals_padded(m, data, params)
+    _assert_packed_equals_padded(m, data, params,
+                                 examples=m.batch_size if model == 'gcsan' else None)
     # with dropout the masks differ, the loss stays finite and near the padded one's
     m.config.model_kwargs.dropout_rate = 0.2
     if model == 'bert4rec':
@@ -91,7 +129,8 @@ def test_packed_network_loss_and_gradient_equal_the_padded_ones(model, variant):
     assert np.isfinite(float(s1)) and abs(float(s1) / float(n1) - float(s0) / float(n0)) < 0.5
 
 
-@pytest.mark.parametrize('model,devices', [('sasrec', 1), ('sasrec', 4), ('bert4rec', 4)])
+@pytest.mark.parametrize('model,devices', [('sasrec', 1), ('sasrec', 4), ('bert4rec', 4),
+                                           ('gcsan', 4)])
 def test_train_steps_on_the_packed_network_equal_unpacked_and_over_the_cap_fall_back(model, devices):
     mesh = shard_lib.make_mesh(jax.devices()[:devices])
 

@@ -100,13 +100,56 @@ def session_graph(seq: Array):
     return nodes, alias, a_in, a_out
 
 
+@dataclasses.dataclass(frozen=True)
+class PackedNodes:
+    """The session graphs' nodes of a batch packed end to end: row b's n_b nodes (the
+    distinct items of `session_graph`, in its order) take the slots base[b] .. base[b] + n_b - 1
+    of its device group's `cap` (group g = b // (B / G) owns the slots g x cap .. (g + 1) x cap -
+    1; rows in order within it). The caller makes sure no group has more than cap nodes."""
+    items: Array        # [G x cap] int32: the item of each slot (0 at the group's unused tail)
+    base: Array         # [B] int32: the slot of each row's node 0
+    valid: Array        # [B, L] bool: node slot j of row b is a node (j < n_b)
+
+    @classmethod
+    def of(cls, nodes: Array, groups: int, cap: int) -> 'PackedNodes':
+        """From `session_graph`'s nodes [B, L] (a row's n_b nodes first, then 0)."""
+        B, L = nodes.shape
+        valid = nodes > 0
+        count = jnp.sum(valid, axis=1, dtype=jnp.int32).reshape(groups, B // groups)
+        start = jnp.cumsum(count, axis=1) - count                         # exclusive, per group
+        base = (jnp.arange(groups, dtype=jnp.int32)[:, None] * cap + start).reshape(B)
+        slot = jnp.where(valid, base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :],
+                         groups * cap)                                    # off the end: dropped
+        items = jnp.zeros((groups * cap,), jnp.int32).at[slot].set(nodes, mode='drop')
+        return cls(items, base, valid)
+
+    def spread(self, packed: Array) -> Array:
+        """[G x cap, ...] -> [B, L, ...]: row b's node slots from the packed ones (0 beyond n_b)."""
+        L = self.valid.shape[1]
+        idx = jnp.where(self.valid, self.base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :], 0)
+        keep = self.valid.reshape(self.valid.shape + (1,) * (packed.ndim - 1))
+        return jnp.where(keep, packed[idx], jnp.zeros((), packed.dtype))
+
+    def gather(self, rows: Array) -> Array:
+        """[B, L, ...] -> [G x cap, ...]: the inverse of `spread` on the real node slots (0 on
+        the unused ones)."""
+        L = self.valid.shape[1]
+        slot = jnp.where(self.valid, self.base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :],
+                         self.items.shape[0])
+        out = jnp.zeros(self.items.shape + rows.shape[2:], rows.dtype)
+        return out.at[slot].set(rows, mode='drop')
+
+
 class GatedGNNCell(nn.Module):
     """One step of SR-GNN's gated graph cell on node vectors h [B, n, d]."""
     embed_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, a_in: Array, a_out: Array, h: Array) -> Array:
+    def __call__(self, a_in: Array, a_out: Array, h: Array, graph=None) -> Array:
+        """h [B, n, d] -> [B, n, d]. With graph = `PackedNodes`, h is the packed node vectors
+        [P, d] (every row's nodes end to end): the per-node layers run on them and only the two
+        edge products go through the rows' [B, n, d] layout."""
         d = self.embed_dim
         init = symmetric_uniform(1.0 / math.sqrt(d))
         dense = lambda f, name: nn.Dense(f, dtype=self.dtype, param_dtype=jnp.float32,
@@ -114,8 +157,10 @@ class GatedGNNCell(nn.Module):
         b_iah = self.param('b_iah', init, (d,), jnp.float32).astype(self.dtype)
         b_oah = self.param('b_oah', init, (d,), jnp.float32).astype(self.dtype)
         a_in, a_out = a_in.astype(self.dtype), a_out.astype(self.dtype)
-        msg_in = jnp.einsum('bvu,bud->bvd', a_in, dense(d, 'edge_in')(h)) + b_iah
-        msg_out = jnp.einsum('buv,bvd->bud', a_out, dense(d, 'edge_out')(h)) + b_oah
+        spread, gather = ((lambda x: x), (lambda x: x)) if graph is None else (graph.spread,
+                                                                               graph.gather)
+        msg_in = gather(jnp.einsum('bvu,bud->bvd', a_in, spread(dense(d, 'edge_in')(h)))) + b_iah
+        msg_out = gather(jnp.einsum('buv,bvd->bud', a_out, spread(dense(d, 'edge_out')(h)))) + b_oah
         gi = dense(3 * d, 'input_gates')(jnp.concatenate([msg_in, msg_out], axis=-1))
         gh = dense(3 * d, 'hidden_gates')(h)
         i_r, i_z, i_c = jnp.split(gi, 3, axis=-1)
@@ -131,15 +176,22 @@ class SelfAttentionBlock(nn.Module):
     cfg: GCSANConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-        """x [B, L, d], mask [B, L] bool (True = real key)."""
+    def __call__(self, x: Array, mask: Array, deterministic: bool, keys: Array = None,
+                 spread=None) -> Array:
+        """x [B, Q, d] (the queries' inputs), mask [B, L] bool (True = real key). The keys and
+        values are x's (Q = L) unless `keys` gives their inputs in another layout, which
+        `spread` takes from the projections' layout to [B, L, 1, d] (the packed network: keys =
+        the packed node vectors, x = the last position's)."""
         cfg = self.cfg
         d = cfg.embed_dim
         proj = lambda name: nn.DenseGeneral((1, d), use_bias=False, dtype=cfg.dtype,
                                             param_dtype=jnp.float32, name=name)
         dense = lambda name: nn.Dense(d, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
         drop = Dropout(cfg.dropout_rate)
-        q, k, v = proj('query')(x), proj('key')(x), proj('value')(x)     # [B, L, 1, d]
+        src = x if keys is None else keys
+        q, k, v = proj('query')(x), proj('key')(src), proj('value')(src)  # [B, L, 1, d]
+        if spread is not None:
+            k, v = spread(k), spread(v)
         e = layers.dot_product_attention(q, k, v, mask[:, None, None, :])[:, :, 0]
         e = drop(e, deterministic=deterministic)
         f = dense('ffn_2')(nn.relu(dense('ffn_1')(e))) + e
@@ -175,6 +227,30 @@ class GCSAN(layers.TiedItemScores, nn.Module):
             f = block(f, mask, not train)
         omega = jnp.asarray(cfg.omega, cfg.dtype)
         return omega * f[:, -1] + (1.0 - omega) * x[:, -1]
+
+    def encode_packed(self, seq: Array, groups: int, cap: int, train: bool = True) -> Array:
+        """`encode` (h [B, D]) with the per-node and per-position layers on the batch's real
+        nodes only (docs/DESIGN.md, "Packed sequences"; num_blocks = 1). The distinct items of
+        each device group's rows lie end to end in `cap` slots (`PackedNodes`; the caller made
+        sure no group has more); the gated GNN's dense layers, the key and value projections run
+        on those G x cap slots, the two edge products and the attention's keys on the rows'
+        [B, L] layout, and the query, the feed-forward layer and h on the last position only (the
+        only one h reads). Same h as `encode`, with dropout's masks drawn on [B, 1, d]."""
+        cfg = self.cfg
+        if cfg.num_blocks != 1:
+            raise ValueError(f'GCSAN.encode_packed: num_blocks must be 1, got {cfg.num_blocks}')
+        mask = seq > 0
+        nodes, alias, a_in, a_out = session_graph(seq)
+        graph = PackedNodes.of(nodes, groups, cap)
+        h = layers.lookup(self.item_embed.embedding, graph.items, cfg.dtype)  # [G x cap, d]
+        for _ in range(cfg.num_steps):
+            h = self.gnn(a_in, a_out, h, graph)
+        last = graph.base + alias[:, -1]             # the packed slot of each row's last item
+        x_last = h[last][:, None]                                        # [B, 1, d]
+        spread = lambda t: jnp.take_along_axis(graph.spread(t), alias[:, :, None, None], axis=1)
+        f = self.blocks[0](x_last, mask, not train, keys=h, spread=spread)
+        omega = jnp.asarray(cfg.omega, cfg.dtype)
+        return omega * f[:, 0] + (1.0 - omega) * x_last[:, 0]
 
     def __call__(self, seq: Array, users: Array = None, train: bool = False) -> Array:
         """= encode; every parameter exists after `init`."""

@@ -40,9 +40,10 @@ def get_config():
     c.pack_positions = True             # next-item losses over many items (SASRec+, GRU4Rec+) run
                                         # on the counted positions only, not the padding
                                         # (docs/DESIGN.md, "Packed positions"); same loss
-    c.pack_sequences = True             # SASRec's network runs on the batch's real items only,
-                                        # end to end in rows of L with a banded causal mask
-                                        # (docs/DESIGN.md, "Packed sequences"); same function
+    c.pack_sequences = True             # SASRec's, BERT4Rec's and GCSAN's networks run on the
+                                        # batch's real items only, end to end (SASRec, BERT4Rec:
+                                        # in rows of L with a banded mask; docs/DESIGN.md,
+                                        # "Packed sequences"); same function
     c.log_every = 50                    # console + metrics.jsonl every N steps
     c.eval_every = 500                  # validation every N steps (0 = only at the end)
     c.checkpoint_every = 500            # save the train state every N steps (0 = only at the end)
