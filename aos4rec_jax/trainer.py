@@ -100,10 +100,21 @@ def _flatten(d, prefix=''):
     return out
 
 
-def _check_resume_config(workdir: str, cfg: dict) -> None:
+# changes that leave a finished run's figures as they are (bookkeeping, or the same function)
+_NOT_RESULT_CHANGES = ('log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_batch_size',
+                       'loss_chunk', 'pack_positions', 'pack_sequences')
+# a finished run's final files: moved aside when the run goes on under a changed config
+FINAL_FILES = ('metrics/test.json', 'metrics/valid.json', 'metrics/summary.json', 'summary.txt',
+               'predictions/test.parquet')
+
+
+def _check_resume_config(workdir: str, cfg: dict) -> list[str]:
+    """Raises RunError when `workdir` holds a run of another config that cannot resume under
+    this one; returns the changed keys that can change the run's figures (resumable ones, e.g.
+    more train_steps)."""
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
-        return
+        return []
     old = _read_run_json(path)
     # fields added since the run was made take their defaults (nested: aos4rec.* one by one),
     # and so do the method's own options added since (Method.OPTIONS_ADDED_LATER)
@@ -122,6 +133,23 @@ def _check_resume_config(workdir: str, cfg: dict) -> None:
         if k in a and a.get(k) != b.get(k):
             log(f'config.{k} changed from {a.get(k)!r} to {b.get(k)!r}: the resumed run '
                 'continues with the new value')
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and k.split('.')[0] not in _NOT_RESULT_CHANGES)
+
+
+def _supersede_final_files(workdir: str, changed: list[str]) -> None:
+    """A finished run going on under a changed config (e.g. more train_steps): its final files
+    (FINAL_FILES) are moved to superseded/STAMP/, so the folder never shows the old figures as
+    the new config's while it trains (a table driver takes metrics/test.json as the result)."""
+    present = [f for f in FINAL_FILES if os.path.exists(os.path.join(workdir, f))]
+    if not changed or 'metrics/test.json' not in present:
+        return
+    dest = os.path.join(workdir, 'superseded', time.strftime('%Y%m%d-%H%M%S', time.gmtime()))
+    for f in present:
+        os.makedirs(os.path.dirname(os.path.join(dest, f)), exist_ok=True)
+        os.replace(os.path.join(workdir, f), os.path.join(dest, f))
+    log(f'the finished run goes on under a changed config ({", ".join(changed[:5])}): its final '
+        f'figures are moved to {dest}')
 
 
 def _truncate_jsonl(path: str, max_step: int) -> None:
@@ -495,7 +523,7 @@ def check_against_data(config, info) -> None:
 
 def _train_and_evaluate(config, workdir: str) -> dict:
     cfg_dict = config.to_dict()
-    _check_resume_config(workdir, cfg_dict)
+    changed = _check_resume_config(workdir, cfg_dict)
     # config.json and dataset.json are written only once the config and the data are known to
     # be usable: a failed start (a mistyped data_dir, a damaged file) leaves the workdir reusable
     ds = datasets.get_dataset(config, workdir, log=log)
@@ -508,6 +536,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     mesh = shard_lib.make_mesh(jax.devices()[:n_dev] if n_dev else None)
     method, generate_fn = build(config, ds)
     if jax.process_index() == 0:
+        _supersede_final_files(workdir, changed)
         evaluation.write_json(os.path.join(workdir, 'config.json'), cfg_dict)
         evaluation.write_json(os.path.join(workdir, 'dataset.json'),
                               dict(info.__dict__, data_dir=os.path.abspath(ds.data_dir),

@@ -4,10 +4,16 @@ Markdown / CSV files written through a temporary file and os.replace.
 
 A run is finished when its metrics file exists (`metrics/test.json`, or `metrics/test_TAG.json`
 for a re-evaluation with `python -m aos4rec_jax.evaluate --tag TAG`): main.py and evaluate.py
-write it last, so a killed run leaves none and its command, run again, resumes it.
+write it last, so a killed run leaves none and its command, run again, resumes it. A finished
+folder whose config.json disagrees with the command's `--config.KEY=VALUE` overrides (the driver
+was run again with another --set) is not the command's result: `read_result(..., cmd=...)` says
+so in one line and returns None, so the command runs on the folder (main.py extends a run whose
+change it can resume, e.g. more train_steps, and moves the old final figures aside; it refuses
+any other change, naming the field) or, with --collect-only, the cell is left out.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -81,10 +87,73 @@ def overrides_for(overrides: dict, row: str, dataset: str) -> list:
 
 # ----------------------------------------------------------------------------- running
 
-def read_result(workdir: str, tag: str = ''):
-    """metrics/test.json (or test_TAG.json) of a run as a dict; None while it is not finished."""
+def _flat(d: dict, prefix: str = '') -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def _same_value(value, text: str) -> bool:
+    """Whether config.json's `value` is what the flag text `text` sets (as ml_collections parses
+    it: by the field's type)."""
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        parsed = text
+    if isinstance(value, bool) or isinstance(parsed, bool):
+        return str(value).lower() == str(parsed).lower()
+    if isinstance(value, (int, float)) and isinstance(parsed, (int, float)):
+        return float(value) == float(parsed)
+    if isinstance(value, (list, tuple)) and isinstance(parsed, (list, tuple)):
+        return list(value) == list(parsed)
+    return str(value) == str(parsed)
+
+
+def config_mismatch(workdir: str, cmd: list[str]) -> str | None:
+    """The first `--config.KEY=VALUE` of a main.py command that the run folder's config.json
+    does not hold ('KEY: X in the folder, Y in the command'); None when they agree, when the
+    folder has no config.json, or for a key the folder's config lacks (a field added later)."""
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            flat = _flat(json.load(f))
+    except (OSError, ValueError):
+        return None
+    sets = {}                                  # a key set twice counts at its last value
+    for part in cmd:
+        if part.startswith('--config.') and '=' in part:
+            key, _, text = part[len('--config.'):].partition('=')
+            sets[key] = text
+    for key, text in sets.items():
+        if key == 'data_dir' or key not in flat:
+            continue
+        if not _same_value(flat[key], text):
+            return f'{key}: {flat[key]!r} in the folder, {text} in the command'
+    return None
+
+
+_SAID_STALE: set = set()
+
+
+def read_result(workdir: str, tag: str = '', cmd: list[str] | None = None):
+    """metrics/test.json (or test_TAG.json) of a run as a dict; None while it is not finished,
+    and (said once) when `cmd`, the main.py command of the run, sets a config value the
+    folder's run did not have (`config_mismatch`)."""
     path = os.path.join(workdir, 'metrics', f'test_{tag}.json' if tag else 'test.json')
     if not os.path.exists(path):
+        return None
+    why = config_mismatch(workdir, cmd) if cmd else None
+    if why:
+        if workdir not in _SAID_STALE:
+            _SAID_STALE.add(workdir)
+            print(f'{workdir}: finished under another config ({why}); not this command\'s '
+                  'result (the command runs on it unless --collect-only)', flush=True)
         return None
     with open(path) as f:
         return json.load(f)

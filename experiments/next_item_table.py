@@ -156,21 +156,21 @@ def main(argv=None) -> int:
                     cmd = run_command(model, dataset, seed, args, overrides)
                     cmd0 = cmd0 or cmd
                     workdir = _runs.workdir_of(cmd)
-                    res = read_result(workdir)
+                    res = read_result(workdir, cmd=cmd)
                     key = (model, dataset, seed)
                     from_folder, trained = res is not None, False
                     if res is None:
                         row = ledger.lookup(key, cmd)
                         res = ledger_result(row) if row is not None else None
                     if res is None and not args.collect_only:
-                        if _runs.defer(args, cmd, lambda wd=workdir: read_result(wd)):
+                        if _runs.defer(args, cmd, lambda wd=workdir, c=cmd: read_result(wd, cmd=c)):
                             continue                    # --workers: queued (the first pass)
                         if _runs.attempted(args, workdir):
                             continue                    # --workers: run, and failed (noted)
                         _runs.announce(cmd)
                         if not args.dry_run:
                             rc = _runs.run_logged(cmd, workdir, graceful=True)
-                            res = read_result(workdir)
+                            res = read_result(workdir, cmd=cmd)
                             if rc or res is None:
                                 _runs.note_failure(args, os.path.join(workdir, 'run.log'))
                             from_folder = trained = res is not None

@@ -237,7 +237,7 @@ def collect(args, rows, datasets, seeds, overrides) -> list[dict]:
                 cmd = run_command(row, dataset, seed, args, overrides)
                 wd = _runs.workdir_of(cmd)
                 key = (row, dataset, seed)
-                res = _runs.read_result(wd)
+                res = _runs.read_result(wd, cmd=cmd)
                 if res is not None:       # a run folder: the ledger takes it (or is corrected)
                     ledger.take(key, ledger_values(res), cmd, trained=False, workdir=wd)
                 else:
@@ -245,7 +245,8 @@ def collect(args, rows, datasets, seeds, overrides) -> list[dict]:
                     if kept is not None:
                         res = ledger_result(kept)
                     else:
-                        res = _runs.ensure_run(cmd, lambda wd=wd: _runs.read_result(wd), args, record=record)
+                        res = _runs.ensure_run(cmd, lambda wd=wd, c=cmd: _runs.read_result(wd, cmd=c),
+                                               args, record=record)
                         if res is not None:
                             ledger.take(key, ledger_values(res), cmd, trained=True, workdir=wd)
                 results[row, dataset, seed] = res

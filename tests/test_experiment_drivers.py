@@ -412,6 +412,46 @@ def test_next_item_ledger_keeps_results_whose_run_folders_are_gone(tmp_path, cap
         next_item_table.main(base + ['--models', 'sasrec', '--replace'])
 
 
+def test_a_finished_folder_of_another_config_is_not_taken_as_the_commands_result(tmp_path, capsys):
+    """A run folder finished under other overrides (the driver run again with another --set) is
+    said in one line and left out with --collect-only, not shown under the new command; the same
+    values said another way (7 / 7.0 / '7', True / true) agree, and a key the folder lacks (a
+    field added later) cannot tell."""
+    wd = tmp_path / 'run'
+    _write(str(wd / 'config.json'), {'train_steps': 7, 'pack_sequences': True, 'model': 'sasrec',
+                                     'model_kwargs': {'dropout_rate': 0.2},
+                                     'decode': {'strategy': 'topk'}})
+    _write(str(wd / 'metrics' / 'test.json'), {'sampled': {'hr@10': 0.5}})
+    same = ['python', 'main.py', '--config=c.py', f'--workdir={wd}', '--config.data_dir=/x',
+            '--config.train_steps=7.0', '--config.pack_sequences=true',
+            '--config.model_kwargs.dropout_rate=0.2', '--config.decode.strategy=topk',
+            '--config.early_stop_patience=4']
+    assert _runs.config_mismatch(str(wd), same) is None
+    assert _runs.config_mismatch(str(wd), same[:5] + ['--config.train_steps=3'] + same[5:]) is None
+    assert _runs.read_result(str(wd), cmd=same) == {'sampled': {'hr@10': 0.5}}
+    for flag, why in [('--config.train_steps=10000', 'train_steps: 7 in the folder, 10000'),
+                      ('--config.model_kwargs.dropout_rate=0.5', 'dropout_rate: 0.2 in the folder'),
+                      ('--config.decode.strategy=beam', "decode.strategy: 'topk' in the folder")]:
+        assert why in _runs.config_mismatch(str(wd), same + [flag])
+    capsys.readouterr()
+    assert _runs.read_result(str(wd), cmd=same + ['--config.train_steps=10']) is None
+    assert _runs.read_result(str(wd), cmd=same + ['--config.train_steps=10']) is None
+    said = _lines(capsys)
+    assert len(said) == 1 and 'finished under another config (train_steps: 7' in said[0]
+    # the driver: sasrec x LastFM seed 0 finished with train_steps 2000; asked 10000, it is left out
+    work, data = _next_item_runs(tmp_path)
+    _write(os.path.join(work, 'sasrec', 'LastFM', 'seed0', 'config.json'), {'train_steps': 2000})
+    out = tmp_path / 'res'
+    base = ['--data-root', data, '--work-root', work, '--collect-only', '--datasets', 'LastFM',
+            '--models', 'sasrec', '--seeds', '0,1', '--out-dir', str(out)]
+    assert next_item_table.main(base + ['--set', 'sasrec:train_steps=2000']) == 0
+    assert '| sasrec | LastFM | 2 |' in (out / 'next_item.md').read_text()
+    capsys.readouterr()
+    assert next_item_table.main(base + ['--set', 'sasrec:train_steps=10000', '--replace']) == 0
+    assert any('seed0: finished under another config (train_steps: 2000' in l for l in _lines(capsys))
+    assert '| sasrec | LastFM | 1 |' in (out / 'next_item.md').read_text()
+
+
 # ------------------------------------------------------------------------------ table3
 
 def test_table3_paper_figures_match_the_papers_text():

@@ -341,10 +341,19 @@ def test_next_item_run_extended_from_its_checkpoint_ends_where_one_run_ends(tmp_
 
     run(tmp_path / 'a', 40)
     run(tmp_path / 'b', 20)
+    with open(tmp_path / 'b' / 'metrics' / 'test.json') as f:
+        first = json.load(f)
     capsys.readouterr()
     run(tmp_path / 'b', 40)
     out = capsys.readouterr().out
     assert 'resumed from checkpoint step 20' in out and 'steps 20 -> 40' in out, out[-2000:]
+    # the 20-step run's final figures were moved aside before it went on (never shown as the
+    # 40-step config's), not lost
+    assert 'goes on under a changed config (train_steps)' in out
+    (old,) = (tmp_path / 'b' / 'superseded').iterdir()
+    with open(old / 'metrics' / 'test.json') as f:
+        assert json.load(f) == first
+    assert (old / 'summary.txt').exists() and (old / 'predictions' / 'test.parquet').exists()
 
     def state(d):
         return ocp.StandardCheckpointer().restore(str(d / 'checkpoints' / '40' / 'state'))
