@@ -71,9 +71,10 @@ def test_each_phase_draws_from_its_own_users():
     seen = []
 
     class Recording(ssrgan.Steps):
-        def batch(self, d, key):
+        def batch(self, d, key):          # the drawn targets' users, recorded as the step runs
             b, banned = super().batch(d, key)
-            seen.append(sorted({int(x) // 10 for x in np.asarray(b.target).ravel() if x > 0}))
+            jax.debug.callback(lambda t: seen.append(
+                sorted({int(x) // 10 for x in np.asarray(t).ravel() if x > 0})), b.target)
             return b, banned
 
     st = Recording(c, model, critic, info, 8, bsh, window_cums=cums)
@@ -83,13 +84,12 @@ def test_each_phase_draws_from_its_own_users():
     state = dict(step=jnp.int32(0), rng=jax.random.PRNGKey(2), params=params,
                  opt_state=st.mle_tx.init(params), critic=cp, critic_opt_state=st.d_tx.init(cp))
     outside, inside = set(np.flatnonzero(~held).tolist()), set(np.flatnonzero(held).tolist())
-    with jax.disable_jit():
-        st.seq2seq_step(state, data)
-        assert set(seen[-1]) <= outside and seen[-1]
-        st.critic_update(state, data, jax.random.PRNGKey(3))
-        assert set(seen[-1]) <= inside and seen[-1]
-        st.generator_update(state, data, jax.random.PRNGKey(4))
-        assert set(seen[-1]) <= inside and seen[-1]
+    jax.block_until_ready(jax.jit(st.seq2seq_step)(state, data))
+    assert len(seen) == 1 and set(seen[-1]) <= outside and seen[-1]
+    jax.block_until_ready(jax.jit(st.critic_update)(state, data, jax.random.PRNGKey(3)))
+    assert len(seen) == 2 and set(seen[-1]) <= inside and seen[-1]
+    jax.block_until_ready(jax.jit(st.generator_update)(state, data, jax.random.PRNGKey(4)))
+    assert len(seen) == 3 and set(seen[-1]) <= inside and seen[-1]
     # without a holdout: one part, every user's windows
     st0 = ssrgan.Steps(c, model, critic, info, 8, bsh)
     assert st0.part(data, 'critic') is data and st0.seq2seq_windows == info.num_windows
@@ -102,14 +102,15 @@ def test_mle_step_draws_from_the_seq2seq_users():
     drawn = []
     orig = data_lib.sample_windows
 
-    def spy(d, key, *a):
+    def spy(d, key, *a):                  # the drawn targets' users, recorded as the step runs
         b = orig(d, key, *a)
-        drawn.extend(int(x) // 10 for x in np.asarray(b.target).ravel() if x > 0)
+        jax.debug.callback(lambda t: drawn.extend(int(x) // 10 for x in np.asarray(t).ravel()
+                                                  if x > 0), b.target)
         return b
     params = seq2seq.init_params(model, info, jax.random.PRNGKey(0))
     state = dict(step=jnp.int32(0), rng=jax.random.PRNGKey(2), params=params,
                  opt_state=st.mle_tx.init(params))
-    with jax.disable_jit(), pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data_lib, 'sample_windows', spy)
-        st.seq2seq_step(state, data)
+        jax.block_until_ready(jax.jit(st.seq2seq_step)(state, data))
     assert drawn and set(drawn) == set(np.flatnonzero(~held).tolist())
