@@ -123,8 +123,8 @@ def _check_resume_config(workdir: str, cfg: dict) -> list[str]:
     a = {**_flatten(FIELDS_ADDED_LATER), **_flatten(added), **_flatten(old)}
     b = _flatten(cfg)
     resumable = method_cls.resumable_changes(cfg, set(RESUMABLE_CHANGES))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                  and k.split('.')[0] not in resumable and k not in resumable)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    diff = [k for k in changed if k.split('.')[0] not in resumable and k not in resumable]
     if diff:
         details = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:5])
         raise RunError(f'{workdir} holds a run with a different config ({details}); use a new '
@@ -133,8 +133,7 @@ def _check_resume_config(workdir: str, cfg: dict) -> list[str]:
         if k in a and a.get(k) != b.get(k):
             log(f'config.{k} changed from {a.get(k)!r} to {b.get(k)!r}: the resumed run '
                 'continues with the new value')
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                  and k.split('.')[0] not in _NOT_RESULT_CHANGES)
+    return [k for k in changed if k.split('.')[0] not in _NOT_RESULT_CHANGES]
 
 
 def _supersede_final_files(workdir: str, changed: list[str]) -> None:

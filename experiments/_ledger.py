@@ -27,13 +27,8 @@ def config_part(command: str) -> tuple:
     data root (which differ from machine to machine; the dataset is in the ledger's key)."""
     parts = shlex.split(command)
     parts = parts[parts.index('main.py') + 1:] if 'main.py' in parts else parts
-    config, sets = None, {}
-    for p in parts:
-        if p.startswith('--config='):
-            config = p
-        elif p.startswith('--config.') and not p.startswith('--config.data_dir='):
-            key, _, value = p.partition('=')
-            sets[key] = value
+    config = next((p for p in reversed(parts) if p.startswith('--config=')), None)
+    sets = {f'--config.{k}': v for k, v in _runs.config_sets(parts).items() if k != 'data_dir'}
     return config, tuple(sorted(sets.items()))
 
 

@@ -87,7 +87,20 @@ def overrides_for(overrides: dict, row: str, dataset: str) -> list:
 
 # ----------------------------------------------------------------------------- running
 
+def config_sets(parts) -> dict:
+    """{KEY: VALUE} of a main.py command's `--config.KEY=VALUE` parts, each key at the last value
+    it is set to (as ml_collections applies them)."""
+    sets = {}
+    for p in parts:
+        if p.startswith('--config.'):
+            key, _, value = p[len('--config.'):].partition('=')
+            sets[key] = value
+    return sets
+
+
 def _flat(d: dict, prefix: str = '') -> dict:
+    """config.json's nested dict as {'a.b': value} (trainer._flatten's twin: the drivers do not
+    import jax)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
@@ -125,12 +138,7 @@ def config_mismatch(workdir: str, cmd: list[str]) -> str | None:
             flat = _flat(json.load(f))
     except (OSError, ValueError):
         return None
-    sets = {}                                  # a key set twice counts at its last value
-    for part in cmd:
-        if part.startswith('--config.') and '=' in part:
-            key, _, text = part[len('--config.'):].partition('=')
-            sets[key] = text
-    for key, text in sets.items():
+    for key, text in config_sets(cmd).items():
         if key == 'data_dir' or key not in flat:
             continue
         if not _same_value(flat[key], text):

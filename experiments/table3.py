@@ -375,7 +375,7 @@ def write_tables(table: list[dict], args, argv, rows, datasets, seeds, kept=()) 
                           f'{METRIC_NAME[m]}@{k} | paper' for m in METRICS) + ' |',
                       '|---|---|---|---|' + '---|---|' * len(METRICS)]
             for r in recs:
-                name = r['paper_name'] or (ROWS[r['row']].name if r['row'] in ROWS else '') or r['row']
+                name = (ROWS[r['row']].name if r['row'] in ROWS else r['paper_name']) or r['row']
                 cells = []
                 for m in METRICS:
                     cells.append(r[f'{m}_text'] + _runs.ratio_text(r[f'{m}_mean'], r[f'paper_{m}']))

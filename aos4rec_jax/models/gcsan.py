@@ -108,7 +108,7 @@ class PackedNodes:
     1; rows in order within it). The caller makes sure no group has more than cap nodes."""
     items: Array        # [G x cap] int32: the item of each slot (0 at the group's unused tail)
     base: Array         # [B] int32: the slot of each row's node 0
-    valid: Array        # [B, L] bool: node slot j of row b is a node (j < n_b)
+    slot: Array         # [B, L] int32: the slot of node j of row b; G x cap (off the end) for j >= n_b
 
     @classmethod
     def of(cls, nodes: Array, groups: int, cap: int) -> 'PackedNodes':
@@ -119,25 +119,21 @@ class PackedNodes:
         start = jnp.cumsum(count, axis=1) - count                         # exclusive, per group
         base = (jnp.arange(groups, dtype=jnp.int32)[:, None] * cap + start).reshape(B)
         slot = jnp.where(valid, base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :],
-                         groups * cap)                                    # off the end: dropped
+                         groups * cap)
         items = jnp.zeros((groups * cap,), jnp.int32).at[slot].set(nodes, mode='drop')
-        return cls(items, base, valid)
+        return cls(items, base, slot)
 
     def spread(self, packed: Array) -> Array:
         """[G x cap, ...] -> [B, L, ...]: row b's node slots from the packed ones (0 beyond n_b)."""
-        L = self.valid.shape[1]
-        idx = jnp.where(self.valid, self.base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :], 0)
-        keep = self.valid.reshape(self.valid.shape + (1,) * (packed.ndim - 1))
-        return jnp.where(keep, packed[idx], jnp.zeros((), packed.dtype))
+        valid = self.slot < self.items.shape[0]
+        keep = valid.reshape(valid.shape + (1,) * (packed.ndim - 1))
+        return jnp.where(keep, packed[jnp.where(valid, self.slot, 0)], jnp.zeros((), packed.dtype))
 
     def gather(self, rows: Array) -> Array:
         """[B, L, ...] -> [G x cap, ...]: the inverse of `spread` on the real node slots (0 on
         the unused ones)."""
-        L = self.valid.shape[1]
-        slot = jnp.where(self.valid, self.base[:, None] + jnp.arange(L, dtype=jnp.int32)[None, :],
-                         self.items.shape[0])
         out = jnp.zeros(self.items.shape + rows.shape[2:], rows.dtype)
-        return out.at[slot].set(rows, mode='drop')
+        return out.at[self.slot].set(rows, mode='drop')
 
 
 class GatedGNNCell(nn.Module):
