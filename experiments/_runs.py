@@ -138,7 +138,8 @@ def config_mismatch(workdir: str, cmd: list[str]) -> str | None:
             flat = _flat(json.load(f))
     except (OSError, ValueError):
         return None
-    for key, text in config_sets(cmd).items():
+    # only KEY=VALUE parts: a bare `--config.KEY` (absl's True for a bool field) is not compared
+    for key, text in config_sets(p for p in cmd if '=' in p).items():
         if key == 'data_dir' or key not in flat:
             continue
         if not _same_value(flat[key], text):

@@ -6,9 +6,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA's quick compile (jax's `jax_disable_most_optimizations`: backend optimisation level 0, no
 # expensive LLVM passes). Most of the suite's time is compiling tiny programs that then run a few
 # steps. The tests compare runs with runs, or with values computed by hand within tolerances, so
-# they hold at any level (the whole suite passes at both; docs/testing.md). Set in the environment, so the
-# main.py processes that tests start compile the same way. JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs
-# the suite with XLA's defaults.
+# they hold at any level (the whole suite passes at both; docs/testing.md). Set in the
+# environment, so the main.py processes that tests start compile the same way.
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the suite with XLA's defaults.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 # JAX's persistent compilation cache, shared by the pytest-xdist workers: dozens of tests train

@@ -430,6 +430,7 @@ def test_a_finished_folder_of_another_config_is_not_taken_as_the_commands_result
             '--config.early_stop_patience=4']
     assert _runs.config_mismatch(str(wd), same) is None
     assert _runs.config_mismatch(str(wd), same[:5] + ['--config.train_steps=3'] + same[5:]) is None
+    assert _runs.config_mismatch(str(wd), same + ['--config.pack_sequences']) is None   # absl's True
     assert _runs.read_result(str(wd), cmd=same) == {'sampled': {'hr@10': 0.5}}
     for flag, why in [('--config.train_steps=10000', 'train_steps: 7 in the folder, 10000'),
                       ('--config.model_kwargs.dropout_rate=0.5', 'dropout_rate: 0.2 in the folder'),
