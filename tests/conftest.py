@@ -34,6 +34,31 @@ if _CACHE != "off":
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# ------------------------------------------------------------------------------ one device by default
+# The trainer's default mesh (config.mesh.num_devices = 0) is "every device": 8 fake CPU devices in
+# the test processes. Most tests check a method, a phase or a file, not data parallelism, and a
+# tiny run split 8 ways on a 2-core machine spends most of its time partitioning, compiling and
+# synchronizing 8 programs: one in-process SSRGAN run of tests/test_critic_stop.py took 44 s on 8
+# devices and 24 s on 1 (its second run in one process, warm compilation cache). So here "every
+# device" is the first device, unless the test is marked `@pytest.mark.all_devices`. A mesh built
+# from devices a test names (the 1-vs-8 tests of test_seq2seq_training.py, test_fake_devices.py,
+# the packed-step tests) and config.mesh.num_devices > 0 are left as they are; the main.py processes
+# tests start see one CPU device anyway.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _trainer_mesh_on_one_device(request, monkeypatch):
+    if request.node.get_closest_marker('all_devices') is not None:
+        yield
+        return
+    import jax as _jax
+    real = sharding.make_mesh
+    monkeypatch.setattr(sharding, 'make_mesh',
+                        lambda devices=None: real(_jax.devices()[:1] if devices is None else devices))
+    yield
+
+
 # ------------------------------------------------------------------------------ the smoke set
 # `python -m pytest -m "not slow"` is the smoke set (about two minutes); `python -m pytest` (CI)
 # runs everything. Besides the tests decorated with @pytest.mark.slow, these are marked slow here

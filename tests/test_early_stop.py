@@ -36,6 +36,8 @@ def _latest_step(workdir):
         ck.close()
 
 
+# saved, stopped and resumed on the trainer's default mesh, all 8 fake devices (tests/conftest.py)
+@pytest.mark.all_devices
 def test_early_stop_ends_the_run_and_the_same_command_resumes_to_the_same_end(tmp_path, capsys):
     wd = str(tmp_path / 'run')
     trainer.train_and_evaluate(_config(2), wd)

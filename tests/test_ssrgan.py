@@ -213,7 +213,9 @@ def _phases(workdir):
     return [json.loads(l)['phase'] for l in open(os.path.join(workdir, 'metrics', 'train.jsonl'))]
 
 
+# every phase on the trainer's default mesh, all 8 fake devices (tests/conftest.py)
 @pytest.mark.slow
+@pytest.mark.all_devices
 def test_gru_tiny_run_goes_through_every_phase(tmp_path):
     c = tiny_config('gru')
     res = trainer.train_and_evaluate(c, str(tmp_path))
