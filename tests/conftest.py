@@ -48,22 +48,29 @@ if _CACHE != "off":
 # tiny run split 8 ways on a 2-core machine spends most of its time partitioning, compiling and
 # synchronizing 8 programs: one in-process SSRGAN run of tests/test_critic_stop.py took 44 s on 8
 # devices and 24 s on 1 (its second run in one process, warm compilation cache). So here "every
-# device" is the first device, unless the test is marked `@pytest.mark.all_devices`. A mesh built
-# from devices a test names (the 1-vs-8 tests of test_seq2seq_training.py, test_fake_devices.py,
-# the packed-step tests) and config.mesh.num_devices > 0 are left as they are; the main.py processes
-# tests start see one CPU device anyway.
+# device" is the first device: for every test and every fixture, module-scoped ones included
+# (they are set up before any function-scoped fixture could patch this). A test marked
+# `@pytest.mark.all_devices` gets the real default, all 8, for its own calls. A mesh built from
+# devices a test names (the 1-vs-8 tests of test_seq2seq_training.py, test_fake_devices.py, the
+# packed-step tests) and config.mesh.num_devices > 0 are left as they are; the main.py processes
+# tests start see one CPU device anyway. docs/testing.md has the measurement.
 import pytest  # noqa: E402
+
+_every_device_mesh = sharding.make_mesh
+
+
+def _first_device_mesh(devices=None):
+    import jax as _jax
+    return _every_device_mesh(_jax.devices()[:1] if devices is None else devices)
+
+
+sharding.make_mesh = _first_device_mesh
 
 
 @pytest.fixture(autouse=True)
-def _trainer_mesh_on_one_device(request, monkeypatch):
+def _all_devices_when_marked(request, monkeypatch):
     if request.node.get_closest_marker('all_devices') is not None:
-        yield
-        return
-    import jax as _jax
-    real = sharding.make_mesh
-    monkeypatch.setattr(sharding, 'make_mesh',
-                        lambda devices=None: real(_jax.devices()[:1] if devices is None else devices))
+        monkeypatch.setattr(sharding, 'make_mesh', _every_device_mesh)
     yield
 
 
