@@ -89,7 +89,8 @@ def overrides_for(overrides: dict, row: str, dataset: str) -> list:
 
 def config_sets(parts) -> dict:
     """{KEY: VALUE} of a main.py command's `--config.KEY=VALUE` parts, each key at the last value
-    it is set to (as ml_collections applies them)."""
+    it is set to (as ml_collections applies them). A bare `--config.KEY` (absl's True for a bool
+    field) gives KEY: '' (the ledger keeps it as written; config_mismatch leaves it out)."""
     sets = {}
     for p in parts:
         if p.startswith('--config.'):

@@ -11,7 +11,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the suite with XLA's defaults.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # The main.py processes of the kill-and-resume tests get a compilation cache of their own (the
-# test's JAX_COMPILATION_CACHE_DIR, below). At the quick settings most of their programs compile in
+# JAX_COMPILATION_CACHE_DIR those tests set in their temporary folder). At the quick settings most of their programs compile in
 # under JAX's default threshold for caching (1 s), so the resumed runs compiled them again: cache
 # every program. A resumed tiny AOS4Rec run (`aos4rec.py:tiny,both`, 14 steps) took 34.7 s with the
 # default threshold (8 entries cached) and 30.1 s with these (26 entries); test_seq2seq_training.py's
@@ -30,13 +30,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 _CACHE = os.environ.get("AOS4REC_TEST_COMPILE_CACHE",
                         os.path.join(tempfile.gettempdir(), f"aos4rec_jax-test-compile-cache-{os.getuid()}"))
 
+import jax  # noqa: E402
+
 from aos4rec_jax import sharding  # noqa: E402
 
 sharding.use_fake_cpu_devices(8)
 
 if _CACHE != "off":
-    import jax  # noqa: E402
-
     jax.config.update("jax_compilation_cache_dir", _CACHE)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -60,8 +60,7 @@ _every_device_mesh = sharding.make_mesh
 
 
 def _first_device_mesh(devices=None):
-    import jax as _jax
-    return _every_device_mesh(_jax.devices()[:1] if devices is None else devices)
+    return _every_device_mesh(jax.devices()[:1] if devices is None else devices)
 
 
 sharding.make_mesh = _first_device_mesh
